@@ -1,0 +1,127 @@
+//! Diagnostics: what `renewd check` prints, one per line, as `FILE:LINE:COL: error: message`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// One problem found in a configuration file (or a file it points to).
+///
+/// Messages never contain secret material: only paths, key names and the YAML text around the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based; `None` when the problem is about the file as a whole (unreadable, missing key).
+    pub line: Option<usize>,
+    /// 1-based, in characters.
+    pub col: Option<usize>,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, file, pos, message)
+    }
+
+    pub fn warning(file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, file, pos, message)
+    }
+
+    fn new(severity: Severity, file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.map(|p| p.line),
+            col: pos.map(|p| p.col),
+            severity,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        match (self.line, self.col) {
+            (Some(l), Some(c)) => write!(f, ":{l}:{c}")?,
+            (Some(l), None) => write!(f, ":{l}")?,
+            _ => {}
+        }
+        write!(f, ": {}: {}", self.severity, self.message)
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Every problem found while loading (errors, and the warnings found alongside them).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl ConfigErrors {
+    /// Only the errors (not the warnings that came with them).
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter().filter(|d| d.is_error())
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Diagnostic> for ConfigErrors {
+    fn from(d: Diagnostic) -> Self {
+        ConfigErrors(vec![d])
+    }
+}
+
+/// A 1-based line and column in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Collects diagnostics for one file.
+pub(crate) struct Diags<'a> {
+    pub file: &'a Path,
+    pub out: &'a mut Vec<Diagnostic>,
+}
+
+impl Diags<'_> {
+    pub fn err(&mut self, pos: impl Into<Option<Pos>>, msg: impl Into<String>) {
+        self.out.push(Diagnostic::error(self.file, pos.into(), msg));
+    }
+
+    pub fn warn(&mut self, pos: impl Into<Option<Pos>>, msg: impl Into<String>) {
+        self.out.push(Diagnostic::warning(self.file, pos.into(), msg));
+    }
+
+    pub fn push(&mut self, d: Diagnostic) {
+        self.out.push(d);
+    }
+}

@@ -1,0 +1,431 @@
+//! Configuration: the global file (`renewd.yaml`) and one spec per certificate (`certs.d/NAME.yaml`).
+//!
+//! Two stages, as in ripgrep: [`raw`] turns YAML into a permissive tree of positioned nodes (only YAML
+//! syntax can fail there), then [`validate`] checks keys, types and meaning in one pass and collects
+//! *every* problem as a [`Diagnostic`] (`FILE:LINE:COL: error: message`). Nothing is validated inside a
+//! `Deserialize` impl. This is the only module that reads configuration files, TSIG key files and EAB
+//! key files; secrets end up in [`Secret`] and never in a message.
+
+mod error;
+mod files;
+mod names;
+mod raw;
+pub mod settings;
+mod tsig_key;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigErrors, Diagnostic, Pos, Severity};
+pub use settings::*;
+pub use tsig_key::{parse_tsig_key_file, parse_tsig_key_file_named, parse_tsig_keys};
+
+use error::Diags;
+use validate::{PartialSpec, SpecContext};
+
+/// A valid configuration, and the warnings found on the way (e.g. a secret file readable by others).
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The global file alone (`settings.certs` is empty), with what is needed to load specs one by one.
+#[derive(Debug)]
+pub struct Global {
+    pub settings: Settings,
+    pub warnings: Vec<Diagnostic>,
+    defaults: PartialSpec,
+    account_names: BTreeSet<String>,
+    dns_names: BTreeSet<String>,
+}
+
+impl Global {
+    /// Load one spec file against this global configuration (defaults merged, references checked).
+    /// Domains are checked against `self.settings.certs` (other names only), if any are present.
+    pub fn load_spec(&self, path: &Path) -> Result<CertSpec, ConfigErrors> {
+        let mut out = Vec::new();
+        let cx = self.context();
+        let (spec, _) = load_one_spec(&mut out, path, Some(&cx));
+        if let Some(spec) = &spec {
+            check_against_others(&mut out, path, spec, &self.settings.certs);
+        }
+        finish(out, spec)
+    }
+
+    fn context(&self) -> SpecContext<'_> {
+        SpecContext {
+            config_path: &self.settings.config_path,
+            defaults: &self.defaults,
+            accounts: &self.account_names,
+            dns: &self.dns_names,
+        }
+    }
+}
+
+/// Load the global file and every `*.yaml` spec in `certs_dir` (sorted by name; dotfiles and other
+/// files ignored). On any error, every diagnostic found (errors and warnings) is returned.
+pub fn load(config_path: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut out = Vec::new();
+    let global = load_global_into(&mut out, config_path);
+    let (certs_dir, certs_dir_pos) = match &global {
+        Some(g) => (g.0.settings.certs_dir.clone(), g.1),
+        None => (base_dir(config_path).join("certs.d"), None),
+    };
+    let files = list_specs(&mut out, config_path, &certs_dir, certs_dir_pos);
+
+    let mut certs = BTreeMap::new();
+    // domain → (spec name, file)
+    let mut owners: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+    let cx = global.as_ref().map(|g| g.0.context());
+    for file in &files {
+        let (spec, domains) = load_one_spec(&mut out, file, cx.as_ref());
+        let name = spec_stem(file);
+        let mut dup = false;
+        for (dom, pos) in domains {
+            match owners.get(&dom) {
+                Some((other, other_file)) => {
+                    dup = true;
+                    out.push(Diagnostic::error(
+                        file,
+                        Some(pos),
+                        format!(
+                            "`domains`: `{dom}` is already in spec `{other}` ({}); a name may belong to only one certificate",
+                            other_file.display()
+                        ),
+                    ));
+                }
+                None => {
+                    owners.insert(dom, (name.clone(), file.clone()));
+                }
+            }
+        }
+        if let (Some(spec), false) = (spec, dup) {
+            certs.insert(spec.name.clone(), spec);
+        }
+    }
+    match global {
+        Some((mut g, _)) if !out.iter().any(Diagnostic::is_error) => {
+            g.settings.certs = certs;
+            Ok(Loaded {
+                settings: g.settings,
+                warnings: out,
+            })
+        }
+        _ => Err(ConfigErrors(out)),
+    }
+}
+
+/// Load and check the global file only (no specs).
+pub fn load_global(config_path: &Path) -> Result<Global, ConfigErrors> {
+    let mut out = Vec::new();
+    match load_global_into(&mut out, config_path) {
+        Some((mut g, _)) if !out.iter().any(Diagnostic::is_error) => {
+            g.warnings = out;
+            Ok(g)
+        }
+        _ => Err(ConfigErrors(out)),
+    }
+}
+
+/// Reload one spec (the certs_dir watcher). `defaults` are read again from `settings.config_path`;
+/// accounts and DNS servers are those of `settings`; domains are checked against the other specs
+/// in `settings.certs` (if it has any).
+pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertSpec, ConfigErrors> {
+    let s = settings_without_certs;
+    let mut out = Vec::new();
+    let accounts: BTreeSet<String> = s.accounts.keys().cloned().collect();
+    let dns: BTreeSet<String> = s.dns_servers.keys().cloned().collect();
+    let mut defaults = PartialSpec::default();
+    if let Some(text) = read_text(&mut out, &s.config_path, "configuration file") {
+        match raw::parse(&s.config_path, &text) {
+            Ok(root) => {
+                if let raw::Kind::Map(entries) = &root.kind {
+                    let def = entries
+                        .iter()
+                        .find(|(k, v)| k.scalar_text().as_deref() == Some("defaults") && !v.is_null());
+                    if let Some((_, node)) = def {
+                        let mut d = Diags {
+                            file: &s.config_path,
+                            out: &mut out,
+                        };
+                        defaults = validate::partial_spec(&mut d, node, "defaults", true);
+                        validate::check_refs(&mut d, &defaults, &accounts, &dns, "defaults.");
+                    }
+                }
+            }
+            Err(e) => out.push(e),
+        }
+    }
+    if out.iter().any(Diagnostic::is_error) {
+        return Err(ConfigErrors(out));
+    }
+    let cx = SpecContext {
+        config_path: &s.config_path,
+        defaults: &defaults,
+        accounts: &accounts,
+        dns: &dns,
+    };
+    let (spec, _) = load_one_spec(&mut out, path, Some(&cx));
+    if let Some(spec) = &spec {
+        check_against_others(&mut out, path, spec, &s.certs);
+    }
+    finish(out, spec)
+}
+
+/// The spec files of `certs_dir`, as `load` reads them: `*.yaml`, no dotfiles, sorted.
+pub fn spec_files(certs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(certs_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".yaml") {
+            continue;
+        }
+        if entry.path().is_file() {
+            v.push(entry.path());
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+// ---------------------------------------------------------------- internals
+
+fn finish(out: Vec<Diagnostic>, spec: Option<CertSpec>) -> Result<CertSpec, ConfigErrors> {
+    match spec {
+        Some(s) if !out.iter().any(Diagnostic::is_error) => Ok(s),
+        _ => Err(ConfigErrors(out)),
+    }
+}
+
+fn check_against_others(
+    out: &mut Vec<Diagnostic>,
+    path: &Path,
+    spec: &CertSpec,
+    others: &BTreeMap<String, CertSpec>,
+) {
+    for dom in &spec.domains {
+        if let Some(other) = others
+            .values()
+            .find(|o| o.name != spec.name && o.domains.contains(dom))
+        {
+            out.push(Diagnostic::error(
+                path,
+                None,
+                format!(
+                    "`domains`: `{dom}` is already in spec `{}` ({}); a name may belong to only one certificate",
+                    other.name,
+                    other.file.display()
+                ),
+            ));
+        }
+    }
+}
+
+/// The config file's directory, absolute (relative paths in the config are taken from there).
+fn base_dir(config_path: &Path) -> PathBuf {
+    let abs = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    abs.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn read_text(out: &mut Vec<Diagnostic>, path: &Path, what: &str) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                out.push(Diagnostic::error(
+                    path,
+                    None,
+                    format!(
+                        "the {what} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                        e.utf8_error().valid_up_to()
+                    ),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            out.push(Diagnostic::error(
+                path,
+                None,
+                format!("cannot read the {what}: {e}"),
+            ));
+            None
+        }
+    }
+}
+
+/// Global settings plus where `certs_dir` was set; `None` when the file could not be read or parsed.
+fn load_global_into(out: &mut Vec<Diagnostic>, config_path: &Path) -> Option<(Global, Option<Pos>)> {
+    let text = read_text(out, config_path, "configuration file")?;
+    let root = match raw::parse(config_path, &text) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(e);
+            return None;
+        }
+    };
+    let base = base_dir(config_path);
+    let mut d = Diags {
+        file: config_path,
+        out,
+    };
+    let g = validate::global(&mut d, config_path, &base, &root);
+    Some((
+        Global {
+            settings: g.settings,
+            warnings: Vec::new(),
+            defaults: g.defaults,
+            account_names: g.account_names,
+            dns_names: g.dns_names,
+        },
+        g.certs_dir_pos,
+    ))
+}
+
+fn list_specs(
+    out: &mut Vec<Diagnostic>,
+    config_path: &Path,
+    certs_dir: &Path,
+    certs_dir_pos: Option<Pos>,
+) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(certs_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let how = if certs_dir_pos.is_some() {
+                "fix `certs_dir`, or create the directory"
+            } else {
+                "create it (the default is certs.d next to the global file) or set `certs_dir:`"
+            };
+            out.push(Diagnostic::error(
+                config_path,
+                certs_dir_pos,
+                format!(
+                    "cannot read certs_dir {}: {e}; {how}, and put one NAME.yaml per certificate in it",
+                    certs_dir.display()
+                ),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".yml") {
+            out.push(Diagnostic::warning(
+                &path,
+                None,
+                format!("ignored: spec files must end in `.yaml`; rename it to {stem}.yaml"),
+            ));
+            continue;
+        }
+        if !name.ends_with(".yaml") {
+            continue;
+        }
+        if !path.is_file() {
+            out.push(Diagnostic::warning(&path, None, "ignored: not a regular file"));
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort();
+    if files.is_empty() {
+        out.push(Diagnostic::warning(
+            config_path,
+            certs_dir_pos,
+            format!(
+                "no certificate specs in {}: add one NAME.yaml per certificate (e.g. `domains: [host.example.org]`)",
+                certs_dir.display()
+            ),
+        ));
+    }
+    files
+}
+
+fn spec_stem(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default()
+        .trim_end_matches(".yaml")
+        .to_string()
+}
+
+/// One spec file. Without a context (global file unusable) only the spec's own keys are checked.
+/// Returns the spec (if valid) and the domains it lists (with positions) for the duplicate check.
+fn load_one_spec(
+    out: &mut Vec<Diagnostic>,
+    path: &Path,
+    cx: Option<&SpecContext>,
+) -> (Option<CertSpec>, Vec<(String, Pos)>) {
+    let name = spec_stem(path);
+    let mut name_ok = true;
+    if !validate::spec_name_ok(&name) {
+        name_ok = false;
+        out.push(Diagnostic::error(
+            path,
+            None,
+            format!(
+                "`{name}` is not a valid spec name: the file name (without .yaml) is the certificate's name and must match \
+                 [a-z0-9][a-z0-9._-]* (lower-case letters, digits, `.`, `_`, `-`); rename the file, e.g. to {}.yaml",
+                suggest_name(&name)
+            ),
+        ));
+    }
+    let Some(text) = read_text(out, path, "spec file") else {
+        return (None, Vec::new());
+    };
+    let root = match raw::parse(path, &text) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(e);
+            return (None, Vec::new());
+        }
+    };
+    let mut d = Diags { file: path, out };
+    if root.is_null() {
+        d.err(
+            None,
+            "the spec is empty: it needs at least `domains: [host.example.org]`",
+        );
+        return (None, Vec::new());
+    }
+    let partial = validate::partial_spec(&mut d, &root, "", false);
+    let domains = partial.domains.clone().unwrap_or_default();
+    let spec = match cx {
+        Some(cx) => validate::finish_spec(&mut d, &name, path, partial, cx),
+        None => None,
+    };
+    (spec.filter(|_| name_ok), domains)
+}
+
+fn suggest_name(name: &str) -> String {
+    let mut s: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while s.starts_with(['.', '_', '-']) {
+        s.remove(0);
+    }
+    if s.is_empty() {
+        "mycert".into()
+    } else {
+        s
+    }
+}

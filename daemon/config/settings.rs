@@ -1,0 +1,163 @@
+//! Validated settings: what the rest of renewd trusts. Built only by `config::load`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Bytes that must never be printed: TSIG secrets, EAB HMAC keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+    /// The raw secret. Call sites are the only places a secret is touched: TSIG signing, EAB.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The whole validated configuration: global file plus every valid spec.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The global file this came from.
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    pub workers: usize,
+    pub accounts: BTreeMap<String, AccountSettings>,
+    pub dns_servers: BTreeMap<String, DnsServerSettings>,
+    pub propagation: PropagationSettings,
+    /// Recursive resolvers for discovery (SOA/NS/CNAME/A lookups). Empty: /etc/resolv.conf.
+    pub resolver: Vec<SocketAddr>,
+    /// Certificate specs by NAME (the file stem).
+    pub certs: BTreeMap<String, CertSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub name: String,
+    pub directory: String,
+    pub contact: Vec<String>,
+    pub eab: Option<Eab>,
+    /// Extra PEM roots trusted for the ACME server's TLS (in addition to the system roots).
+    pub trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Eab {
+    pub kid: String,
+    /// Decoded HMAC key (the file holds it base64url, as CAs hand it out).
+    pub hmac_key: Secret,
+    pub hmac_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsServerSettings {
+    pub name: String,
+    /// `host` or `host:port` / `[v6]:port` as written; resolved when used (check never touches the network).
+    pub address: String,
+    pub tsig: TsigKey,
+    pub tsig_key_file: PathBuf,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TsigKey {
+    /// Key name as the server knows it (without trailing dot).
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct PropagationSettings {
+    pub timeout: Duration,
+    /// Explicit `host:port` list to check instead of the zone's NS set (kept as written).
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    Rsa { bits: u32 },
+    EcdsaP256,
+    EcdsaP384,
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySpec::Rsa { bits } => write!(f, "rsa{bits}"),
+            KeySpec::EcdsaP256 => f.write_str("ecdsa-p256"),
+            KeySpec::EcdsaP384 => f.write_str("ecdsa-p384"),
+        }
+    }
+}
+
+/// One certificate, from `certs.d/NAME.yaml` merged over `defaults`.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    pub name: String,
+    pub file: PathBuf,
+    /// Lower-case, no trailing dot; the first is the subject CN. `*.x` allowed.
+    pub domains: Vec<String>,
+    pub account: String,
+    pub key: KeySpec,
+    pub dns: String,
+    /// Explicit zone for every name of this certificate (no trailing dot).
+    pub zone: Option<String>,
+    pub renew_before: Option<Duration>,
+    pub deploy: Vec<DeployTarget>,
+    pub reload: Vec<ReloadSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployTarget {
+    pub fullchain: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub chain: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// key + fullchain in one file (haproxy style).
+    pub combined: Option<PathBuf>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// File mode; default 0644 for certificates, 0600 for anything holding the key.
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadSpec {
+    /// `gitlab-ctl hup SERVICE`
+    Gitlab(String),
+    Nginx,
+    Apache,
+    /// `systemctl reload UNIT`
+    Systemd(String),
+    Command { argv: Vec<String>, timeout: Duration },
+}

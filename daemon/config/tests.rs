@@ -1,0 +1,598 @@
+use super::*;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const SECRET_B64: &str = "2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=";
+const KEYGEN: &str = "key \"acme-update\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n";
+/// bytes 0xfb 0xff 0xfe ... : base64url uses `-` and `_` where standard base64 has `+` and `/`.
+const EAB_B64URL: &str = "-__-AAEC";
+
+struct Fx {
+    dir: tempfile::TempDir,
+}
+
+impl Fx {
+    fn new(global: &str) -> Fx {
+        let fx = Fx {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir(fx.path("certs.d")).unwrap();
+        fs::create_dir(fx.path("secrets")).unwrap();
+        fx.secret("secrets/acme-update.key", KEYGEN);
+        fx.secret("secrets/ca.eab", &format!("{EAB_B64URL}\n"));
+        fx.write("renewd.yaml", global);
+        fx
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        fs::write(&p, text).unwrap();
+        p
+    }
+    fn secret(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.write(rel, text);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+    fn spec(&self, name: &str, text: &str) -> PathBuf {
+        self.write(&format!("certs.d/{name}.yaml"), text)
+    }
+    fn config(&self) -> PathBuf {
+        self.path("renewd.yaml")
+    }
+    fn load(&self) -> Result<Loaded, ConfigErrors> {
+        load(&self.config())
+    }
+    fn errors(&self) -> Vec<Diagnostic> {
+        match self.load() {
+            Ok(l) => panic!("expected errors, got {:#?}", l.settings.certs),
+            Err(e) => e.0.into_iter().filter(|d| d.is_error()).collect(),
+        }
+    }
+    /// The only error; its Display text.
+    fn one_error(&self) -> (Diagnostic, String) {
+        let errs = self.errors();
+        assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+        let s = errs[0].to_string();
+        (errs[0].clone(), s)
+    }
+}
+
+const GLOBAL: &str = "\
+state_dir: state
+workers: 8
+accounts:
+  secom:
+    directory: https://acme.ca.example/directory
+    contact: [mailto:pki@example.ac.jp]
+    eab: { kid: \"KID-1\", hmac_key_file: secrets/ca.eab }
+  le:
+    directory: https://acme-v02.api.letsencrypt.org/directory
+dns_servers:
+  acme-master:
+    address: acme-master.example.ac.jp:53
+    tsig_key_file: secrets/acme-update.key
+    ttl: 120
+propagation:
+  timeout: 2m
+  nameservers: [dns1.example.ac.jp, \"192.0.2.1:5353\"]
+resolver: [127.0.0.1, \"[::1]:5300\"]
+defaults: { account: secom, dns: acme-master, key: { type: rsa, bits: 3072 }, renew_before: 30d }
+";
+
+fn valid() -> Fx {
+    let fx = Fx::new(GLOBAL);
+    fx.spec("gitlab", "domains: [GitLab.Example.ac.jp.]\n");
+    fx.spec(
+        "www",
+        "\
+domains: [www.example.ac.jp, \"*.www.example.ac.jp\"]
+account: le
+key: { type: ecdsa, curve: p384 }
+zone: _acme-challenge.www.example.ac.jp.
+renew_before: 720h
+deploy:
+  - { fullchain: /etc/ssl/www.crt, key: /etc/ssl/www.key, owner: root, group: ssl-cert, mode: \"0640\" }
+  - { combined: /etc/haproxy/www.pem, mode: 0600 }
+reload:
+  - gitlab: nginx
+  - nginx: {}
+  - apache:
+  - systemd: haproxy.service
+  - command: [/usr/local/sbin/push, \"{fullchain}\"]
+  - command: { argv: [/bin/true], timeout: 5s }
+",
+    );
+    fx
+}
+
+#[test]
+fn full_valid_config_loads_with_defaults_and_resolved_paths() {
+    let fx = valid();
+    fx.write("certs.d/README", "not a spec");
+    fx.write("certs.d/.hidden.yaml", "garbage: [");
+    let loaded = fx.load().unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let s = &loaded.settings;
+    let base = fx.dir.path();
+    assert_eq!(s.config_path, fx.config());
+    assert_eq!(s.state_dir, base.join("state"));
+    assert_eq!(s.certs_dir, base.join("certs.d"));
+    assert_eq!(s.workers, 8);
+    assert_eq!(s.propagation.timeout, Duration::from_secs(120));
+    assert_eq!(s.propagation.nameservers, vec!["dns1.example.ac.jp", "192.0.2.1:5353"]);
+    assert_eq!(
+        s.resolver,
+        vec!["127.0.0.1:53".parse().unwrap(), "[::1]:5300".parse().unwrap()]
+    );
+
+    let secom = &s.accounts["secom"];
+    assert_eq!(secom.directory, "https://acme.ca.example/directory");
+    assert_eq!(secom.contact, vec!["mailto:pki@example.ac.jp"]);
+    let eab = secom.eab.as_ref().unwrap();
+    assert_eq!(eab.kid, "KID-1");
+    assert_eq!(eab.hmac_key.expose(), &[0xfb, 0xff, 0xfe, 0x00, 0x01, 0x02]);
+    assert_eq!(eab.hmac_key_file, base.join("secrets/ca.eab"));
+    assert!(s.accounts["le"].eab.is_none());
+
+    let dns = &s.dns_servers["acme-master"];
+    assert_eq!(dns.address, "acme-master.example.ac.jp:53");
+    assert_eq!(dns.ttl, 120);
+    assert_eq!(dns.tsig_key_file, base.join("secrets/acme-update.key"));
+    assert_eq!(dns.tsig.name, "acme-update");
+    assert_eq!(dns.tsig.algorithm, TsigAlgorithm::HmacSha256);
+    assert_eq!(dns.tsig.secret.expose().len(), 32);
+
+    assert_eq!(s.certs.len(), 2);
+    let g = &s.certs["gitlab"];
+    assert_eq!(g.file, base.join("certs.d/gitlab.yaml"));
+    assert_eq!(g.domains, vec!["gitlab.example.ac.jp"]);
+    assert_eq!(g.account, "secom");
+    assert_eq!(g.dns, "acme-master");
+    assert_eq!(g.key, KeySpec::Rsa { bits: 3072 });
+    assert_eq!(g.renew_before, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(g.zone, None);
+    assert!(g.deploy.is_empty() && g.reload.is_empty());
+
+    let w = &s.certs["www"];
+    assert_eq!(w.domains, vec!["www.example.ac.jp", "*.www.example.ac.jp"]);
+    assert_eq!(w.account, "le");
+    assert_eq!(w.key, KeySpec::EcdsaP384);
+    assert_eq!(w.zone.as_deref(), Some("_acme-challenge.www.example.ac.jp"));
+    assert_eq!(w.renew_before, Some(Duration::from_secs(720 * 3600)));
+    assert_eq!(
+        w.deploy,
+        vec![
+            DeployTarget {
+                fullchain: Some("/etc/ssl/www.crt".into()),
+                key: Some("/etc/ssl/www.key".into()),
+                owner: Some("root".into()),
+                group: Some("ssl-cert".into()),
+                mode: Some(0o640),
+                ..Default::default()
+            },
+            DeployTarget {
+                combined: Some("/etc/haproxy/www.pem".into()),
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        w.reload,
+        vec![
+            ReloadSpec::Gitlab("nginx".into()),
+            ReloadSpec::Nginx,
+            ReloadSpec::Apache,
+            ReloadSpec::Systemd("haproxy.service".into()),
+            ReloadSpec::Command {
+                argv: vec!["/usr/local/sbin/push".into(), "{fullchain}".into()],
+                timeout: Duration::from_secs(60)
+            },
+            ReloadSpec::Command {
+                argv: vec!["/bin/true".into()],
+                timeout: Duration::from_secs(5)
+            },
+        ]
+    );
+
+    // Secrets never show in Debug output.
+    let dbg = format!("{s:?}");
+    assert!(!dbg.contains(SECRET_B64) && !dbg.contains("251, 255"), "{dbg}");
+    assert!(dbg.contains("Secret(<redacted>)"));
+}
+
+#[test]
+fn minimal_config_uses_defaults() {
+    let fx = Fx::new(
+        "accounts: { a: { directory: \"https://ca.example/dir\" } }\n\
+         dns_servers: { p: { address: \"192.0.2.53\", tsig_key_file: secrets/acme-update.key } }\n",
+    );
+    fx.spec("one", "domains: [a.example.org]\n");
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.state_dir, PathBuf::from("/var/lib/renewd"));
+    assert_eq!(s.workers, 4);
+    assert_eq!(s.propagation.timeout, Duration::from_secs(300));
+    assert_eq!(s.dns_servers["p"].ttl, 60);
+    let c = &s.certs["one"];
+    // A single account / DNS server is used when neither spec nor defaults name one.
+    assert_eq!((c.account.as_str(), c.dns.as_str()), ("a", "p"));
+    assert_eq!(c.key, KeySpec::Rsa { bits: 2048 });
+}
+
+#[test]
+fn unknown_key_suggests_nearest_with_line_and_col() {
+    let fx = valid();
+    let p = fx.spec("bad", "# a comment\nzone: x.example.org\n  \ndomain: [a.example.org]\n");
+    let errs = fx.errors();
+    let e = errs
+        .iter()
+        .find(|d| d.message.contains("unknown key"))
+        .unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:4:1: error: unknown key `domain`; did you mean `domains`?",
+            p.display()
+        )
+    );
+
+    let fx = Fx::new(&GLOBAL.replace("workers: 8", "worker: 8"));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(2), Some(1)));
+    assert!(s.ends_with("error: unknown key `worker`; did you mean `workers`?"), "{s}");
+
+    // Nested keys carry their path and their own position.
+    let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tll: 120"));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(14), Some(5)));
+    assert!(s.contains("unknown key `dns_servers.acme-master.tll`; did you mean `ttl`?"), "{s}");
+}
+
+#[test]
+fn misplaced_keys_are_explained() {
+    let fx = valid();
+    fx.spec("x", "domains: [x.example.org]\nworkers: 2\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`workers` is a global setting"), "{s}");
+}
+
+#[test]
+fn wrong_type() {
+    let fx = Fx::new(&GLOBAL.replace("workers: 8", "workers: \"8\""));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(2), Some(10)));
+    assert!(s.contains("`workers` must be an integer, found a string"), "{s}");
+
+    let fx = valid();
+    fx.spec("x", "domains: x.example.org\n");
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains("`domains` must be a list, found a string: write `domains: [x.example.org]`"),
+        "{s}"
+    );
+
+    let fx = Fx::new(&GLOBAL.replace("workers: 8", "workers: 100"));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`workers` must be from 1 to 64, found 100"), "{s}");
+}
+
+#[test]
+fn empty_domains() {
+    let fx = valid();
+    let p = fx.spec("x", "domains: []\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, p);
+    assert_eq!((e.line, e.col), (Some(1), Some(10)));
+    assert!(s.contains("`domains` is empty"), "{s}");
+
+    let fx = valid();
+    fx.spec("y", "account: secom\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("no `domains`"), "{s}");
+}
+
+#[test]
+fn invalid_domain_names_the_label() {
+    let fx = valid();
+    fx.spec(
+        "x",
+        "domains:\n  - ok.example.org\n  - foo_bar.example.org\n  - gitlab\n  - a.*.example.org\n  - ok.example.org\n",
+    );
+    let errs = fx.errors();
+    let text = ConfigErrors(errs.clone()).to_string();
+    assert_eq!(errs.len(), 4, "{text}");
+    assert_eq!((errs[0].line, errs[0].col), (Some(3), Some(5)));
+    assert!(errs[0].message.contains("label `foo_bar` contains `_`"), "{text}");
+    assert!(errs[1].message.contains("not a fully-qualified name"), "{text}");
+    assert!(errs[2].message.contains("only allowed as the whole first label"), "{text}");
+    assert!(errs[3].message.contains("listed twice (first at line 2)"), "{text}");
+}
+
+#[test]
+fn undefined_account_lists_defined_ones() {
+    let fx = valid();
+    fx.spec("x", "domains: [x.example.org]\naccount: secomm\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(2), Some(10)));
+    assert!(
+        s.contains("`account`: `secomm` is not defined under `accounts` in the global file; defined: `le`, `secom`; did you mean `secom`?"),
+        "{s}"
+    );
+}
+
+#[test]
+fn undefined_dns_server() {
+    let fx = valid();
+    fx.spec("x", "domains: [x.example.org]\ndns: primary\n");
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains("`dns`: `primary` is not defined under `dns_servers` in the global file; defined: `acme-master`"),
+        "{s}"
+    );
+
+    // In defaults, reported once in the global file.
+    let fx = Fx::new(&GLOBAL.replace("dns: acme-master,", "dns: nope,"));
+    fx.spec("a", "domains: [a.example.org]\n");
+    fx.spec("b", "domains: [b.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, fx.config());
+    assert!(s.contains("`defaults.dns`: `nope` is not defined"), "{s}");
+}
+
+#[test]
+fn duplicate_domain_across_specs_names_first_file() {
+    let fx = valid();
+    let first = fx.spec("a-first", "domains: [dup.example.org]\n");
+    let second = fx.spec("b-second", "domains: [other.example.org, Dup.Example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, second);
+    assert_eq!((e.line, e.col), (Some(1), Some(30)));
+    assert!(
+        s.contains(&format!(
+            "`dup.example.org` is already in spec `a-first` ({})",
+            first.display()
+        )),
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let fx = valid();
+    fx.spec("x", "domains: [x.example.org]\nrenew_before: 30 dayz\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(2), Some(15)));
+    assert!(s.contains("`renew_before`: invalid duration `30 dayz`: "), "{s}");
+    assert!(s.contains("write e.g. `30d`, `720h`"), "{s}");
+
+    let fx = valid();
+    fx.spec("x", "domains: [x.example.org]\nrenew_before: 30\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`30` has no unit"), "{s}");
+}
+
+#[test]
+fn unreadable_key_file() {
+    let fx = Fx::new(&GLOBAL.replace("secrets/acme-update.key", "secrets/missing.key"));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, fx.config());
+    assert_eq!((e.line, e.col), (Some(13), Some(20)));
+    assert!(s.contains(&fx.path("secrets/missing.key").display().to_string()), "{s}");
+    assert!(s.contains("does not exist"), "{s}");
+    assert!(s.contains("tsig-keygen -a hmac-sha256"), "{s}");
+
+    // Standalone parser: FILE: error: ... without a position.
+    let err = parse_tsig_key_file(&fx.path("secrets/missing.key")).unwrap_err();
+    assert_eq!(err.line, None);
+    assert!(err.to_string().contains("missing.key: error: cannot read the TSIG key file"));
+}
+
+#[test]
+fn malformed_key_file_points_at_the_token() {
+    let fx = valid();
+    let p = fx.secret(
+        "secrets/acme-update.key",
+        "key \"acme-update\" {\n\talgorithm hmac-sha256\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n",
+    );
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, p);
+    assert_eq!((e.line, e.col), (Some(3), Some(2)));
+    assert!(s.contains("expected `;` after the `algorithm` value, found `secret`"), "{s}");
+
+    // Invalid base64: the line is given, the secret is not echoed.
+    let bad = "key k { algorithm hmac-sha256;\n secret \"not*base64!\"; };";
+    let e = parse_tsig_keys(Path::new("k.key"), bad).unwrap_err();
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("not valid base64") && !e.message.contains("not*base64"));
+
+    let e = parse_tsig_keys(Path::new("k.key"), "key k { secret \"AAAA\"; };").unwrap_err();
+    assert!(e.message.contains("has no `algorithm`"), "{e}");
+    let e = parse_tsig_keys(Path::new("k.key"), "/* open\nkey k {};").unwrap_err();
+    assert!(e.message.contains("unterminated `/*`"), "{e}");
+    let e = parse_tsig_keys(Path::new("k.key"), "").unwrap_err();
+    assert!(e.message.contains("no key"), "{e}");
+}
+
+#[test]
+fn hmac_md5_is_refused() {
+    let text = "key \"old\" {\n\talgorithm hmac-md5;\n\tsecret \"AAAA\";\n};\n";
+    let e = parse_tsig_keys(Path::new("old.key"), text).unwrap_err();
+    assert_eq!((e.line, e.col), (Some(2), Some(12)));
+    assert!(e.message.contains("hmac-md5 is broken"), "{e}");
+    assert!(e.message.contains("tsig-keygen -a hmac-sha256 NAME"), "{e}");
+}
+
+#[test]
+fn tsig_keygen_output_with_every_comment_style() {
+    let k = parse_tsig_keys(Path::new("k.key"), KEYGEN).unwrap();
+    assert_eq!(k.len(), 1);
+    assert_eq!(k[0].name, "acme-update");
+    assert_eq!(k[0].algorithm, TsigAlgorithm::HmacSha256);
+
+    let text = format!(
+        "# generated by tsig-keygen\n// for acme-master\n/* multi\n   line */\n{}",
+        KEYGEN.replace("hmac-sha256;", "HMAC-SHA256. ; # trailing\n\t/* inline */")
+    );
+    let k = parse_tsig_keys(Path::new("k.key"), &text).unwrap();
+    assert_eq!(k[0].algorithm, TsigAlgorithm::HmacSha256);
+    use base64::Engine;
+    assert_eq!(
+        k[0].secret.expose(),
+        base64::engine::general_purpose::STANDARD
+            .decode(SECRET_B64)
+            .unwrap()
+            .as_slice()
+    );
+    let k = parse_tsig_keys(
+        Path::new("k.key"),
+        "key sha512-key. { algorithm hmac-sha512; secret \"AAAA\"; };",
+    )
+    .unwrap();
+    assert_eq!((k[0].name.as_str(), k[0].algorithm), ("sha512-key", TsigAlgorithm::HmacSha512));
+}
+
+#[test]
+fn multi_key_file() {
+    let two = format!("{KEYGEN}\nkey \"other\" {{ algorithm hmac-sha384; secret \"AAAA\"; }};\n");
+    let fx = valid();
+    fx.secret("secrets/acme-update.key", &two);
+    let (e, s) = fx.one_error();
+    assert_eq!(e.file, fx.config());
+    assert!(s.contains("holds 2 keys (`acme-update`, `other`): say which one with `tsig_key_name:`"), "{s}");
+
+    let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tsig_key_name: other"));
+    fx.secret("secrets/acme-update.key", &two);
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.dns_servers["acme-master"].tsig.name, "other");
+    assert_eq!(s.dns_servers["acme-master"].tsig.algorithm, TsigAlgorithm::HmacSha384);
+
+    let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tsig_key_name: nope"));
+    fx.secret("secrets/acme-update.key", &two);
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(14));
+    assert!(s.contains("no key named `nope`"), "{s}");
+}
+
+#[test]
+fn group_readable_secret_is_a_warning() {
+    let fx = valid();
+    let key = fx.path("secrets/acme-update.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let loaded = fx.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!(w.line, Some(13));
+    let s = w.to_string();
+    assert!(s.contains(": warning: "), "{s}");
+    assert!(s.contains(&format!("run `chmod 600 {}`", key.display())), "{s}");
+}
+
+#[test]
+fn eab_key_decoding() {
+    use files::decode_eab_key;
+    assert_eq!(decode_eab_key("-__-AAEC\n").unwrap(), vec![0xfb, 0xff, 0xfe, 0, 1, 2]);
+    assert_eq!(decode_eab_key("+//+AAEC").unwrap(), vec![0xfb, 0xff, 0xfe, 0, 1, 2]);
+    assert_eq!(decode_eab_key("AAE=").unwrap(), vec![0, 1]);
+    assert_eq!(decode_eab_key("AAE").unwrap(), vec![0, 1]);
+    assert!(decode_eab_key("\n\n").unwrap_err().contains("empty"));
+    assert!(decode_eab_key("AAAA\nBBBB\n").unwrap_err().contains("one line"));
+    let e = decode_eab_key("secret!!value").unwrap_err();
+    assert!(!e.contains("secret!!value"));
+
+    let fx = valid();
+    fx.secret("secrets/ca.eab", "");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(7));
+    assert!(s.contains("`accounts.secom.eab.hmac_key_file`") && s.contains("is empty"), "{s}");
+}
+
+#[test]
+fn all_errors_from_all_files_are_reported() {
+    let fx = Fx::new(&GLOBAL.replace("workers: 8", "workers: many"));
+    fx.spec("a", "domains: [a.example.org]\nkey: { type: rsa, bits: 1024 }\n");
+    fx.spec("b", "domains: [b.example.org]\nreload: [{ nginx: {}, apache: {} }]\n");
+    fx.spec("c", "domains: [c.example.org]\ndeploy: [{ key: relative.key, mode: \"0999\" }]\n");
+    fx.spec("Bad Name", "domains: [d.example.org]\n");
+    fx.spec("e", "domains: [e.example.org\n");
+    let errs = fx.errors();
+    let text = ConfigErrors(errs.clone()).to_string();
+    for want in [
+        "renewd.yaml:2:10: error: `workers` must be an integer, found a string",
+        "a.yaml:2:25: error: `key.bits` must be 2048, 3072 or 4096, found 1024",
+        "b.yaml:2:10: error: `reload[0]` has 2 keys",
+        "c.yaml:2:17: error: `deploy[0].key` must be an absolute path, found `relative.key`",
+        "c.yaml:2:37: error: `deploy[0].mode` must be an octal file mode",
+        "Bad Name.yaml: error: `Bad Name` is not a valid spec name",
+        "rename the file, e.g. to bad-name.yaml",
+        "e.yaml:1:10: error: invalid YAML: ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert_eq!(errs.len(), 7, "{text}");
+}
+
+#[test]
+fn global_requires_accounts_and_dns_servers() {
+    let fx = Fx::new("workers: 2\n");
+    fx.spec("a", "domains: [a.example.org]\n");
+    let text = ConfigErrors(fx.errors()).to_string();
+    assert!(text.contains("no ACME account defined: add one, e.g."), "{text}");
+    assert!(text.contains("no DNS server defined"), "{text}");
+}
+
+#[test]
+fn missing_certs_dir() {
+    let fx = Fx::new(&format!("certs_dir: nowhere\n{GLOBAL}"));
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(1), Some(12)));
+    assert!(s.contains("cannot read certs_dir"), "{s}");
+}
+
+#[test]
+fn load_spec_and_global() {
+    let fx = valid();
+    let g = load_global(&fx.config()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(g.settings.certs.is_empty());
+    let spec = g.load_spec(&fx.path("certs.d/gitlab.yaml")).unwrap();
+    assert_eq!(spec.key, KeySpec::Rsa { bits: 3072 });
+
+    let mut settings = fx.load().unwrap().settings;
+    let p = fx.spec("new", "domains: [www.example.ac.jp]\n");
+    let e = load_spec(&settings, &p).unwrap_err().to_string();
+    assert!(e.contains("already in spec `www`"), "{e}");
+    settings.certs.clear();
+    let spec = load_spec(&settings, &p).unwrap();
+    assert_eq!((spec.name.as_str(), spec.account.as_str()), ("new", "secom"));
+    assert_eq!(spec.renew_before, Some(Duration::from_secs(30 * 86400)));
+}
+
+#[test]
+fn yaml_syntax_and_duplicate_keys() {
+    let fx = valid();
+    fx.spec("x", "domains: [a.example.org]\ndomains: [b.example.org]\n");
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(2));
+    assert!(s.contains("duplicate key `domains`"), "{s}");
+}
+
+#[test]
+fn yml_files_are_ignored_with_a_warning() {
+    let fx = valid();
+    fx.write("certs.d/old.yml", "domains: [old.example.org]\n");
+    let l = fx.load().unwrap();
+    assert_eq!(l.settings.certs.len(), 2);
+    assert!(l.warnings[0].to_string().contains("rename it to old.yaml"));
+}

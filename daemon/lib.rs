@@ -1,0 +1,18 @@
+//! renewd: keeps certificates valid with ACME DNS-01 through RFC 2136 (TSIG) updates to a hidden primary.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants each one keeps):
+//! - [`config`]: raw YAML → validated [`config::Settings`]; the only place that reads config files.
+//! - [`dns`]: zone discovery, RFC 2136 + TSIG updates, propagation checks against authoritative servers.
+//! - [`acme`]: ACME accounts (EAB, credentials on disk), orders, challenges, finalization.
+//! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
+//! - [`state`]: the state directory layout and atomic file writes.
+//! - [`journal`]: the cleanup journal of published TXT values (crash safety).
+//! - [`renew`]: one renewal from start to finish, and running many of them.
+
+pub mod acme;
+pub mod certs;
+pub mod config;
+pub mod dns;
+pub mod journal;
+pub mod renew;
+pub mod state;

@@ -1,0 +1,210 @@
+//! The `renewd` command line. Only argument parsing and output live here; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use renewd::config::{self, Severity};
+use renewd::renew::{Engine, Outcome};
+
+/// Keeps certificates valid: ACME (with EAB) + DNS-01 through RFC 2136 / TSIG updates to a hidden primary.
+#[derive(Parser, Debug)]
+#[command(name = "renewd", version, about)]
+struct Cli {
+    /// The global configuration file.
+    #[arg(long, global = true, default_value = "/etc/renewd/renewd.yaml")]
+    config: PathBuf,
+    /// More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the global configuration and every spec, without touching the network.
+    Check,
+    /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
+    Renew {
+        /// Certificate names (spec file stems). Default: every spec.
+        names: Vec<String>,
+        /// Renew even if not due.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("renewd: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "renewd=info,warn",
+        _ => "renewd=debug,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RENEWD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let loaded = match config::load(&cli.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            for d in &errors.0 {
+                eprintln!("{d}");
+            }
+            let n = errors
+                .0
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            eprintln!("renewd: {n} error(s) in the configuration; nothing was done");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let settings = loaded.settings;
+    match cli.command {
+        Command::Check => {
+            println!(
+                "{}: OK ({} certificate(s), {} account(s), {} dns server(s))",
+                cli.config.display(),
+                settings.certs.len(),
+                settings.accounts.len(),
+                settings.dns_servers.len()
+            );
+            Ok(0)
+        }
+        Command::Renew { names, force } => {
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| !settings.certs.contains_key(*n))
+                .collect();
+            if !unknown.is_empty() {
+                let known: Vec<&String> = settings.certs.keys().collect();
+                eprintln!(
+                    "renewd: no spec named {}; known: {} (specs are the *.yaml files in {})",
+                    unknown
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    known
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    settings.certs_dir.display()
+                );
+                return Ok(EXIT_CONFIG);
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(renew(Arc::new(settings), names, force))
+        }
+    }
+}
+
+async fn renew(
+    settings: Arc<renewd::config::Settings>,
+    names: Vec<String>,
+    force: bool,
+) -> anyhow::Result<u8> {
+    let engine = Arc::new(Engine::new(settings.clone())?);
+    let (removed, failed) = engine.recover().await;
+    if removed + failed > 0 {
+        eprintln!(
+            "renewd: cleanup journal: removed {removed} TXT value(s) left by an interrupted run{}",
+            if failed > 0 {
+                format!(", {failed} could not be removed yet")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let selected: Vec<String> = if names.is_empty() {
+        settings.certs.keys().cloned().collect()
+    } else {
+        names
+    };
+    let limit = Arc::new(tokio::sync::Semaphore::new(settings.workers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in selected {
+        let engine = engine.clone();
+        let limit = limit.clone();
+        let spec = settings.certs[&name].clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = engine.renew_if_due(&spec, force).await;
+            (name, result)
+        });
+    }
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.context("a renewal task panicked")?;
+        match result {
+            Ok(Outcome::Renewed(r)) => println!(
+                "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s)",
+                r.serial,
+                humantime::format_rfc3339_seconds(r.not_after),
+                r.elapsed.as_secs_f64(),
+                r.propagation.as_secs_f64()
+            ),
+            Ok(Outcome::NotDue { not_after, due }) => println!(
+                "{name}: not due, expires {}, renewal due {} (in {})",
+                humantime::format_rfc3339_seconds(not_after),
+                humantime::format_rfc3339_seconds(due),
+                approx(due)
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("{name}: FAILED: {e}");
+            }
+        }
+    }
+    Ok(if failures > 0 { EXIT_FAILED } else { 0 })
+}
+
+/// "3d 4h" style time until `t`.
+fn approx(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::now())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (d, h, m) = (secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else {
+        format!("{m}m")
+    }
+}

@@ -1,0 +1,657 @@
+//! One renewal from start to finish ([`Engine::renew`]), and the due rule ([`due`]).
+//!
+//! Order of a renewal (DESIGN.md "How a renewal goes"): account → order → for every authorization find the
+//! zone and publish the TXT value (journal first, then RFC 2136 append) → wait until every authoritative
+//! server of every zone serves every value → tell the CA → finalize with our own key and CSR → check the
+//! chain → install into `live/` → deploy targets → delete exactly our TXT values (also on failure).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+use tokio::sync::Mutex;
+
+use crate::acme::{self, AcmeError};
+use crate::certs::{self, CertError, CertFacts, NewKey};
+use crate::config::{CertSpec, DeployTarget, Settings};
+use crate::dns::{self, DnsError, Resolver, Updater};
+use crate::journal::{self, Journal};
+use crate::state::{self, CertFiles, Ownership, StateDir};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("spec `{cert}`: {problem}")]
+    Spec { cert: String, problem: String },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RenewError {
+    let context = context.into();
+    move |source| RenewError::Io { context, source }
+}
+
+/// Why a certificate is (or is not yet) due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// Renew now, for this reason.
+    Now(String),
+    /// Not yet: due at this moment.
+    At(SystemTime),
+}
+
+/// The due rule (DESIGN.md step 1) without ARI: `notAfter − renew_before` when set, else when a third of
+/// the lifetime is left (half, for lifetimes of 10 days or less). Missing, unreadable, mismatched-key or
+/// changed-names certificates are due now.
+pub fn due(spec: &CertSpec, current: &Result<Option<LiveCert>, String>, now: SystemTime) -> Due {
+    let live = match current {
+        Err(e) => return Due::Now(format!("the live certificate is unreadable: {e}")),
+        Ok(None) => return Due::Now("no certificate yet".into()),
+        Ok(Some(l)) => l,
+    };
+    if !live.key_matches {
+        return Due::Now("the live certificate does not match its private key".into());
+    }
+    if !live.facts.names_match(&spec.domains) {
+        return Due::Now(format!(
+            "the names changed (certificate has {}, spec asks for {})",
+            live.facts.dns_names.join(", "),
+            spec.domains.join(", ")
+        ));
+    }
+    let not_after = live.facts.not_after;
+    let at = match spec.renew_before {
+        Some(before) => not_after.checked_sub(before).unwrap_or(UNIX_EPOCH),
+        None => {
+            let lifetime = live.facts.lifetime();
+            let left = if lifetime <= Duration::from_secs(10 * 86400) {
+                lifetime / 2
+            } else {
+                lifetime / 3
+            };
+            not_after.checked_sub(left).unwrap_or(UNIX_EPOCH)
+        }
+    };
+    if at <= now {
+        Due::Now(format!(
+            "expires {}",
+            humantime::format_rfc3339_seconds(not_after)
+        ))
+    } else {
+        Due::At(at)
+    }
+}
+
+/// The live certificate of a spec, as read from `live/NAME/`.
+#[derive(Debug, Clone)]
+pub struct LiveCert {
+    pub facts: CertFacts,
+    pub key_matches: bool,
+}
+
+/// Read `live/NAME/` (Ok(None) when there is none yet; Err(reason) when it is unreadable).
+pub fn read_live(state: &StateDir, name: &str) -> Result<Option<LiveCert>, String> {
+    let files = match state.read_live(name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let ders = certs::pem_certificates(&files.cert).map_err(|e| e.to_string())?;
+    let facts = certs::facts(&ders[0], 0).map_err(|e| e.to_string())?;
+    let key_matches = certs::public_key_of_pem(&files.privkey)
+        .map(|k| k == facts.public_key)
+        .unwrap_or(false);
+    Ok(Some(LiveCert { facts, key_matches }))
+}
+
+/// What a successful renewal produced.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub serial: String,
+    pub not_after: SystemTime,
+    pub order_url: String,
+    pub zones: Vec<String>,
+    /// Longest time any zone took to be served by all its authoritative servers.
+    pub propagation: Duration,
+    pub elapsed: Duration,
+}
+
+/// The outcome of considering one certificate.
+#[derive(Debug)]
+pub enum Outcome {
+    Renewed(Renewed),
+    NotDue { not_after: SystemTime, due: SystemTime },
+}
+
+/// Everything a renewal needs that outlives one order: settings, state, resolver, journal, accounts.
+pub struct Engine {
+    pub settings: Arc<Settings>,
+    pub state: StateDir,
+    resolver: Resolver,
+    journal: Journal,
+    accounts: Mutex<HashMap<String, Account>>,
+}
+
+/// One TXT value we published (or are about to).
+struct Published {
+    updater: Arc<Updater>,
+    zone: String,
+    owner: String,
+    value: String,
+    entry: Option<journal::Entry>,
+}
+
+impl Engine {
+    pub fn new(settings: Arc<Settings>) -> Result<Self, RenewError> {
+        let state = StateDir::new(&settings.state_dir);
+        state.ensure().map_err(io_err(format!(
+            "cannot create the state directory {}",
+            settings.state_dir.display()
+        )))?;
+        let journal = Journal::open(&state.journal_dir()).map_err(io_err(format!(
+            "cannot open the cleanup journal in {}",
+            state.journal_dir().display()
+        )))?;
+        let resolver = Resolver::from_config(&settings.resolver)?;
+        Ok(Engine {
+            settings,
+            state,
+            resolver,
+            journal,
+            accounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Remove TXT values a killed run left behind. Returns (removed, failed) counts; failures stay in the
+    /// journal for the next start.
+    pub async fn recover(&self) -> (usize, usize) {
+        let stale = match self.journal.stale() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cleanup journal");
+                return (0, 0);
+            }
+        };
+        let (mut removed, mut failed) = (0, 0);
+        let mut updaters: HashMap<String, Arc<Updater>> = HashMap::new();
+        for (entry, rec) in stale {
+            let Some(server) = self.settings.dns_servers.get(&rec.dns_server) else {
+                tracing::warn!(dns_server = %rec.dns_server, owner = %rec.owner,
+                    "a stale TXT value was published through a dns server no longer configured; remove it by hand");
+                failed += 1;
+                continue;
+            };
+            let updater = match updaters.get(&rec.dns_server) {
+                Some(u) => u.clone(),
+                None => match Updater::new(server, &self.resolver).await {
+                    Ok(u) => {
+                        let u = Arc::new(u);
+                        updaters.insert(rec.dns_server.clone(), u.clone());
+                        u
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot remove stale TXT values yet");
+                        failed += 1;
+                        continue;
+                    }
+                },
+            };
+            match updater.delete_txt(&rec.zone, &rec.owner, &rec.value).await {
+                Ok(()) => {
+                    tracing::info!(cert = %rec.cert, owner = %rec.owner, zone = %rec.zone,
+                        "removed a TXT value left behind by an interrupted run");
+                    let _ = self.journal.remove(&entry);
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove a stale TXT value; will retry at next start");
+                    failed += 1;
+                }
+            }
+        }
+        self.journal.prune_locks();
+        (removed, failed)
+    }
+
+    /// Renew `spec` if due (or always, with `force`).
+    pub async fn renew_if_due(&self, spec: &CertSpec, force: bool) -> Result<Outcome, RenewError> {
+        if !force {
+            let live = read_live(&self.state, &spec.name);
+            if let Due::At(at) = due(spec, &live, SystemTime::now()) {
+                let not_after = live
+                    .ok()
+                    .flatten()
+                    .map(|l| l.facts.not_after)
+                    .unwrap_or(at);
+                return Ok(Outcome::NotDue { not_after, due: at });
+            }
+        }
+        self.renew(spec).await.map(Outcome::Renewed)
+    }
+
+    async fn account(&self, name: &str) -> Result<Account, RenewError> {
+        let mut accounts = self.accounts.lock().await;
+        if let Some(a) = accounts.get(name) {
+            return Ok(a.clone());
+        }
+        let settings = self
+            .settings
+            .accounts
+            .get(name)
+            .ok_or_else(|| RenewError::Spec {
+                cert: String::new(),
+                problem: format!("account `{name}` is not defined"),
+            })?;
+        let account = acme::account(settings, &self.state).await?;
+        accounts.insert(name.to_string(), account.clone());
+        Ok(account)
+    }
+
+    /// Renew `spec` now.
+    pub async fn renew(&self, spec: &CertSpec) -> Result<Renewed, RenewError> {
+        let started = Instant::now();
+        let mut published: Vec<Published> = Vec::new();
+        let result = self.renew_inner(spec, &mut published, started).await;
+        self.cleanup(spec, published).await;
+        result
+    }
+
+    async fn renew_inner(
+        &self,
+        spec: &CertSpec,
+        published: &mut Vec<Published>,
+        started: Instant,
+    ) -> Result<Renewed, RenewError> {
+        let server = self
+            .settings
+            .dns_servers
+            .get(&spec.dns)
+            .ok_or_else(|| RenewError::Spec {
+                cert: spec.name.clone(),
+                problem: format!("dns server `{}` is not defined", spec.dns),
+            })?;
+        let account = self.account(&spec.account).await?;
+        let updater = Arc::new(Updater::new(server, &self.resolver).await?);
+
+        let identifiers: Vec<Identifier> = spec
+            .domains
+            .iter()
+            .map(|d| Identifier::Dns(d.clone()))
+            .collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| AcmeError::protocol(format!("new order for {}", spec.domains.join(", ")), e))?;
+        let order_url = order.url().to_string();
+        tracing::info!(cert = %spec.name, order = %order_url, "order placed");
+
+        // 1. Collect the DNS-01 challenges of every pending authorization.
+        struct Pending {
+            domain: String,
+            value: String,
+        }
+        let mut pending: Vec<Pending> = Vec::new();
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                let domain = authz.identifier().to_string();
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => {
+                        return Err(AcmeError::ChallengeInvalid {
+                            domain,
+                            detail: format!("authorization is {other:?}"),
+                        }
+                        .into())
+                    }
+                }
+                let challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| {
+                    AcmeError::ChallengeInvalid {
+                        domain: domain.clone(),
+                        detail: "the CA offers no dns-01 challenge for this name".into(),
+                    }
+                })?;
+                pending.push(Pending {
+                    domain,
+                    value: challenge.key_authorization().dns_value(),
+                });
+            }
+        }
+
+        // 2. Where does each value go? Then publish (journal first).
+        let mut by_owner: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for p in &pending {
+            let target = dns::find_target(&self.resolver, &p.domain, spec.zone.as_deref()).await?;
+            by_owner
+                .entry((target.zone.clone(), target.owner.clone()))
+                .or_default()
+                .push(p.value.clone());
+        }
+        for ((zone, owner), values) in &by_owner {
+            for value in values {
+                let record = journal::Record {
+                    cert: spec.name.clone(),
+                    dns_server: spec.dns.clone(),
+                    zone: zone.clone(),
+                    owner: owner.clone(),
+                    value: value.clone(),
+                    published_at: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                };
+                let entry = self
+                    .journal
+                    .add(&record)
+                    .map_err(io_err("cannot write the cleanup journal"))?;
+                published.push(Published {
+                    updater: updater.clone(),
+                    zone: zone.clone(),
+                    owner: owner.clone(),
+                    value: value.clone(),
+                    entry: Some(entry),
+                });
+                updater.add_txt(zone, owner, value).await?;
+                tracing::info!(cert = %spec.name, zone = %zone, owner = %owner, "TXT value published");
+            }
+        }
+
+        // 3. Wait until every authoritative server of every zone serves every value.
+        let mut waits = Vec::new();
+        for ((zone, owner), values) in &by_owner {
+            let resolver = &self.resolver;
+            let explicit = &self.settings.propagation.nameservers;
+            let timeout = self.settings.propagation.timeout;
+            waits.push(async move {
+                let servers = dns::authoritative_servers(resolver, zone, explicit).await?;
+                let t0 = Instant::now();
+                let report = dns::wait_for_txt(&servers, owner, values, timeout).await?;
+                for (s, took) in &report.per_server {
+                    tracing::debug!(zone = %zone, server = %s.name, ms = took.as_millis() as u64, "served");
+                }
+                Ok::<Duration, DnsError>(t0.elapsed())
+            });
+        }
+        let mut propagation = Duration::ZERO;
+        for r in futures::future::join_all(waits).await {
+            propagation = propagation.max(r?);
+        }
+
+        // 4. Tell the CA, and wait for the order to become ready.
+        if !pending.is_empty() {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                if let Some(mut ch) = authz.challenge(ChallengeType::Dns01) {
+                    ch.set_ready()
+                        .await
+                        .map_err(|e| AcmeError::protocol("answering the dns-01 challenge", e))?;
+                }
+            }
+        }
+        let poll = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(180));
+        let status = order.poll_ready(&poll).await;
+        match status {
+            Ok(OrderStatus::Ready) => {}
+            Ok(_) | Err(instant_acme::Error::Api(_)) => {
+                let detail = self
+                    .challenge_errors(&mut order)
+                    .await
+                    .unwrap_or_else(|| match &status {
+                        Err(e) => acme::describe(e),
+                        Ok(s) => format!("order status {s:?}"),
+                    });
+                return Err(AcmeError::OrderInvalid {
+                    url: order_url,
+                    detail,
+                }
+                .into());
+            }
+            Err(e) => return Err(AcmeError::protocol("waiting for the order to become ready", e).into()),
+        }
+
+        // 5. Finalize with a fresh key and our own CSR.
+        let key = NewKey::generate(spec.key)?;
+        let csr = key.csr_der(&spec.domains)?;
+        order
+            .finalize_csr(&csr)
+            .await
+            .map_err(|e| AcmeError::protocol("finalizing the order", e))?;
+        let chain = order
+            .poll_certificate(&poll)
+            .await
+            .map_err(|e| AcmeError::protocol("downloading the certificate", e))?;
+        let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
+
+        // 6. Install: live/ first, then every deploy target.
+        let files = CertFiles {
+            cert: issued.cert_pem.clone(),
+            chain: issued.chain_pem.clone(),
+            fullchain: issued.fullchain_pem.clone(),
+            privkey: key.pem(),
+        };
+        let version = state::version_name(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            &issued.leaf.serial,
+        );
+        self.state
+            .install(&spec.name, &version, &files)
+            .map_err(io_err(format!("cannot install {} into the state directory", spec.name)))?;
+        for target in &spec.deploy {
+            deploy(target, &files).map_err(io_err(format!("deploy of {}", spec.name)))?;
+        }
+        tracing::info!(cert = %spec.name, serial = %issued.leaf.serial,
+            not_after = %issued.leaf.not_after_rfc3339(), "certificate renewed");
+        Ok(Renewed {
+            serial: issued.leaf.serial.clone(),
+            not_after: issued.leaf.not_after,
+            order_url,
+            zones: by_owner.keys().map(|(z, _)| z.clone()).collect(),
+            propagation,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The CA's reasons for failed challenges of an invalid order, if it gives any.
+    async fn challenge_errors(&self, order: &mut instant_acme::Order) -> Option<String> {
+        let mut reasons = Vec::new();
+        let mut authzs = order.authorizations();
+        while let Some(Ok(authz)) = authzs.next().await {
+            for ch in &authz.challenges {
+                if let Some(err) = &ch.error {
+                    reasons.push(format!(
+                        "{}: {}",
+                        authz.identifier(),
+                        acme::describe(&instant_acme::Error::Api(err.clone()))
+                    ));
+                }
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
+    /// Delete exactly the values we published, and drop their journal records.
+    async fn cleanup(&self, spec: &CertSpec, published: Vec<Published>) {
+        for p in published {
+            match p.updater.delete_txt(&p.zone, &p.owner, &p.value).await {
+                Ok(()) => {
+                    if let Some(entry) = &p.entry {
+                        if let Err(e) = self.journal.remove(entry) {
+                            tracing::warn!(error = %e, "cannot drop a cleanup journal record");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cert = %spec.name, owner = %p.owner, error = %e,
+                        "cannot delete a TXT value; it stays in the cleanup journal and is retried at next start");
+                }
+            }
+        }
+    }
+}
+
+/// Write one deploy target: every file to a temp file first (fsynced, with owner and mode), then rename
+/// them all. Files holding the key default to 0600, others to 0644.
+pub fn deploy(target: &DeployTarget, files: &CertFiles) -> std::io::Result<()> {
+    let owner = Ownership {
+        uid: target.owner.as_deref().map(lookup_user).transpose()?,
+        gid: target.group.as_deref().map(lookup_group).transpose()?,
+    };
+    let combined = format!("{}{}", files.privkey, files.fullchain);
+    let items: Vec<(&std::path::Path, &str, bool)> = [
+        (target.fullchain.as_deref(), files.fullchain.as_str(), false),
+        (target.cert.as_deref(), files.cert.as_str(), false),
+        (target.chain.as_deref(), files.chain.as_str(), false),
+        (target.key.as_deref(), files.privkey.as_str(), true),
+        (target.combined.as_deref(), combined.as_str(), true),
+    ]
+    .into_iter()
+    .filter_map(|(p, d, secret)| p.map(|p| (p, d, secret)))
+    .collect();
+    let mut temps = Vec::new();
+    for (path, data, secret) in items {
+        let mode = target.mode.unwrap_or(if secret { 0o600 } else { 0o644 });
+        temps.push((state::write_temp(path, data.as_bytes(), mode, owner)?, path));
+    }
+    for (tmp, path) in temps {
+        state::commit_temp(tmp, path)?;
+    }
+    Ok(())
+}
+
+fn lookup_user(name: &str) -> std::io::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: getpwnam reads a NUL-terminated string and returns a pointer into static storage that we
+    // read immediately; renewd does not call it concurrently with other passwd functions on this thread.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return Err(std::io::Error::other(format!("no such user `{name}`")));
+    }
+    // SAFETY: non-null pointer returned by getpwnam.
+    Ok(unsafe { (*pw).pw_uid })
+}
+
+fn lookup_group(name: &str) -> std::io::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: as for getpwnam above.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(std::io::Error::other(format!("no such group `{name}`")));
+    }
+    // SAFETY: non-null pointer returned by getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeySpec;
+
+    fn spec(renew_before: Option<Duration>) -> CertSpec {
+        CertSpec {
+            name: "web".into(),
+            file: "/dev/null".into(),
+            domains: vec!["a.example.test".into()],
+            account: "ca".into(),
+            key: KeySpec::EcdsaP256,
+            dns: "primary".into(),
+            zone: None,
+            renew_before,
+            deploy: vec![],
+            reload: vec![],
+        }
+    }
+
+    fn live(days: u64, names: &[&str], key_matches: bool) -> Result<Option<LiveCert>, String> {
+        let nb = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        Ok(Some(LiveCert {
+            facts: CertFacts {
+                serial: "01".into(),
+                not_before: nb,
+                not_after: nb + Duration::from_secs(days * 86400),
+                dns_names: names.iter().map(|s| s.to_string()).collect(),
+                public_key: vec![],
+                authority_key_id: None,
+                raw_serial: vec![1],
+                subject: String::new(),
+                issuer: String::new(),
+            },
+            key_matches,
+        }))
+    }
+
+    const DAY: u64 = 86400;
+    fn at(days: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + days * DAY)
+    }
+
+    #[test]
+    fn a_third_of_the_lifetime_left() {
+        let l = live(90, &["a.example.test"], true);
+        assert_eq!(due(&spec(None), &l, at(10)), Due::At(at(60)));
+        assert!(matches!(due(&spec(None), &l, at(60)), Due::Now(_)));
+    }
+
+    #[test]
+    fn short_lifetimes_renew_at_half() {
+        let l = live(6, &["a.example.test"], true);
+        assert_eq!(due(&spec(None), &l, at(1)), Due::At(at(3)));
+    }
+
+    #[test]
+    fn renew_before_wins() {
+        let l = live(90, &["a.example.test"], true);
+        let s = spec(Some(Duration::from_secs(10 * DAY)));
+        assert_eq!(due(&s, &l, at(1)), Due::At(at(80)));
+    }
+
+    #[test]
+    fn missing_mismatched_or_renamed_is_due_now() {
+        let s = spec(None);
+        assert!(matches!(due(&s, &Ok(None), at(0)), Due::Now(_)));
+        assert!(matches!(due(&s, &Err("bad".into()), at(0)), Due::Now(_)));
+        assert!(matches!(
+            due(&s, &live(90, &["a.example.test"], false), at(0)),
+            Due::Now(_)
+        ));
+        assert!(matches!(
+            due(&s, &live(90, &["b.example.test"], true), at(0)),
+            Due::Now(_)
+        ));
+    }
+}
