@@ -34,12 +34,12 @@ pub enum AcmeError {
     Register {
         account: String,
         directory: String,
-        source: instant_acme::Error,
+        source: Box<instant_acme::Error>,
     },
     #[error("{context}: {}", describe(.source))]
     Protocol {
         context: String,
-        source: instant_acme::Error,
+        source: Box<instant_acme::Error>,
     },
     #[error("the CA rejected the challenge for {domain}: {detail}")]
     ChallengeInvalid { domain: String, detail: String },
@@ -51,7 +51,7 @@ impl AcmeError {
     pub fn protocol(context: impl Into<String>, source: instant_acme::Error) -> Self {
         AcmeError::Protocol {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -160,7 +160,7 @@ pub async fn account(settings: &AccountSettings, state: &StateDir) -> Result<Acc
                 .map_err(|source| AcmeError::Register {
                     account: settings.name.clone(),
                     directory: settings.directory.clone(),
-                    source,
+                    source: Box::new(source),
                 });
         }
         tracing::warn!(
@@ -174,7 +174,10 @@ pub async fn account(settings: &AccountSettings, state: &StateDir) -> Result<Acc
     register(settings, state, &path).await
 }
 
-fn read_stored(settings: &AccountSettings, path: &Path) -> Result<Option<StoredAccount>, AcmeError> {
+fn read_stored(
+    settings: &AccountSettings,
+    path: &Path,
+) -> Result<Option<StoredAccount>, AcmeError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -217,7 +220,7 @@ async fn register(
         .map_err(|source| AcmeError::Register {
             account: settings.name.clone(),
             directory: settings.directory.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let stored = StoredAccount {
         directory: settings.directory.clone(),

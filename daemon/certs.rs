@@ -74,7 +74,9 @@ impl NewKey {
             dn.push(DnType::CommonName, first.clone());
         }
         params.distinguished_name = dn;
-        let csr = params.serialize_request(&self.pair).map_err(CertError::Csr)?;
+        let csr = params
+            .serialize_request(&self.pair)
+            .map_err(CertError::Csr)?;
         Ok(csr.der().to_vec())
     }
 }
@@ -137,11 +139,10 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
 
 /// Read the facts of one DER certificate.
 pub fn facts(der: &[u8], index: usize) -> Result<CertFacts, CertError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse {
-            index,
-            reason: e.to_string(),
-        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse {
+        index,
+        reason: e.to_string(),
+    })?;
     let to_system = |t: &x509_parser::time::ASN1Time| {
         let secs = t.timestamp();
         if secs >= 0 {
@@ -160,14 +161,15 @@ pub fn facts(der: &[u8], index: usize) -> Result<CertFacts, CertError> {
     }
     dns_names.sort();
     dns_names.dedup();
-    let authority_key_id = cert.extensions().iter().find_map(|ext| {
-        match ext.parsed_extension() {
+    let authority_key_id = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
             x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
                 aki.key_identifier.as_ref().map(|k| k.0.to_vec())
             }
             _ => None,
-        }
-    });
+        });
     Ok(CertFacts {
         serial: cert
             .raw_serial()
@@ -287,7 +289,10 @@ mod tests {
                 issued.leaf.dns_names,
                 vec!["*.a.example.test", "a.example.test"]
             );
-            assert_eq!(public_key_of_pem(&key.pem()).unwrap(), issued.leaf.public_key);
+            assert_eq!(
+                public_key_of_pem(&key.pem()).unwrap(),
+                issued.leaf.public_key
+            );
             assert!(issued.chain_pem.is_empty());
         }
     }
@@ -318,6 +323,10 @@ mod tests {
         use x509_parser::prelude::FromDer;
         let (_, csr) =
             x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
-        assert!(csr.certification_request_info.subject.to_string().contains("a.example.test"));
+        assert!(csr
+            .certification_request_info
+            .subject
+            .to_string()
+            .contains("a.example.test"));
     }
 }

@@ -134,7 +134,10 @@ pub struct Renewed {
 #[derive(Debug)]
 pub enum Outcome {
     Renewed(Renewed),
-    NotDue { not_after: SystemTime, due: SystemTime },
+    NotDue {
+        not_after: SystemTime,
+        due: SystemTime,
+    },
 }
 
 /// Everything a renewal needs that outlives one order: settings, state, resolver, journal, accounts.
@@ -236,11 +239,7 @@ impl Engine {
         if !force {
             let live = read_live(&self.state, &spec.name);
             if let Due::At(at) = due(spec, &live, SystemTime::now()) {
-                let not_after = live
-                    .ok()
-                    .flatten()
-                    .map(|l| l.facts.not_after)
-                    .unwrap_or(at);
+                let not_after = live.ok().flatten().map(|l| l.facts.not_after).unwrap_or(at);
                 return Ok(Outcome::NotDue { not_after, due: at });
             }
         }
@@ -299,7 +298,9 @@ impl Engine {
         let mut order = account
             .new_order(&NewOrder::new(&identifiers))
             .await
-            .map_err(|e| AcmeError::protocol(format!("new order for {}", spec.domains.join(", ")), e))?;
+            .map_err(|e| {
+                AcmeError::protocol(format!("new order for {}", spec.domains.join(", ")), e)
+            })?;
         let order_url = order.url().to_string();
         tracing::info!(cert = %spec.name, order = %order_url, "order placed");
 
@@ -312,7 +313,8 @@ impl Engine {
         {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
-                let mut authz = authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                let mut authz =
+                    authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
                 let domain = authz.identifier().to_string();
                 match authz.status {
                     AuthorizationStatus::Valid => continue,
@@ -371,9 +373,23 @@ impl Engine {
                     value: value.clone(),
                     entry: Some(entry),
                 });
-                updater.add_txt(zone, owner, value).await?;
-                tracing::info!(cert = %spec.name, zone = %zone, owner = %owner, "TXT value published");
             }
+            // All values of one owner in one UPDATE: a second UPDATE to the same zone would wait for
+            // BIND's notify-delay (5 s) before the secondaries hear of it.
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            if let Err(e) = updater.add_txt_values(zone, owner, &refs).await {
+                if e.update_was_rejected() {
+                    // Nothing was published: forget these values instead of "cleaning" them later.
+                    let ours = published.len() - values.len();
+                    for p in published.drain(ours..) {
+                        if let Some(entry) = &p.entry {
+                            let _ = self.journal.remove(entry);
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
+            tracing::info!(cert = %spec.name, zone = %zone, owner = %owner, values = values.len(), "TXT published");
         }
 
         // 3. Wait until every authoritative server of every zone serves every value.
@@ -401,7 +417,8 @@ impl Engine {
         if !pending.is_empty() {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
-                let mut authz = authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                let mut authz =
+                    authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
                 if authz.status != AuthorizationStatus::Pending {
                     continue;
                 }
@@ -420,20 +437,22 @@ impl Engine {
         match status {
             Ok(OrderStatus::Ready) => {}
             Ok(_) | Err(instant_acme::Error::Api(_)) => {
-                let detail = self
-                    .challenge_errors(&mut order)
-                    .await
-                    .unwrap_or_else(|| match &status {
-                        Err(e) => acme::describe(e),
-                        Ok(s) => format!("order status {s:?}"),
-                    });
+                let detail =
+                    self.challenge_errors(&mut order)
+                        .await
+                        .unwrap_or_else(|| match &status {
+                            Err(e) => acme::describe(e),
+                            Ok(s) => format!("order status {s:?}"),
+                        });
                 return Err(AcmeError::OrderInvalid {
                     url: order_url,
                     detail,
                 }
                 .into());
             }
-            Err(e) => return Err(AcmeError::protocol("waiting for the order to become ready", e).into()),
+            Err(e) => {
+                return Err(AcmeError::protocol("waiting for the order to become ready", e).into())
+            }
         }
 
         // 5. Finalize with a fresh key and our own CSR.
@@ -465,7 +484,10 @@ impl Engine {
         );
         self.state
             .install(&spec.name, &version, &files)
-            .map_err(io_err(format!("cannot install {} into the state directory", spec.name)))?;
+            .map_err(io_err(format!(
+                "cannot install {} into the state directory",
+                spec.name
+            )))?;
         for target in &spec.deploy {
             deploy(target, &files).map_err(io_err(format!("deploy of {}", spec.name)))?;
         }
@@ -499,20 +521,39 @@ impl Engine {
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
-    /// Delete exactly the values we published, and drop their journal records.
+    /// Delete exactly the values we published (one UPDATE per owner), and drop their journal records.
     async fn cleanup(&self, spec: &CertSpec, published: Vec<Published>) {
+        let mut groups: Vec<Vec<Published>> = Vec::new();
         for p in published {
-            match p.updater.delete_txt(&p.zone, &p.owner, &p.value).await {
+            match groups.iter_mut().find(|g| {
+                g[0].zone == p.zone
+                    && g[0].owner == p.owner
+                    && Arc::ptr_eq(&g[0].updater, &p.updater)
+            }) {
+                Some(g) => g.push(p),
+                None => groups.push(vec![p]),
+            }
+        }
+        for group in groups {
+            let first = &group[0];
+            let values: Vec<&str> = group.iter().map(|p| p.value.as_str()).collect();
+            match first
+                .updater
+                .delete_txt_values(&first.zone, &first.owner, &values)
+                .await
+            {
                 Ok(()) => {
-                    if let Some(entry) = &p.entry {
-                        if let Err(e) = self.journal.remove(entry) {
-                            tracing::warn!(error = %e, "cannot drop a cleanup journal record");
+                    for p in &group {
+                        if let Some(entry) = &p.entry {
+                            if let Err(e) = self.journal.remove(entry) {
+                                tracing::warn!(error = %e, "cannot drop a cleanup journal record");
+                            }
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(cert = %spec.name, owner = %p.owner, error = %e,
-                        "cannot delete a TXT value; it stays in the cleanup journal and is retried at next start");
+                    tracing::warn!(cert = %spec.name, owner = %first.owner, error = %e,
+                        "cannot delete TXT values; they stay in the cleanup journal and are retried at next start");
                 }
             }
         }

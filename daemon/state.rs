@@ -125,7 +125,11 @@ impl StateDir {
         write_atomic(&vdir.join(PRIVKEY_FILE), files.privkey.as_bytes(), 0o600)?;
         write_atomic(&vdir.join(CERT_FILE), files.cert.as_bytes(), 0o644)?;
         write_atomic(&vdir.join(CHAIN_FILE), files.chain.as_bytes(), 0o644)?;
-        write_atomic(&vdir.join(FULLCHAIN_FILE), files.fullchain.as_bytes(), 0o644)?;
+        write_atomic(
+            &vdir.join(FULLCHAIN_FILE),
+            files.fullchain.as_bytes(),
+            0o644,
+        )?;
         fsync_dir(&archive)?;
 
         let live_parent = self.root.join("live");
@@ -225,10 +229,7 @@ pub fn write_temp(
     owner: Ownership,
 ) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_dir(path);
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("file");
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // Created readable by the owner only; widened (if `mode` says so) only after the owner is set.
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
@@ -240,7 +241,8 @@ pub fn write_temp(
     if owner.uid.is_some() || owner.gid.is_some() {
         std::os::unix::fs::fchown(tmp.as_file(), owner.uid, owner.gid)?;
     }
-    tmp.as_file().set_permissions(Permissions::from_mode(mode))?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))?;
     Ok(tmp)
 }
 
@@ -327,7 +329,10 @@ mod tests {
         st.install("web", &version_name(1_700_000_000, "01"), &files("new"))
             .unwrap();
         assert_eq!(st.read_live("web").unwrap().unwrap().cert, "cert new");
-        assert!(fs::symlink_metadata(&live).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&live)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -118,7 +118,8 @@ impl Diags<'_> {
     }
 
     pub fn warn(&mut self, pos: impl Into<Option<Pos>>, msg: impl Into<String>) {
-        self.out.push(Diagnostic::warning(self.file, pos.into(), msg));
+        self.out
+            .push(Diagnostic::warning(self.file, pos.into(), msg));
     }
 
     pub fn push(&mut self, d: Diagnostic) {

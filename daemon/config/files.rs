@@ -35,7 +35,13 @@ pub(crate) fn io_advice(e: &io::Error, path: &Path, what: &str) -> String {
 }
 
 /// Read a secret file named by the config at `at`; warn if group or others may read or write it.
-pub(crate) fn read_secret(d: &mut Diags, at: Pos, key: &str, path: &Path, what: &str) -> Option<String> {
+pub(crate) fn read_secret(
+    d: &mut Diags,
+    at: Pos,
+    key: &str,
+    path: &Path,
+    what: &str,
+) -> Option<String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -56,7 +62,10 @@ pub(crate) fn read_secret(d: &mut Diags, at: Pos, key: &str, path: &Path, what: 
         Err(_) => {
             d.err(
                 at,
-                format!("`{key}`: {what} {} is not a text file (not UTF-8)", path.display()),
+                format!(
+                    "`{key}`: {what} {} is not a text file (not UTF-8)",
+                    path.display()
+                ),
             );
             None
         }
@@ -87,7 +96,11 @@ fn check_private(_d: &mut Diags, _at: Pos, _key: &str, _path: &Path) {}
 
 /// EAB HMAC key file: one line, base64url (padding optional; standard base64 accepted too).
 pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let line = match lines.as_slice() {
         [] => return Err("is empty; put the HMAC key the CA gave you on one line".into()),
         [one] => *one,
@@ -102,7 +115,8 @@ pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {
         .decode(line)
         .or_else(|_| STANDARD_ANY_PAD.decode(line))
         .map_err(|_| {
-            "does not hold a valid base64url key; copy the HMAC key exactly as the CA shows it".to_string()
+            "does not hold a valid base64url key; copy the HMAC key exactly as the CA shows it"
+                .to_string()
         })?;
     if bytes.is_empty() {
         return Err("holds an empty key".into());

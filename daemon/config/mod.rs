@@ -50,9 +50,9 @@ impl Global {
     pub fn load_spec(&self, path: &Path) -> Result<CertSpec, ConfigErrors> {
         let mut out = Vec::new();
         let cx = self.context();
-        let (spec, _) = load_one_spec(&mut out, path, Some(&cx));
+        let (spec, domains) = load_one_spec(&mut out, path, Some(&cx));
         if let Some(spec) = &spec {
-            check_against_others(&mut out, path, spec, &self.settings.certs);
+            check_against_others(&mut out, path, spec, &domains, &self.settings.certs);
         }
         finish(out, spec)
     }
@@ -108,6 +108,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, ConfigErrors> {
             certs.insert(spec.name.clone(), spec);
         }
     }
+    sort_diags(&mut out);
     match global {
         Some((mut g, _)) if !out.iter().any(Diagnostic::is_error) => {
             g.settings.certs = certs;
@@ -123,7 +124,9 @@ pub fn load(config_path: &Path) -> Result<Loaded, ConfigErrors> {
 /// Load and check the global file only (no specs).
 pub fn load_global(config_path: &Path) -> Result<Global, ConfigErrors> {
     let mut out = Vec::new();
-    match load_global_into(&mut out, config_path) {
+    let global = load_global_into(&mut out, config_path);
+    sort_diags(&mut out);
+    match global {
         Some((mut g, _)) if !out.iter().any(Diagnostic::is_error) => {
             g.warnings = out;
             Ok(g)
@@ -145,9 +148,9 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
         match raw::parse(&s.config_path, &text) {
             Ok(root) => {
                 if let raw::Kind::Map(entries) = &root.kind {
-                    let def = entries
-                        .iter()
-                        .find(|(k, v)| k.scalar_text().as_deref() == Some("defaults") && !v.is_null());
+                    let def = entries.iter().find(|(k, v)| {
+                        k.scalar_text().as_deref() == Some("defaults") && !v.is_null()
+                    });
                     if let Some((_, node)) = def {
                         let mut d = Diags {
                             file: &s.config_path,
@@ -162,6 +165,7 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
         }
     }
     if out.iter().any(Diagnostic::is_error) {
+        sort_diags(&mut out);
         return Err(ConfigErrors(out));
     }
     let cx = SpecContext {
@@ -170,9 +174,9 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
         accounts: &accounts,
         dns: &dns,
     };
-    let (spec, _) = load_one_spec(&mut out, path, Some(&cx));
+    let (spec, domains) = load_one_spec(&mut out, path, Some(&cx));
     if let Some(spec) = &spec {
-        check_against_others(&mut out, path, spec, &s.certs);
+        check_against_others(&mut out, path, spec, &domains, &s.certs);
     }
     finish(out, spec)
 }
@@ -197,7 +201,25 @@ pub fn spec_files(certs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- internals
 
-fn finish(out: Vec<Diagnostic>, spec: Option<CertSpec>) -> Result<CertSpec, ConfigErrors> {
+/// Order diagnostics by file (in the order files were first mentioned), then by position.
+fn sort_diags(out: &mut [Diagnostic]) {
+    let mut order: Vec<PathBuf> = Vec::new();
+    for d in out.iter() {
+        if !order.contains(&d.file) {
+            order.push(d.file.clone());
+        }
+    }
+    out.sort_by_key(|d| {
+        (
+            order.iter().position(|f| *f == d.file),
+            d.line.unwrap_or(0),
+            d.col.unwrap_or(0),
+        )
+    });
+}
+
+fn finish(mut out: Vec<Diagnostic>, spec: Option<CertSpec>) -> Result<CertSpec, ConfigErrors> {
+    sort_diags(&mut out);
     match spec {
         Some(s) if !out.iter().any(Diagnostic::is_error) => Ok(s),
         _ => Err(ConfigErrors(out)),
@@ -208,16 +230,17 @@ fn check_against_others(
     out: &mut Vec<Diagnostic>,
     path: &Path,
     spec: &CertSpec,
+    domains: &[(String, Pos)],
     others: &BTreeMap<String, CertSpec>,
 ) {
-    for dom in &spec.domains {
+    for (dom, pos) in domains {
         if let Some(other) = others
             .values()
             .find(|o| o.name != spec.name && o.domains.contains(dom))
         {
             out.push(Diagnostic::error(
                 path,
-                None,
+                Some(*pos),
                 format!(
                     "`domains`: `{dom}` is already in spec `{}` ({}); a name may belong to only one certificate",
                     other.name,
@@ -262,7 +285,10 @@ fn read_text(out: &mut Vec<Diagnostic>, path: &Path, what: &str) -> Option<Strin
 }
 
 /// Global settings plus where `certs_dir` was set; `None` when the file could not be read or parsed.
-fn load_global_into(out: &mut Vec<Diagnostic>, config_path: &Path) -> Option<(Global, Option<Pos>)> {
+fn load_global_into(
+    out: &mut Vec<Diagnostic>,
+    config_path: &Path,
+) -> Option<(Global, Option<Pos>)> {
     let text = read_text(out, config_path, "configuration file")?;
     let root = match raw::parse(config_path, &text) {
         Ok(r) => r,
@@ -333,7 +359,11 @@ fn list_specs(
             continue;
         }
         if !path.is_file() {
-            out.push(Diagnostic::warning(&path, None, "ignored: not a regular file"));
+            out.push(Diagnostic::warning(
+                &path,
+                None,
+                "ignored: not a regular file",
+            ));
             continue;
         }
         files.push(path);

@@ -140,9 +140,10 @@ pub(crate) fn parse_host_port(input: &str, default_port: u16) -> Result<(String,
             .map_err(|_| format!("`{s}`: `{host}` is not an IPv6 address"))?;
         let p = match after {
             "" => default_port,
-            a => port(a.strip_prefix(':').ok_or_else(|| {
-                format!("`{s}`: expected `:PORT` after `]`")
-            })?)?,
+            a => port(
+                a.strip_prefix(':')
+                    .ok_or_else(|| format!("`{s}`: expected `:PORT` after `]`"))?,
+            )?,
         };
         return Ok((host.to_string(), p));
     }
@@ -152,8 +153,8 @@ pub(crate) fn parse_host_port(input: &str, default_port: u16) -> Result<(String,
     let (host, p) = match s.rsplit_once(':') {
         Some((h, _)) if h.contains(':') => {
             return Err(format!(
-                "`{s}` is not a valid address; write an IPv6 address with a port as `[2001:db8::1]:53`"
-            ))
+            "`{s}` is not a valid address; write an IPv6 address with a port as `[2001:db8::1]:53`"
+        ))
         }
         Some((h, p)) => (h, port(p)?),
         None => (s, default_port),
@@ -197,7 +198,9 @@ pub(crate) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     candidates
         .iter()
         .map(|c| (distance(&w, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(w.len()) / 3).max(1) || c.starts_with(&w) && w.len() >= 3)
+        .filter(|(d, c)| {
+            *d <= (c.len().max(w.len()) / 3).max(1) || c.starts_with(&w) && w.len() >= 3
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -208,15 +211,32 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(normalize_domain("GitLab.Example.ORG.").unwrap(), "gitlab.example.org");
+        assert_eq!(
+            normalize_domain("GitLab.Example.ORG.").unwrap(),
+            "gitlab.example.org"
+        );
         assert_eq!(normalize_domain("*.example.org").unwrap(), "*.example.org");
-        assert!(normalize_domain("gitlab").unwrap_err().contains("fully-qualified"));
-        assert!(normalize_domain("a.*.example.org").unwrap_err().contains("first label"));
-        assert!(normalize_domain("foo_bar.example.org").unwrap_err().contains("label `foo_bar` contains `_`"));
-        assert!(normalize_domain("-a.example.org").unwrap_err().contains("starts or ends"));
-        assert!(normalize_domain("a..example.org").unwrap_err().contains("empty label"));
-        assert!(normalize_domain(&format!("{}.org", "a".repeat(64))).unwrap_err().contains("63"));
-        assert!(normalize_domain("192.0.2.1").unwrap_err().contains("IP address"));
+        assert!(normalize_domain("gitlab")
+            .unwrap_err()
+            .contains("fully-qualified"));
+        assert!(normalize_domain("a.*.example.org")
+            .unwrap_err()
+            .contains("first label"));
+        assert!(normalize_domain("foo_bar.example.org")
+            .unwrap_err()
+            .contains("label `foo_bar` contains `_`"));
+        assert!(normalize_domain("-a.example.org")
+            .unwrap_err()
+            .contains("starts or ends"));
+        assert!(normalize_domain("a..example.org")
+            .unwrap_err()
+            .contains("empty label"));
+        assert!(normalize_domain(&format!("{}.org", "a".repeat(64)))
+            .unwrap_err()
+            .contains("63"));
+        assert!(normalize_domain("192.0.2.1")
+            .unwrap_err()
+            .contains("IP address"));
         assert_eq!(
             normalize_zone("_acme-challenge.gitlab.example.org.").unwrap(),
             "_acme-challenge.gitlab.example.org"
@@ -225,20 +245,35 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(parse_host_port("ns.example.org", 53).unwrap(), ("ns.example.org".into(), 53));
+        assert_eq!(
+            parse_host_port("ns.example.org", 53).unwrap(),
+            ("ns.example.org".into(), 53)
+        );
         assert_eq!(parse_host_port("ns:5353", 53).unwrap(), ("ns".into(), 5353));
         assert_eq!(parse_host_port("[::1]:54", 53).unwrap(), ("::1".into(), 54));
-        assert_eq!(parse_host_port("2001:db8::1", 53).unwrap(), ("2001:db8::1".into(), 53));
+        assert_eq!(
+            parse_host_port("2001:db8::1", 53).unwrap(),
+            ("2001:db8::1".into(), 53)
+        );
         assert!(parse_host_port("ns:0", 53).is_err());
         assert!(parse_host_port("ns:abc", 53).is_err());
-        assert_eq!(parse_resolver("127.0.0.1").unwrap(), "127.0.0.1:53".parse().unwrap());
+        assert_eq!(
+            parse_resolver("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
         assert!(parse_resolver("dns.example").is_err());
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(nearest("domain", &["domains", "dns", "deploy"]), Some("domains"));
-        assert_eq!(nearest("renew-before", &["renew_before"]), Some("renew_before"));
+        assert_eq!(
+            nearest("domain", &["domains", "dns", "deploy"]),
+            Some("domains")
+        );
+        assert_eq!(
+            nearest("renew-before", &["renew_before"]),
+            Some("renew_before")
+        );
         assert_eq!(nearest("zzzzzz", &["domains", "dns"]), None);
     }
 }

@@ -159,5 +159,8 @@ pub enum ReloadSpec {
     Apache,
     /// `systemctl reload UNIT`
     Systemd(String),
-    Command { argv: Vec<String>, timeout: Duration },
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
 }

@@ -124,10 +124,16 @@ fn full_valid_config_loads_with_defaults_and_resolved_paths() {
     assert_eq!(s.certs_dir, base.join("certs.d"));
     assert_eq!(s.workers, 8);
     assert_eq!(s.propagation.timeout, Duration::from_secs(120));
-    assert_eq!(s.propagation.nameservers, vec!["dns1.example.ac.jp", "192.0.2.1:5353"]);
+    assert_eq!(
+        s.propagation.nameservers,
+        vec!["dns1.example.ac.jp", "192.0.2.1:5353"]
+    );
     assert_eq!(
         s.resolver,
-        vec!["127.0.0.1:53".parse().unwrap(), "[::1]:5300".parse().unwrap()]
+        vec![
+            "127.0.0.1:53".parse().unwrap(),
+            "[::1]:5300".parse().unwrap()
+        ]
     );
 
     let secom = &s.accounts["secom"];
@@ -202,7 +208,10 @@ fn full_valid_config_loads_with_defaults_and_resolved_paths() {
 
     // Secrets never show in Debug output.
     let dbg = format!("{s:?}");
-    assert!(!dbg.contains(SECRET_B64) && !dbg.contains("251, 255"), "{dbg}");
+    assert!(
+        !dbg.contains(SECRET_B64) && !dbg.contains("251, 255"),
+        "{dbg}"
+    );
     assert!(dbg.contains("Secret(<redacted>)"));
 }
 
@@ -227,7 +236,10 @@ fn minimal_config_uses_defaults() {
 #[test]
 fn unknown_key_suggests_nearest_with_line_and_col() {
     let fx = valid();
-    let p = fx.spec("bad", "# a comment\nzone: x.example.org\n  \ndomain: [a.example.org]\n");
+    let p = fx.spec(
+        "bad",
+        "# a comment\nzone: x.example.org\n  \ndomain: [a.example.org]\n",
+    );
     let errs = fx.errors();
     let e = errs
         .iter()
@@ -245,14 +257,20 @@ fn unknown_key_suggests_nearest_with_line_and_col() {
     fx.spec("ok", "domains: [a.example.org]\n");
     let (e, s) = fx.one_error();
     assert_eq!((e.line, e.col), (Some(2), Some(1)));
-    assert!(s.ends_with("error: unknown key `worker`; did you mean `workers`?"), "{s}");
+    assert!(
+        s.ends_with("error: unknown key `worker`; did you mean `workers`?"),
+        "{s}"
+    );
 
     // Nested keys carry their path and their own position.
     let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tll: 120"));
     fx.spec("ok", "domains: [a.example.org]\n");
     let (e, s) = fx.one_error();
     assert_eq!((e.line, e.col), (Some(14), Some(5)));
-    assert!(s.contains("unknown key `dns_servers.acme-master.tll`; did you mean `ttl`?"), "{s}");
+    assert!(
+        s.contains("unknown key `dns_servers.acme-master.tll`; did you mean `ttl`?"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -269,7 +287,10 @@ fn wrong_type() {
     fx.spec("ok", "domains: [a.example.org]\n");
     let (e, s) = fx.one_error();
     assert_eq!((e.line, e.col), (Some(2), Some(10)));
-    assert!(s.contains("`workers` must be an integer, found a string"), "{s}");
+    assert!(
+        s.contains("`workers` must be an integer, found a string"),
+        "{s}"
+    );
 
     let fx = valid();
     fx.spec("x", "domains: x.example.org\n");
@@ -282,7 +303,10 @@ fn wrong_type() {
     let fx = Fx::new(&GLOBAL.replace("workers: 8", "workers: 100"));
     fx.spec("ok", "domains: [a.example.org]\n");
     let (_, s) = fx.one_error();
-    assert!(s.contains("`workers` must be from 1 to 64, found 100"), "{s}");
+    assert!(
+        s.contains("`workers` must be from 1 to 64, found 100"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -311,10 +335,24 @@ fn invalid_domain_names_the_label() {
     let text = ConfigErrors(errs.clone()).to_string();
     assert_eq!(errs.len(), 4, "{text}");
     assert_eq!((errs[0].line, errs[0].col), (Some(3), Some(5)));
-    assert!(errs[0].message.contains("label `foo_bar` contains `_`"), "{text}");
-    assert!(errs[1].message.contains("not a fully-qualified name"), "{text}");
-    assert!(errs[2].message.contains("only allowed as the whole first label"), "{text}");
-    assert!(errs[3].message.contains("listed twice (first at line 2)"), "{text}");
+    assert!(
+        errs[0].message.contains("label `foo_bar` contains `_`"),
+        "{text}"
+    );
+    assert!(
+        errs[1].message.contains("not a fully-qualified name"),
+        "{text}"
+    );
+    assert!(
+        errs[2]
+            .message
+            .contains("only allowed as the whole first label"),
+        "{text}"
+    );
+    assert!(
+        errs[3].message.contains("listed twice (first at line 2)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -352,7 +390,10 @@ fn undefined_dns_server() {
 fn duplicate_domain_across_specs_names_first_file() {
     let fx = valid();
     let first = fx.spec("a-first", "domains: [dup.example.org]\n");
-    let second = fx.spec("b-second", "domains: [other.example.org, Dup.Example.org]\n");
+    let second = fx.spec(
+        "b-second",
+        "domains: [other.example.org, Dup.Example.org]\n",
+    );
     let (e, s) = fx.one_error();
     assert_eq!(e.file, second);
     assert_eq!((e.line, e.col), (Some(1), Some(30)));
@@ -371,7 +412,10 @@ fn bad_duration() {
     fx.spec("x", "domains: [x.example.org]\nrenew_before: 30 dayz\n");
     let (e, s) = fx.one_error();
     assert_eq!((e.line, e.col), (Some(2), Some(15)));
-    assert!(s.contains("`renew_before`: invalid duration `30 dayz`: "), "{s}");
+    assert!(
+        s.contains("`renew_before`: invalid duration `30 dayz`: "),
+        "{s}"
+    );
     assert!(s.contains("write e.g. `30d`, `720h`"), "{s}");
 
     let fx = valid();
@@ -387,14 +431,19 @@ fn unreadable_key_file() {
     let (e, s) = fx.one_error();
     assert_eq!(e.file, fx.config());
     assert_eq!((e.line, e.col), (Some(13), Some(20)));
-    assert!(s.contains(&fx.path("secrets/missing.key").display().to_string()), "{s}");
+    assert!(
+        s.contains(&fx.path("secrets/missing.key").display().to_string()),
+        "{s}"
+    );
     assert!(s.contains("does not exist"), "{s}");
     assert!(s.contains("tsig-keygen -a hmac-sha256"), "{s}");
 
     // Standalone parser: FILE: error: ... without a position.
     let err = parse_tsig_key_file(&fx.path("secrets/missing.key")).unwrap_err();
     assert_eq!(err.line, None);
-    assert!(err.to_string().contains("missing.key: error: cannot read the TSIG key file"));
+    assert!(err
+        .to_string()
+        .contains("missing.key: error: cannot read the TSIG key file"));
 }
 
 #[test]
@@ -407,7 +456,10 @@ fn malformed_key_file_points_at_the_token() {
     let (e, s) = fx.one_error();
     assert_eq!(e.file, p);
     assert_eq!((e.line, e.col), (Some(3), Some(2)));
-    assert!(s.contains("expected `;` after the `algorithm` value, found `secret`"), "{s}");
+    assert!(
+        s.contains("expected `;` after the `algorithm` value, found `secret`"),
+        "{s}"
+    );
 
     // Invalid base64: the line is given, the secret is not echoed.
     let bad = "key k { algorithm hmac-sha256;\n secret \"not*base64!\"; };";
@@ -419,6 +471,10 @@ fn malformed_key_file_points_at_the_token() {
     assert!(e.message.contains("has no `algorithm`"), "{e}");
     let e = parse_tsig_keys(Path::new("k.key"), "/* open\nkey k {};").unwrap_err();
     assert!(e.message.contains("unterminated `/*`"), "{e}");
+    // A bare secret (no key statement) is not echoed.
+    let e = parse_tsig_keys(Path::new("k.key"), &format!("{SECRET_B64}\n")).unwrap_err();
+    assert_eq!(e.line, Some(1));
+    assert!(!e.message.contains("2Fbc"), "{e}");
     let e = parse_tsig_keys(Path::new("k.key"), "").unwrap_err();
     assert!(e.message.contains("no key"), "{e}");
 }
@@ -458,7 +514,10 @@ fn tsig_keygen_output_with_every_comment_style() {
         "key sha512-key. { algorithm hmac-sha512; secret \"AAAA\"; };",
     )
     .unwrap();
-    assert_eq!((k[0].name.as_str(), k[0].algorithm), ("sha512-key", TsigAlgorithm::HmacSha512));
+    assert_eq!(
+        (k[0].name.as_str(), k[0].algorithm),
+        ("sha512-key", TsigAlgorithm::HmacSha512)
+    );
 }
 
 #[test]
@@ -468,14 +527,20 @@ fn multi_key_file() {
     fx.secret("secrets/acme-update.key", &two);
     let (e, s) = fx.one_error();
     assert_eq!(e.file, fx.config());
-    assert!(s.contains("holds 2 keys (`acme-update`, `other`): say which one with `tsig_key_name:`"), "{s}");
+    assert!(
+        s.contains("holds 2 keys (`acme-update`, `other`): say which one with `tsig_key_name:`"),
+        "{s}"
+    );
 
     let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tsig_key_name: other"));
     fx.secret("secrets/acme-update.key", &two);
     fx.spec("ok", "domains: [a.example.org]\n");
     let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
     assert_eq!(s.dns_servers["acme-master"].tsig.name, "other");
-    assert_eq!(s.dns_servers["acme-master"].tsig.algorithm, TsigAlgorithm::HmacSha384);
+    assert_eq!(
+        s.dns_servers["acme-master"].tsig.algorithm,
+        TsigAlgorithm::HmacSha384
+    );
 
     let fx = Fx::new(&GLOBAL.replace("    ttl: 120", "    tsig_key_name: nope"));
     fx.secret("secrets/acme-update.key", &two);
@@ -497,18 +562,29 @@ fn group_readable_secret_is_a_warning() {
     assert_eq!(w.line, Some(13));
     let s = w.to_string();
     assert!(s.contains(": warning: "), "{s}");
-    assert!(s.contains(&format!("run `chmod 600 {}`", key.display())), "{s}");
+    assert!(
+        s.contains(&format!("run `chmod 600 {}`", key.display())),
+        "{s}"
+    );
 }
 
 #[test]
 fn eab_key_decoding() {
     use files::decode_eab_key;
-    assert_eq!(decode_eab_key("-__-AAEC\n").unwrap(), vec![0xfb, 0xff, 0xfe, 0, 1, 2]);
-    assert_eq!(decode_eab_key("+//+AAEC").unwrap(), vec![0xfb, 0xff, 0xfe, 0, 1, 2]);
+    assert_eq!(
+        decode_eab_key("-__-AAEC\n").unwrap(),
+        vec![0xfb, 0xff, 0xfe, 0, 1, 2]
+    );
+    assert_eq!(
+        decode_eab_key("+//+AAEC").unwrap(),
+        vec![0xfb, 0xff, 0xfe, 0, 1, 2]
+    );
     assert_eq!(decode_eab_key("AAE=").unwrap(), vec![0, 1]);
     assert_eq!(decode_eab_key("AAE").unwrap(), vec![0, 1]);
     assert!(decode_eab_key("\n\n").unwrap_err().contains("empty"));
-    assert!(decode_eab_key("AAAA\nBBBB\n").unwrap_err().contains("one line"));
+    assert!(decode_eab_key("AAAA\nBBBB\n")
+        .unwrap_err()
+        .contains("one line"));
     let e = decode_eab_key("secret!!value").unwrap_err();
     assert!(!e.contains("secret!!value"));
 
@@ -516,15 +592,27 @@ fn eab_key_decoding() {
     fx.secret("secrets/ca.eab", "");
     let (e, s) = fx.one_error();
     assert_eq!(e.line, Some(7));
-    assert!(s.contains("`accounts.secom.eab.hmac_key_file`") && s.contains("is empty"), "{s}");
+    assert!(
+        s.contains("`accounts.secom.eab.hmac_key_file`") && s.contains("is empty"),
+        "{s}"
+    );
 }
 
 #[test]
 fn all_errors_from_all_files_are_reported() {
     let fx = Fx::new(&GLOBAL.replace("workers: 8", "workers: many"));
-    fx.spec("a", "domains: [a.example.org]\nkey: { type: rsa, bits: 1024 }\n");
-    fx.spec("b", "domains: [b.example.org]\nreload: [{ nginx: {}, apache: {} }]\n");
-    fx.spec("c", "domains: [c.example.org]\ndeploy: [{ key: relative.key, mode: \"0999\" }]\n");
+    fx.spec(
+        "a",
+        "domains: [a.example.org]\nkey: { type: rsa, bits: 1024 }\n",
+    );
+    fx.spec(
+        "b",
+        "domains: [b.example.org]\nreload: [{ nginx: {}, apache: {} }]\n",
+    );
+    fx.spec(
+        "c",
+        "domains: [c.example.org]\ndeploy: [{ key: relative.key, mode: \"0999\" }]\n",
+    );
     fx.spec("Bad Name", "domains: [d.example.org]\n");
     fx.spec("e", "domains: [e.example.org\n");
     let errs = fx.errors();
@@ -549,7 +637,10 @@ fn global_requires_accounts_and_dns_servers() {
     let fx = Fx::new("workers: 2\n");
     fx.spec("a", "domains: [a.example.org]\n");
     let text = ConfigErrors(fx.errors()).to_string();
-    assert!(text.contains("no ACME account defined: add one, e.g."), "{text}");
+    assert!(
+        text.contains("no ACME account defined: add one, e.g."),
+        "{text}"
+    );
     assert!(text.contains("no DNS server defined"), "{text}");
 }
 
@@ -572,10 +663,16 @@ fn load_spec_and_global() {
     let mut settings = fx.load().unwrap().settings;
     let p = fx.spec("new", "domains: [www.example.ac.jp]\n");
     let e = load_spec(&settings, &p).unwrap_err().to_string();
-    assert!(e.contains("already in spec `www`"), "{e}");
+    assert!(
+        e.contains("new.yaml:1:11: error: `domains`: `www.example.ac.jp` is already in spec `www`"),
+        "{e}"
+    );
     settings.certs.clear();
     let spec = load_spec(&settings, &p).unwrap();
-    assert_eq!((spec.name.as_str(), spec.account.as_str()), ("new", "secom"));
+    assert_eq!(
+        (spec.name.as_str(), spec.account.as_str()),
+        ("new", "secom")
+    );
     assert_eq!(spec.renew_before, Some(Duration::from_secs(30 * 86400)));
 }
 

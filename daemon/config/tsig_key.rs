@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! key "acme-update" {
-//! 	algorithm hmac-sha256;
-//! 	secret "2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=";
+//!     algorithm hmac-sha256;
+//!     secret "2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=";
 //! };
 //! ```
 //!
-//! Comments (`//`, `#`, `/* */`) and several keys per file are allowed. Errors carry the file and the
-//! line of the offending token and never quote the secret.
+//! (`tsig-keygen` indents with a tab.) Comments (`//`, `#`, `/* */`) and several keys per file are
+//! allowed. Errors carry the file and the line of the offending token and never quote the secret.
 
 use std::path::Path;
 
@@ -65,16 +65,16 @@ pub(crate) fn select_key(
     match name {
         Some(want) => {
             let want_n = want.trim_end_matches('.');
-            if let Some(k) = keys
-                .iter()
-                .find(|k| k.name.eq_ignore_ascii_case(want_n))
-            {
+            if let Some(k) = keys.iter().find(|k| k.name.eq_ignore_ascii_case(want_n)) {
                 return Ok(k.clone());
             }
             Err(Diagnostic::error(
                 file,
                 at,
-                format!("no key named `{want}` in the TSIG key file; it holds {}", names()),
+                format!(
+                    "no key named `{want}` in the TSIG key file; it holds {}",
+                    names()
+                ),
             ))
         }
         None if keys.len() == 1 => Ok(keys.into_iter().next().expect("one key")),
@@ -101,7 +101,9 @@ enum Tok {
 
 fn describe(t: &Tok) -> String {
     match t {
-        Tok::Word(w) => format!("`{w}`"),
+        // Short words only: a long one may be a misplaced secret, which is never echoed.
+        Tok::Word(w) if w.chars().count() <= 16 => format!("`{w}`"),
+        Tok::Word(_) => "an unexpected word".to_string(),
         Tok::Str(_) => "a quoted string".to_string(),
         Tok::Open => "`{`".to_string(),
         Tok::Close => "`}`".to_string(),
@@ -195,7 +197,7 @@ fn lex(file: &Path, text: &str) -> Result<Vec<(Tok, Pos)>, Diagnostic> {
             while i < chars.len()
                 && !chars[i].is_whitespace()
                 && !matches!(chars[i], '{' | '}' | ';' | '"' | '#')
-                && !(chars[i] == '/' && matches!(chars.get(i + 1), Some('/') | Some('*')))
+                && (chars[i] != '/' || !matches!(chars.get(i + 1), Some('/') | Some('*')))
             {
                 w.push(chars[i]);
                 bump!();
@@ -239,17 +241,28 @@ pub fn parse_tsig_keys(file: &Path, text: &str) -> Result<Vec<TsigKey>, Diagnost
             Some((t, p)) => {
                 return Err(err(
                     p,
-                    format!("expected the key's name after `key`, found {}", describe(&t)),
+                    format!(
+                        "expected the key's name after `key`, found {}",
+                        describe(&t)
+                    ),
                 ))
             }
-            None => return Err(err(end_pos, "the file ends after `key`: the key's name and `{ ... };` are missing".into())),
+            None => {
+                return Err(err(
+                    end_pos,
+                    "the file ends after `key`: the key's name and `{ ... };` are missing".into(),
+                ))
+            }
         };
         match it.next() {
             Some((Tok::Open, _)) => {}
             Some((t, p)) => {
                 return Err(err(
                     p,
-                    format!("expected `{{` after `key \"{name}\"`, found {}", describe(&t)),
+                    format!(
+                        "expected `{{` after `key \"{name}\"`, found {}",
+                        describe(&t)
+                    ),
                 ))
             }
             None => {
@@ -334,7 +347,10 @@ pub fn parse_tsig_keys(file: &Path, text: &str) -> Result<Vec<TsigKey>, Diagnost
             Some((t, p)) => {
                 return Err(err(
                     p,
-                    format!("expected `;` after the closing `}}` of key `{name}`, found {}", describe(&t)),
+                    format!(
+                        "expected `;` after the closing `}}` of key `{name}`, found {}",
+                        describe(&t)
+                    ),
                 ))
             }
             None => {
@@ -350,11 +366,13 @@ pub fn parse_tsig_keys(file: &Path, text: &str) -> Result<Vec<TsigKey>, Diagnost
                 format!("key `{name}` has no `algorithm` (add `algorithm hmac-sha256;`)"),
             )
         })?;
-        let secret = secret.ok_or_else(|| {
-            err(key_pos, format!("key `{name}` has no `secret \"...\";`"))
-        })?;
+        let secret =
+            secret.ok_or_else(|| err(key_pos, format!("key `{name}` has no `secret \"...\";`")))?;
         if keys.iter().any(|k| k.name.eq_ignore_ascii_case(&name)) {
-            return Err(err(key_pos, format!("key `{name}` is defined twice in this file")));
+            return Err(err(
+                key_pos,
+                format!("key `{name}` is defined twice in this file"),
+            ));
         }
         keys.push(TsigKey {
             name,
@@ -383,7 +401,10 @@ fn expect_semi(
         Some((t, p)) => Err(Diagnostic::error(
             file,
             Some(p),
-            format!("expected `;` after the `{after}` value, found {}", describe(&t)),
+            format!(
+                "expected `;` after the `{after}` value, found {}",
+                describe(&t)
+            ),
         )),
         None => Err(Diagnostic::error(
             file,

@@ -37,7 +37,14 @@ const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
 const PROPAGATION_KEYS: &[&str] = &["timeout", "nameservers"];
 const KEY_KEYS: &[&str] = &["type", "bits", "curve"];
 const DEPLOY_KEYS: &[&str] = &[
-    "fullchain", "cert", "chain", "key", "combined", "owner", "group", "mode",
+    "fullchain",
+    "cert",
+    "chain",
+    "key",
+    "combined",
+    "owner",
+    "group",
+    "mode",
 ];
 const DEPLOY_FILE_KEYS: &[&str] = &["fullchain", "cert", "chain", "key", "combined"];
 const RELOAD_KINDS: &[&str] = &["gitlab", "nginx", "apache", "systemd", "command"];
@@ -106,17 +113,27 @@ pub(crate) fn fields<'n>(
     hint: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Fields<'n>> {
     let Kind::Map(entries) = &node.kind else {
-        let what = if path.is_empty() { "this file".to_string() } else { format!("`{path}`") };
+        let what = if path.is_empty() {
+            "this file".to_string()
+        } else {
+            format!("`{path}`")
+        };
         d.err(
             node.pos,
-            format!("{what} must be a map (`key: value` lines), found {}", node.kind_name()),
+            format!(
+                "{what} must be a map (`key: value` lines), found {}",
+                node.kind_name()
+            ),
         );
         return None;
     };
     let mut out = Vec::new();
     for (k, v) in entries {
         let Some(name) = k.scalar_text() else {
-            d.err(k.pos, format!("keys must be plain names, found {}", k.kind_name()));
+            d.err(
+                k.pos,
+                format!("keys must be plain names, found {}", k.kind_name()),
+            );
             continue;
         };
         if known.contains(&name.as_str()) {
@@ -129,7 +146,10 @@ pub(crate) fn fields<'n>(
         } else if let Some(near) = names::nearest(&name, known) {
             format!("unknown key `{full}`; did you mean `{near}`?")
         } else {
-            format!("unknown key `{full}`; expected one of {}", quote_list(known))
+            format!(
+                "unknown key `{full}`; expected one of {}",
+                quote_list(known)
+            )
         };
         d.err(k.pos, msg);
     }
@@ -171,7 +191,9 @@ fn integer(d: &mut Diags, node: &Node, path: &str) -> Option<i128> {
         Kind::Str(s) if s.trim().parse::<i128>().is_ok() => {
             d.err(
                 node.pos,
-                format!("`{path}` must be an integer, found a string (remove the quotes around `{s}`)"),
+                format!(
+                    "`{path}` must be an integer, found a string (remove the quotes around `{s}`)"
+                ),
             );
             None
         }
@@ -188,7 +210,10 @@ fn integer(d: &mut Diags, node: &Node, path: &str) -> Option<i128> {
 fn int_in(d: &mut Diags, node: &Node, path: &str, lo: i128, hi: i128) -> Option<i128> {
     let i = integer(d, node, path)?;
     if i < lo || i > hi {
-        d.err(node.pos, format!("`{path}` must be from {lo} to {hi}, found {i}"));
+        d.err(
+            node.pos,
+            format!("`{path}` must be from {lo} to {hi}, found {i}"),
+        );
         return None;
     }
     Some(i)
@@ -262,7 +287,10 @@ fn string_list(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Po
         }
         _ => {
             let hint = match node.scalar_text() {
-                Some(s) => format!(": write `{}: [{s}]`", path.rsplit('.').next().unwrap_or(path)),
+                Some(s) => format!(
+                    ": write `{}: [{s}]`",
+                    path.rsplit('.').next().unwrap_or(path)
+                ),
                 None => String::new(),
             };
             d.err(
@@ -322,12 +350,23 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
     }
     let spec_hint = |k: &str| {
         if k == "domains" {
-            Some("`domains` belongs in a certificate spec (certs.d/NAME.yaml), one per certificate".to_string())
+            Some(
+                "`domains` belongs in a certificate spec (certs.d/NAME.yaml), one per certificate"
+                    .to_string(),
+            )
         } else if SPEC_KEYS.contains(&k) {
             Some(format!(
                 "`{k}` is a certificate setting: put it in a spec (certs.d/NAME.yaml), or under `defaults:` to apply it to every spec"
             ))
-        } else if ["account", "dns_server", "dns-servers", "dnsservers", "servers"].contains(&k) {
+        } else if [
+            "account",
+            "dns_server",
+            "dns-servers",
+            "dnsservers",
+            "servers",
+        ]
+        .contains(&k)
+        {
             names::nearest(k, GLOBAL_KEYS).map(|n| format!("did you mean `{n}`?"))
         } else {
             None
@@ -435,7 +474,10 @@ fn name_map<'n>(d: &mut Diags, node: &'n Node, path: &str) -> Option<Vec<(String
     let Kind::Map(entries) = &node.kind else {
         d.err(
             node.pos,
-            format!("`{path}` must be a map of NAME: {{ ... }}, found {}", node.kind_name()),
+            format!(
+                "`{path}` must be a map of NAME: {{ ... }}, found {}",
+                node.kind_name()
+            ),
         );
         return None;
     };
@@ -458,10 +500,19 @@ fn name_map<'n>(d: &mut Diags, node: &'n Node, path: &str) -> Option<Vec<(String
     Some(out)
 }
 
-fn account(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Option<AccountSettings> {
+fn account(
+    d: &mut Diags,
+    name: &str,
+    kpos: Pos,
+    node: &Node,
+    base: &Path,
+) -> Option<AccountSettings> {
     let path = format!("accounts.{name}");
     if node.is_null() {
-        d.err(kpos, format!("`{path}` is empty: it needs at least `directory: https://…/directory`"));
+        d.err(
+            kpos,
+            format!("`{path}` is empty: it needs at least `directory: https://…/directory`"),
+        );
         return None;
     }
     let f = fields(d, node, &path, ACCOUNT_KEYS, &no_hint)?;
@@ -472,13 +523,21 @@ fn account(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Op
             None
         }
         Some(n) => nonempty_string(d, n, &sub(&path, "directory")).and_then(|u| {
-            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
             match rest {
-                Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(char::is_whitespace) => Some(u),
+                Some(r)
+                    if !r.is_empty() && !r.starts_with('/') && !u.contains(char::is_whitespace) =>
+                {
+                    Some(u)
+                }
                 _ => {
                     d.err(
                         n.pos,
-                        format!("`{path}.directory` must be an https:// (or http://) URL, found `{u}`"),
+                        format!(
+                            "`{path}.directory` must be an https:// (or http://) URL, found `{u}`"
+                        ),
                     );
                     None
                 }
@@ -493,8 +552,13 @@ fn account(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Op
         };
         for (c, pos) in list.unwrap_or_default() {
             match c.strip_prefix("mailto:") {
-                Some(addr) if addr.contains('@') && !addr.contains(char::is_whitespace) => contact.push(c),
-                Some(_) => d.err(pos, format!("`{path}.contact`: `{c}` is not a mailto: address")),
+                Some(addr) if addr.contains('@') && !addr.contains(char::is_whitespace) => {
+                    contact.push(c)
+                }
+                Some(_) => d.err(
+                    pos,
+                    format!("`{path}.contact`: `{c}` is not a mailto: address"),
+                ),
                 None if c.contains('@') => d.err(
                     pos,
                     format!("`{path}.contact`: contacts are URLs: write `mailto:{c}`"),
@@ -513,7 +577,10 @@ fn account(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Op
             let kid = match ef.get("kid") {
                 Some(k) => nonempty_string(d, k, &sub(&ep, "kid")),
                 None => {
-                    d.err(ef.pos, format!("`{ep}` has no `kid` (the key identifier the CA gave you)"));
+                    d.err(
+                        ef.pos,
+                        format!("`{ep}` has no `kid` (the key identifier the CA gave you)"),
+                    );
                     None
                 }
             };
@@ -569,27 +636,41 @@ fn account(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Op
     })
 }
 
-fn dns_server(d: &mut Diags, name: &str, kpos: Pos, node: &Node, base: &Path) -> Option<DnsServerSettings> {
+fn dns_server(
+    d: &mut Diags,
+    name: &str,
+    kpos: Pos,
+    node: &Node,
+    base: &Path,
+) -> Option<DnsServerSettings> {
     let path = format!("dns_servers.{name}");
     if node.is_null() {
-        d.err(kpos, format!("`{path}` is empty: it needs `address:` and `tsig_key_file:`"));
+        d.err(
+            kpos,
+            format!("`{path}` is empty: it needs `address:` and `tsig_key_file:`"),
+        );
         return None;
     }
     let f = fields(d, node, &path, DNS_KEYS, &no_hint)?;
     let address = match f.get("address") {
         None => {
-            d.err(kpos, format!("`{path}` has no `address` (the primary's host name or IP, port optional)"));
+            d.err(
+                kpos,
+                format!("`{path}` has no `address` (the primary's host name or IP, port optional)"),
+            );
             None
         }
-        Some(n) => nonempty_string(d, n, &sub(&path, "address")).and_then(|a| {
-            match names::parse_host_port(&a, 53) {
-                Ok(_) => Some(a),
-                Err(e) => {
-                    d.err(n.pos, format!("`{path}.address`: {e}"));
-                    None
-                }
-            }
-        }),
+        Some(n) => {
+            nonempty_string(d, n, &sub(&path, "address")).and_then(
+                |a| match names::parse_host_port(&a, 53) {
+                    Ok(_) => Some(a),
+                    Err(e) => {
+                        d.err(n.pos, format!("`{path}.address`: {e}"));
+                        None
+                    }
+                },
+            )
+        }
     };
     let mut ttl = Some(60u32);
     if let Some(n) = f.get("ttl") {
@@ -658,7 +739,12 @@ pub(crate) struct PartialSpec {
     pub broken: bool,
 }
 
-pub(crate) fn partial_spec(d: &mut Diags, node: &Node, prefix: &str, in_defaults: bool) -> PartialSpec {
+pub(crate) fn partial_spec(
+    d: &mut Diags,
+    node: &Node,
+    prefix: &str,
+    in_defaults: bool,
+) -> PartialSpec {
     let mut p = PartialSpec::default();
     let start = d.out.len();
     let global_hint = |k: &str| {
@@ -733,7 +819,10 @@ fn domains(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Pos)>>
                 if let Some((_, first)) = out.iter().find(|(o, _)| *o == n) {
                     d.err(
                         pos,
-                        format!("`{path}`: `{n}` is listed twice (first at line {}); remove one", first.line),
+                        format!(
+                            "`{path}`: `{n}` is listed twice (first at line {}); remove one",
+                            first.line
+                        ),
                     );
                 } else {
                     out.push((n, pos));
@@ -765,15 +854,24 @@ fn key_spec(d: &mut Diags, node: &Node, path: &str) -> Option<KeySpec> {
     let f = fields(d, node, path, KEY_KEYS, &no_hint)?;
     let ty = match f.get("type") {
         None => {
-            d.err(f.pos, format!("`{path}` has no `type`: write `type: rsa` or `type: ecdsa`"));
+            d.err(
+                f.pos,
+                format!("`{path}` has no `type`: write `type: rsa` or `type: ecdsa`"),
+            );
             return None;
         }
-        Some(n) => (string(d, n, &sub(path, "type"))?.to_ascii_lowercase(), n.pos),
+        Some(n) => (
+            string(d, n, &sub(path, "type"))?.to_ascii_lowercase(),
+            n.pos,
+        ),
     };
     match ty.0.as_str() {
         "rsa" => {
             if f.has("curve") {
-                d.err(f.key_pos("curve"), format!("`{path}.curve` applies to ecdsa keys; rsa keys take `bits`"));
+                d.err(
+                    f.key_pos("curve"),
+                    format!("`{path}.curve` applies to ecdsa keys; rsa keys take `bits`"),
+                );
                 return None;
             }
             let bits = match f.get("bits") {
@@ -781,7 +879,10 @@ fn key_spec(d: &mut Diags, node: &Node, path: &str) -> Option<KeySpec> {
                 Some(n) => match integer(d, n, &sub(path, "bits"))? {
                     b @ (2048 | 3072 | 4096) => b as u32,
                     b => {
-                        d.err(n.pos, format!("`{path}.bits` must be 2048, 3072 or 4096, found {b}"));
+                        d.err(
+                            n.pos,
+                            format!("`{path}.bits` must be 2048, 3072 or 4096, found {b}"),
+                        );
                         return None;
                     }
                 },
@@ -790,7 +891,12 @@ fn key_spec(d: &mut Diags, node: &Node, path: &str) -> Option<KeySpec> {
         }
         "ecdsa" | "ec" => {
             if f.has("bits") {
-                d.err(f.key_pos("bits"), format!("`{path}.bits` applies to rsa keys; ecdsa keys take `curve` (p256 or p384)"));
+                d.err(
+                    f.key_pos("bits"),
+                    format!(
+                        "`{path}.bits` applies to rsa keys; ecdsa keys take `curve` (p256 or p384)"
+                    ),
+                );
                 return None;
             }
             match f.get("curve") {
@@ -801,7 +907,10 @@ fn key_spec(d: &mut Diags, node: &Node, path: &str) -> Option<KeySpec> {
                         "p256" | "secp256r1" | "prime256v1" => Some(KeySpec::EcdsaP256),
                         "p384" | "secp384r1" => Some(KeySpec::EcdsaP384),
                         _ => {
-                            d.err(n.pos, format!("`{path}.curve` must be p256 or p384, found `{c}`"));
+                            d.err(
+                                n.pos,
+                                format!("`{path}.curve` must be p256 or p384, found `{c}`"),
+                            );
                             None
                         }
                     }
@@ -809,7 +918,10 @@ fn key_spec(d: &mut Diags, node: &Node, path: &str) -> Option<KeySpec> {
             }
         }
         other => {
-            d.err(ty.1, format!("`{path}.type` must be `rsa` or `ecdsa`, found `{other}`"));
+            d.err(
+                ty.1,
+                format!("`{path}.type` must be `rsa` or `ecdsa`, found `{other}`"),
+            );
             None
         }
     }
@@ -845,7 +957,10 @@ fn deploy(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<DeployTarget>> {
             };
             let p = PathBuf::from(&s);
             if !p.is_absolute() {
-                d.err(n.pos, format!("`{kp}` must be an absolute path, found `{s}`"));
+                d.err(
+                    n.pos,
+                    format!("`{kp}` must be an absolute path, found `{s}`"),
+                );
                 ok = false;
                 continue;
             }
@@ -933,7 +1048,10 @@ fn reload(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<ReloadSpec>> {
     let Kind::Seq(items) = &node.kind else {
         d.err(
             node.pos,
-            format!("`{path}` must be a list such as `[{{ nginx: {{}} }}]`, found {}", node.kind_name()),
+            format!(
+                "`{path}` must be a list such as `[{{ nginx: {{}} }}]`, found {}",
+                node.kind_name()
+            ),
         );
         return None;
     };
@@ -955,7 +1073,10 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
         _ => {
             let hint = match item.scalar_text() {
                 Some(s) if RELOAD_KINDS.contains(&s.as_str()) => {
-                    format!(": write `- {s}: {}`", if s == "gitlab" { "nginx" } else { "{}" })
+                    format!(
+                        ": write `- {s}: {}`",
+                        if s == "gitlab" { "nginx" } else { "{}" }
+                    )
                 }
                 _ => String::new(),
             };
@@ -987,7 +1108,10 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
             Kind::Null => true,
             Kind::Map(m) if m.is_empty() => true,
             _ => {
-                d.err(v.pos, format!("`{kp}` takes no options: write `{kind}: {{}}`"));
+                d.err(
+                    v.pos,
+                    format!("`{kp}` takes no options: write `{kind}: {{}}`"),
+                );
                 false
             }
         }
@@ -1004,7 +1128,10 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
         "apache" => no_options(d).then_some(ReloadSpec::Apache),
         "systemd" => {
             if v.is_null() {
-                d.err(k.pos, format!("`{kp}` needs the unit to reload, e.g. `systemd: haproxy.service`"));
+                d.err(
+                    k.pos,
+                    format!("`{kp}` needs the unit to reload, e.g. `systemd: haproxy.service`"),
+                );
                 return None;
             }
             nonempty_string(d, v, &kp).map(ReloadSpec::Systemd)
@@ -1118,7 +1245,12 @@ pub(crate) fn finish_spec(
 ) -> Option<CertSpec> {
     let mut ok = !p.broken && check_refs(d, &p, cx.accounts, cx.dns, "");
     let df = cx.defaults;
-    let pick = |d: &mut Diags, own: &Option<(String, Pos)>, def: &Option<(String, Pos)>, set: &BTreeSet<String>, key: &str, what: &str| {
+    let pick = |d: &mut Diags,
+                own: &Option<(String, Pos)>,
+                def: &Option<(String, Pos)>,
+                set: &BTreeSet<String>,
+                key: &str,
+                what: &str| {
         if let Some((v, _)) = own.as_ref().or(def.as_ref()) {
             return Some(v.clone());
         }
@@ -1135,7 +1267,14 @@ pub(crate) fn finish_spec(
         );
         None
     };
-    let account = pick(d, &p.account, &df.account, cx.accounts, "account", "accounts");
+    let account = pick(
+        d,
+        &p.account,
+        &df.account,
+        cx.accounts,
+        "account",
+        "accounts",
+    );
     let dns = pick(d, &p.dns, &df.dns, cx.dns, "dns", "dns_servers");
     let domains = match &p.domains {
         Some(v) => v.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),

@@ -250,4 +250,24 @@ impl DnsError {
                 | DnsError::UpdateFailed { .. }
         )
     }
+
+    /// Whether an UPDATE that failed with this error certainly changed nothing: the server (or our own
+    /// checks before sending) rejected it. A timeout or an unverifiable answer leaves it open, so values
+    /// that may have been published stay in the cleanup journal.
+    pub fn update_was_rejected(&self) -> bool {
+        matches!(
+            self,
+            DnsError::InvalidName { .. }
+                | DnsError::OwnerNotInZone { .. }
+                | DnsError::InvalidTsigKey { .. }
+                | DnsError::BadKey { .. }
+                | DnsError::BadSig { .. }
+                | DnsError::BadTime { .. }
+                | DnsError::TsigOther { .. }
+                | DnsError::Refused { .. }
+                | DnsError::NotAuth { .. }
+                | DnsError::NotZone { .. }
+                | DnsError::UpdateFailed { .. }
+        )
+    }
 }
