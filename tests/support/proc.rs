@@ -80,9 +80,27 @@ pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<O
     })
 }
 
+/// Calls `f` every `interval` until it returns `Some` (returned), or `None` once `timeout` passed.
+pub fn poll_until<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        thread::sleep(interval);
+    }
+}
+
 /// Calls `probe` every 20 ms until it returns `Some`, or fails with `what` after `timeout`.
 /// `alive` is asked between tries so a server that died fails fast, with its reason.
-pub fn poll_until<T>(
+pub fn poll_ready<T>(
     what: &str,
     timeout: Duration,
     mut alive: impl FnMut() -> Result<(), String>,
@@ -107,7 +125,11 @@ pub fn tail(path: &std::path::Path, n: usize) -> String {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().collect();
             let from = lines.len().saturating_sub(n);
-            format!("--- last lines of {} ---\n{}", path.display(), lines[from..].join("\n"))
+            format!(
+                "--- last lines of {} ---\n{}",
+                path.display(),
+                lines[from..].join("\n")
+            )
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }

@@ -23,7 +23,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::proc::{output_with_timeout, poll_until, spawn_long_lived, tail};
+use super::proc::{output_with_timeout, poll_ready, spawn_long_lived, tail};
 
 /// The parent zone every test name lives under.
 pub const DOMAIN: &str = "example.test";
@@ -127,7 +127,11 @@ impl Server {
 
     /// Where it listens (`:53`, or Pebble's ACME port).
     pub fn addr(self) -> SocketAddr {
-        let port = if self == Server::Pebble { PEBBLE_ACME_PORT } else { 53 };
+        let port = if self == Server::Pebble {
+            PEBBLE_ACME_PORT
+        } else {
+            53
+        };
         SocketAddr::V4(SocketAddrV4::new(self.ip(), port))
     }
 
@@ -148,6 +152,9 @@ pub struct TopologyOptions {
     /// `_acme-challenge.<alias>.example.test. CNAME _acme-challenge.<target>.example.test.` and the
     /// alias gets no zone of its own (the lego/certbot "CNAME delegation" setup).
     pub cname_aliases: Vec<(String, String)>,
+    /// Labels among `host1..hostN` whose challenge zone is served (and delegated) by dns1 and dns2
+    /// only: with dns3 stopped, certificates in these zones still propagate.
+    pub two_ns_hosts: Vec<String>,
     /// Pebble `externalAccountBindingRequired` (the EAB key is configured either way).
     pub eab_required: bool,
     /// Pebble `certificateValidityPeriod`. Default 90 days, like the seeds' CAs.
@@ -166,6 +173,7 @@ impl Default for TopologyOptions {
             n_hosts: 3,
             denied_hosts: Vec::new(),
             cname_aliases: Vec::new(),
+            two_ns_hosts: Vec::new(),
             eab_required: true,
             cert_validity: Duration::from_secs(90 * 86400),
             notify_delay: None,
@@ -255,12 +263,12 @@ impl Topology {
             startup: Duration::ZERO,
             phases: Vec::new(),
         };
-        topo.bring_up(t0)?;
+        topo.bring_up()?;
         topo.startup = t0.elapsed();
         Ok(topo)
     }
 
-    fn bring_up(&mut self, t0: Instant) -> Result<(), String> {
+    fn bring_up(&mut self) -> Result<(), String> {
         let mut phase = Instant::now();
         let mut mark = |phases: &mut Vec<(&'static str, Duration)>, name: &'static str| {
             phases.push((name, phase.elapsed()));
@@ -318,7 +326,6 @@ impl Topology {
         mark(&mut self.phases, "pebble");
         self.settle_after(master_ready);
         mark(&mut self.phases, "notify settle");
-        let _ = t0;
         Ok(())
     }
 
@@ -369,7 +376,10 @@ impl Topology {
             root: self.dir.join("pebble/issuing-root.pem"),
             intermediate: self.dir.join("pebble/issuing-intermediate.pem"),
         };
-        for (url_path, file) in [("roots/0", &roots.root), ("intermediates/0", &roots.intermediate)] {
+        for (url_path, file) in [
+            ("roots/0", &roots.root),
+            ("intermediates/0", &roots.intermediate),
+        ] {
             let url = format!("https://127.0.0.1:{PEBBLE_MGMT_PORT}/{url_path}");
             let pem = self
                 .curl(&url)
@@ -386,7 +396,9 @@ impl Topology {
 
     /// The key that the [`TopologyOptions::denied_hosts`] zones grant (renewd does not have it).
     pub fn other_tsig_key_file(&self) -> PathBuf {
-        self.dir.join("keys").join(format!("{OTHER_TSIG_KEY_NAME}.key"))
+        self.dir
+            .join("keys")
+            .join(format!("{OTHER_TSIG_KEY_NAME}.key"))
     }
 
     /// acme-master, the UPDATE target: `127.0.0.12:53`.
@@ -431,7 +443,11 @@ impl Topology {
 
     /// A server's log (`named.log`, or Pebble's stdout/stderr).
     pub fn log_path(&self, s: Server) -> PathBuf {
-        let file = if s == Server::Pebble { "pebble.log" } else { "named.log" };
+        let file = if s == Server::Pebble {
+            "pebble.log"
+        } else {
+            "named.log"
+        };
         self.dir.join(s.dir_name()).join(file)
     }
 
@@ -509,7 +525,13 @@ impl Topology {
     pub fn dig(&self, server: SocketAddr, args: &[&str]) -> String {
         let mut cmd = self.netns_command("dig", false);
         cmd.arg(format!("@{}", server.ip()))
-            .args(["-p", &server.port().to_string(), "+short", "+time=1", "+tries=1"])
+            .args([
+                "-p",
+                &server.port().to_string(),
+                "+short",
+                "+time=1",
+                "+tries=1",
+            ])
             .args(args);
         match output_with_timeout(&mut cmd, Duration::from_secs(10)) {
             Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -539,11 +561,15 @@ impl Topology {
         cmd.args(["-fsS", "--max-time", "5", "--cacert"])
             .arg(self.tls_ca_pem_path())
             .arg(url);
-        let out = output_with_timeout(&mut cmd, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let out =
+            output_with_timeout(&mut cmd, Duration::from_secs(10)).map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("curl {url}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            Err(format!(
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 
@@ -554,10 +580,26 @@ impl Topology {
         self.stop_server(Server::Secondary(n));
     }
 
-    /// Starts dnsN again from its transferred zone files and waits until it answers for every zone
-    /// (it refreshes from the master on startup; use [`Topology::wait_secondaries_synced`] for that).
+    /// Starts dnsN again from its transferred zone files and waits until it answers for every zone.
+    ///
+    /// Like any BIND secondary restarted with fresh zone files, it does not ask the master at once:
+    /// it serves what it had until the next NOTIFY or its SOA refresh timer (300 s here). Updates
+    /// made while it was down stay missing until then; [`Topology::refresh_secondary`] asks now.
     pub fn start_secondary(&self, n: u8) {
         self.start_server(Server::Secondary(n));
+    }
+
+    /// `rndc refresh` every zone on dnsN (an SOA check against the master, then IXFR if behind).
+    /// Returns at once; follow with [`Topology::wait_secondaries_synced`].
+    pub fn refresh_secondary(&self, n: u8) {
+        for zone in &self.zones_of_secondary(n) {
+            let out = self.rndc(Server::Secondary(n), &["refresh", zone]);
+            assert!(
+                out.status.success(),
+                "rndc refresh {zone} on dns{n}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Stops any server by PID. A no-op if it is not running.
@@ -588,7 +630,9 @@ impl Topology {
         }
     }
 
-    /// Waits until every running secondary serves the master's current serial of every zone.
+    /// Waits (up to 20 s) until every running secondary serves the master's current serial of every
+    /// zone. Note BIND's `notify-delay`: a second UPDATE to a zone within 5 s of the last NOTIFY
+    /// reaches the secondaries only when the 5 s are up.
     pub fn wait_secondaries_synced(&self) {
         for n in 1..=3 {
             if self.pid(Server::Secondary(n)).is_some() {
@@ -623,7 +667,10 @@ impl Topology {
         } else {
             let mut cmd = self.netns_command("named", false);
             // Foreground so the harness holds the real PID; root without -u; IPv4 only.
-            cmd.arg("-f").arg("-4").arg("-c").arg(sdir.join("named.conf"));
+            cmd.arg("-f")
+                .arg("-4")
+                .arg("-c")
+                .arg(sdir.join("named.conf"));
             (cmd, sdir.join("named.out"))
         };
         let out = fs::OpenOptions::new()
@@ -632,7 +679,10 @@ impl Topology {
             .open(&out_file)
             .map_err(|e| format!("{}: {e}", out_file.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).current_dir(&sdir);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .current_dir(&sdir);
         let child = spawn_long_lived(cmd).map_err(|e| format!("spawning {s:?}: {e}"))?;
         self.procs().insert(s, child);
         Ok(())
@@ -649,11 +699,17 @@ impl Topology {
             Ok(Some(status)) => {
                 procs.remove(&s);
                 drop(procs);
-                let out = self.server_dir(s).join(if s == Server::Pebble { "pebble.log" } else { "named.out" });
+                let out = self.server_dir(s).join(if s == Server::Pebble {
+                    "pebble.log"
+                } else {
+                    "named.out"
+                });
                 let mut msg = format!("{s:?} exited ({status})\n{}", tail(&out, 20));
                 if s != Server::Pebble {
                     let _ = write!(msg, "\n{}", tail(&self.log_path(s), 20));
-                    if fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.starts_with('Y')) {
+                    if fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+                        .is_ok_and(|v| v.starts_with('Y'))
+                    {
                         msg.push_str(
                             "\n(AppArmor is enabled: its usr.sbin.named profile keeps named out of temp \
                              directories; .ci/install-deps disables that profile)",
@@ -671,10 +727,11 @@ impl Topology {
         let zones: Vec<String> = match s {
             Server::Root => vec![".".into(), "test.".into()],
             Server::Parent => vec![DOMAIN.into()],
+            Server::Secondary(n) => self.zones_of_secondary(n),
             _ => self.zones.clone(),
         };
         for zone in zones {
-            poll_until(
+            poll_ready(
                 &format!("{s:?} to serve {zone} SOA"),
                 READY_TIMEOUT,
                 || self.check_alive(s),
@@ -684,13 +741,36 @@ impl Topology {
         Ok(())
     }
 
+    /// The secondaries (1-based) that serve `zone`: dns1..3, or dns1 and dns2 for
+    /// [`TopologyOptions::two_ns_hosts`].
+    pub fn zone_secondaries(&self, zone: &str) -> Vec<u8> {
+        let two = self
+            .opts
+            .two_ns_hosts
+            .iter()
+            .any(|h| challenge_zone(&domain(h)) == zone);
+        if two {
+            vec![1, 2]
+        } else {
+            vec![1, 2, 3]
+        }
+    }
+
+    fn zones_of_secondary(&self, n: u8) -> Vec<String> {
+        self.zones
+            .iter()
+            .filter(|z| self.zone_secondaries(z).contains(&n))
+            .cloned()
+            .collect()
+    }
+
     fn wait_synced(&self, n: u8) -> Result<(), String> {
         let s = Server::Secondary(n);
-        for zone in &self.zones {
+        for zone in &self.zones_of_secondary(n) {
             let want = self
                 .soa_serial_at(self.master_addr(), zone)
                 .ok_or_else(|| format!("master does not answer SOA for {zone}"))?;
-            poll_until(
+            poll_ready(
                 &format!("dns{n} to serve {zone} serial {want}"),
                 READY_TIMEOUT,
                 || self.check_alive(s),
@@ -702,8 +782,12 @@ impl Topology {
 
     /// A resolver answers recursively through root → test. → example.test (→ dns1..3).
     fn wait_resolver(&self, s: Server) -> Result<(), String> {
-        let name = self.zones.first().cloned().unwrap_or_else(|| DOMAIN.to_string());
-        poll_until(
+        let name = self
+            .zones
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DOMAIN.to_string());
+        poll_ready(
             &format!("{s:?} to resolve {name} SOA"),
             READY_TIMEOUT,
             || self.check_alive(s),
@@ -713,7 +797,7 @@ impl Topology {
     }
 
     fn wait_pebble(&self) -> Result<(), String> {
-        let dir = poll_until(
+        let dir = poll_ready(
             "Pebble's ACME directory",
             READY_TIMEOUT,
             || self.check_alive(Server::Pebble),
@@ -729,7 +813,8 @@ impl Topology {
         }
         // The startup NOTIFY goes out right when the zones load, i.e. just before the master
         // answered; half a second of margin covers the gap and a slow machine.
-        let until = master_ready + Duration::from_secs(u64::from(delay)) + Duration::from_millis(500);
+        let until =
+            master_ready + Duration::from_secs(u64::from(delay)) + Duration::from_millis(500);
         if let Some(rest) = until.checked_duration_since(Instant::now()) {
             thread::sleep(rest);
         }
@@ -748,7 +833,10 @@ impl Topology {
                 .output()
                 .map_err(|e| format!("tsig-keygen: {e} (is bind9-utils installed?)"))?;
             if !out.status.success() {
-                return Err(format!("tsig-keygen: {}", String::from_utf8_lossy(&out.stderr)));
+                return Err(format!(
+                    "tsig-keygen: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
             write_secret(&file, &out.stdout)?;
         }
@@ -818,13 +906,19 @@ logging {{
         );
         if s != Server::Root {
             // Every named resolves (e.g. the master's NOTIFY targets) through our root, never the real one.
-            let _ = writeln!(conf, "zone \".\" {{ type hint; file \"{}\"; }};", self.dir.join("root.hints").display());
+            let _ = writeln!(
+                conf,
+                "zone \".\" {{ type hint; file \"{}\"; }};",
+                self.dir.join("root.hints").display()
+            );
         }
         conf
     }
 
     fn write_named_configs(&self) -> Result<(), String> {
-        let w = |path: PathBuf, text: String| fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()));
+        let w = |path: PathBuf, text: String| {
+            fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
         for s in Server::ALL_NAMED.into_iter().chain([Server::Pebble]) {
             fs::create_dir_all(self.server_dir(s)).map_err(|e| e.to_string())?;
         }
@@ -853,7 +947,10 @@ logging {{
 
         // parent example.test: host A records, the delegations, the CNAME aliases.
         let mut conf = self.named_options(Server::Parent);
-        let _ = writeln!(conf, "zone \"{DOMAIN}\" {{ type primary; file \"parent.db\"; notify no; }};");
+        let _ = writeln!(
+            conf,
+            "zone \"{DOMAIN}\" {{ type primary; file \"parent.db\"; notify no; }};"
+        );
         w(self.server_dir(Server::Parent).join("named.conf"), conf)?;
         let mut db = format!(
             "$TTL 300\n@ IN SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 3600 600 86400 300\n@ IN NS ns1.{DOMAIN}.\n\
@@ -862,27 +959,40 @@ logging {{
         for (i, ip) in SECONDARY_IPS.iter().enumerate() {
             let _ = writeln!(db, "dns{} IN A {ip}", i + 1);
         }
-        let hosts = (1..=self.opts.n_hosts).map(|k| format!("host{k}")).chain(self.opts.denied_hosts.iter().cloned());
+        let hosts = (1..=self.opts.n_hosts)
+            .map(|k| format!("host{k}"))
+            .chain(self.opts.denied_hosts.iter().cloned());
         for host in hosts {
             let _ = writeln!(db, "{host} IN A 127.0.0.1");
-            for n in 1..=3 {
-                let _ = writeln!(db, "_acme-challenge.{host} IN NS {}", dns(n));
+            for n in self.zone_secondaries(&challenge_zone(&domain(&host))) {
+                let _ = writeln!(db, "_acme-challenge.{host} IN NS {}", dns(usize::from(n)));
             }
         }
         for (alias, target) in &self.opts.cname_aliases {
             let _ = writeln!(db, "{alias} IN A 127.0.0.1");
-            let _ = writeln!(db, "_acme-challenge.{alias} IN CNAME _acme-challenge.{target}.{DOMAIN}.");
+            let _ = writeln!(
+                db,
+                "_acme-challenge.{alias} IN CNAME _acme-challenge.{target}.{DOMAIN}."
+            );
         }
         w(self.server_dir(Server::Parent).join("parent.db"), db)?;
 
         // acme-master: one zone per host, as in the seed.
         let mut conf = self.named_options(Server::Master);
         let _ = writeln!(conf, "include \"{}\";", self.tsig_key_file().display());
-        let _ = writeln!(conf, "include \"{}\";", self.other_tsig_key_file().display());
+        let _ = writeln!(
+            conf,
+            "include \"{}\";",
+            self.other_tsig_key_file().display()
+        );
         let secs: String = SECONDARY_IPS.iter().map(|ip| format!("{ip}; ")).collect();
         let n_allowed = self.opts.n_hosts;
         for (i, zone) in self.zones.iter().enumerate() {
-            let key = if i < n_allowed { TSIG_KEY_NAME } else { OTHER_TSIG_KEY_NAME };
+            let key = if i < n_allowed {
+                TSIG_KEY_NAME
+            } else {
+                OTHER_TSIG_KEY_NAME
+            };
             let _ = write!(
                 conf,
                 "zone \"{zone}\" {{\n  type primary; file \"{zone}.db\";\n  update-policy {{ grant {key} name {zone}. TXT; }};\n  \
@@ -892,17 +1002,24 @@ logging {{
                 "$TTL 60\n@ IN SOA acme-master.{DOMAIN}. hostmaster.{DOMAIN}. {} 300 60 3600 60\n",
                 self.serial
             );
-            for n in 1..=3 {
-                let _ = writeln!(db, "@ IN NS {}", dns(n));
+            for n in self.zone_secondaries(zone) {
+                let _ = writeln!(db, "@ IN NS {}", dns(usize::from(n)));
             }
-            w(self.server_dir(Server::Master).join(format!("{zone}.db")), db)?;
+            w(
+                self.server_dir(Server::Master).join(format!("{zone}.db")),
+                db,
+            )?;
         }
         w(self.server_dir(Server::Master).join("named.conf"), conf)?;
 
         for n in 1..=3u8 {
             let s = Server::Secondary(n);
             let mut conf = self.named_options(s);
-            for zone in &self.zones {
+            for zone in self
+                .zones
+                .iter()
+                .filter(|z| self.zone_secondaries(z).contains(&n))
+            {
                 let _ = writeln!(
                     conf,
                     "zone \"{zone}\" {{ type secondary; primaries {{ {MASTER_IP}; }}; file \"{zone}.db\"; notify no; }};"
@@ -927,13 +1044,29 @@ logging {{
             if out.status.success() {
                 Ok(())
             } else {
-                Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+                Err(format!(
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
             }
         };
         // Pebble's HTTPS certificate, from a CA of our own that clients are told to trust.
         openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3650",
-            "-subj", "/CN=renewd test Pebble TLS root", "-keyout", "tls-ca.key", "-out", "tls-ca.pem",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=renewd test Pebble TLS root",
+            "-keyout",
+            "tls-ca.key",
+            "-out",
+            "tls-ca.pem",
         ])?;
         fs::write(
             p.join("ext.cnf"),
@@ -942,10 +1075,33 @@ logging {{
         .map_err(|e| e.to_string())?;
         // OpenSSL 3 `req -CA`: key, CSR and signature in one process.
         openssl(&[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
-            "-keyout", "key.pem", "-out", "cert.pem", "-CA", "tls-ca.pem", "-CAkey", "tls-ca.key", "-days", "3650",
-            "-copy_extensions", "none", "-addext", "subjectAltName=DNS:localhost,DNS:pebble,IP:127.0.0.1",
-            "-addext", "extendedKeyUsage=serverAuth", "-addext", "basicConstraints=CA:FALSE",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-CA",
+            "tls-ca.pem",
+            "-CAkey",
+            "tls-ca.key",
+            "-days",
+            "3650",
+            "-copy_extensions",
+            "none",
+            "-addext",
+            "subjectAltName=DNS:localhost,DNS:pebble,IP:127.0.0.1",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-addext",
+            "basicConstraints=CA:FALSE",
         ])?;
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{PEBBLE_ACME_PORT}"),
@@ -1002,17 +1158,23 @@ impl Drop for Topology {
 
 fn validate(opts: &TopologyOptions) -> Result<(), String> {
     let label_ok = |l: &str| {
-        !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     let hosts: Vec<String> = (1..=opts.n_hosts).map(|k| format!("host{k}")).collect();
     for h in &opts.denied_hosts {
         if !label_ok(h) || hosts.contains(h) {
-            return Err(format!("denied host {h:?} must be a new lower-case label (not host1..hostN)"));
+            return Err(format!(
+                "denied host {h:?} must be a new lower-case label (not host1..hostN)"
+            ));
         }
     }
     for (alias, target) in &opts.cname_aliases {
         if !label_ok(alias) || hosts.contains(alias) || opts.denied_hosts.contains(alias) {
-            return Err(format!("CNAME alias {alias:?} must be a new lower-case label without a zone"));
+            return Err(format!(
+                "CNAME alias {alias:?} must be a new lower-case label without a zone"
+            ));
         }
         if !label_ok(target) {
             return Err(format!("CNAME target {target:?} must be a host label"));
@@ -1050,7 +1212,11 @@ fn create_netns(dir: &Path) -> Result<OwnedFd, String> {
 }
 
 /// Runs in the forked child before exec: only async-signal-safe syscalls, no allocation.
-fn enter_namespace(netns: &OwnedFd, parent: u32, resolv_conf: Option<&CStr>) -> std::io::Result<()> {
+fn enter_namespace(
+    netns: &OwnedFd,
+    parent: u32,
+    resolv_conf: Option<&CStr>,
+) -> std::io::Result<()> {
     // SAFETY: raw syscalls with valid arguments; all pointers are NUL-terminated strings.
     unsafe {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -1100,21 +1266,26 @@ fn stop_children(mut children: Vec<(Server, Child)>) {
         }
     }
     for (s, mut child) in children {
-        eprintln!("topology: {s:?} (pid {}) ignored SIGTERM for {STOP_GRACE:?}; SIGKILL", child.id());
+        eprintln!(
+            "topology: {s:?} (pid {}) ignored SIGTERM for {STOP_GRACE:?}; SIGKILL",
+            child.id()
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Write a file created 0600 (secrets: TSIG keys, EAB keys).
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-    f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn run_with_stdin(cmd: &mut Command, input: &str) -> Result<(), String> {
@@ -1122,7 +1293,10 @@ fn run_with_stdin(cmd: &mut Command, input: &str) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -1136,7 +1310,9 @@ fn run_with_stdin_output(cmd: &mut Command, input: &str) -> Result<Output, Strin
     let mut stdin = child.stdin.take().expect("piped stdin");
     let input = input.to_owned();
     let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     let _ = writer.join();
     Ok(out)
 }

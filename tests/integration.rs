@@ -1,0 +1,206 @@
+//! renewd's integration tests: each test gets its own copy of the reference deployment
+//! (tests/support/topology.rs) in a private network namespace. Run as root.
+
+mod support;
+
+#[path = "integration/renew.rs"]
+mod renew;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Polls every `interval` until `f` is true; returns the elapsed time, or panics after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn topology_comes_up_and_accepts_tsig_update() {
+    let topo = Topology::start(TopologyOptions {
+        denied_hosts: vec!["locked".into()],
+        cname_aliases: vec![("alias".into(), "host1".into())],
+        ..TopologyOptions::default()
+    });
+    eprintln!(
+        "topology up in {} ms ({})",
+        topo.startup_time().as_millis(),
+        topo.startup_phases()
+            .iter()
+            .map(|(p, d)| format!("{p} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let zone = challenge_zone(&topo.host_domain(1));
+    let value = format!("smoke-{}", std::process::id());
+    let t0 = Instant::now();
+    let out = topo.add_txt(&zone, &value);
+    assert_success("nsupdate add", &out);
+    let update_ms = t0.elapsed().as_millis();
+    assert_eq!(topo.txt_at(topo.master_addr(), &zone), vec![value.clone()]);
+
+    let mut seen = Vec::new();
+    for (i, sec) in topo.secondary_addrs().into_iter().enumerate() {
+        wait_for(
+            &format!("dns{} to serve the TXT", i + 1),
+            Duration::from_secs(20),
+            || topo.txt_at(sec, &zone).contains(&value),
+        );
+        seen.push(format!("dns{}={} ms", i + 1, t0.elapsed().as_millis()));
+    }
+    eprintln!("UPDATE took {update_ms} ms; visible on {}", seen.join(" "));
+
+    // Commands see /etc/resolv.conf → the client resolver, which resolves the parent's host records.
+    let mut getent = topo.command("getent");
+    getent.args(["hosts", &topo.host_domain(1)]);
+    let out = topo.run(&mut getent);
+    assert_success("getent hosts via the namespace's resolv.conf", &out);
+    assert!(
+        output_text(&out).starts_with("127.0.0.1"),
+        "{}",
+        output_text(&out)
+    );
+
+    // The client resolver follows the parent's CNAME alias into host1's zone.
+    let via_alias = topo.dig(
+        topo.resolver_addr(),
+        &[&challenge_zone(&domain("alias")), "TXT"],
+    );
+    assert!(
+        via_alias.contains(&value),
+        "CNAME alias did not lead to host1's TXT: {via_alias}"
+    );
+
+    let out = topo.delete_txt(&zone, &value);
+    assert_success("nsupdate delete", &out);
+    for sec in topo.secondary_addrs() {
+        wait_for("the TXT to disappear", Duration::from_secs(20), || {
+            topo.txt_at(sec, &zone).is_empty()
+        });
+    }
+
+    // A zone granted to another key refuses renewd's key, and accepts its own.
+    let locked = challenge_zone(&domain("locked"));
+    let refused = topo.add_txt(&locked, "nope");
+    assert!(
+        !refused.status.success(),
+        "update of {locked} with acme-update must fail"
+    );
+    assert!(
+        output_text(&refused).contains("REFUSED"),
+        "{}",
+        output_text(&refused)
+    );
+    let own = topo.nsupdate(
+        &topo.other_tsig_key_file(),
+        &format!(
+            "server 127.0.0.12 53\nzone {locked}\nupdate add {locked}. 60 IN TXT \"yes\"\nsend\n"
+        ),
+    );
+    assert_success("nsupdate with the granted key", &own);
+
+    // A stopped secondary misses updates and catches up when it starts again.
+    topo.stop_secondary(3);
+    let zone2 = challenge_zone(&topo.host_domain(2));
+    assert_success(
+        "nsupdate add host2",
+        &topo.add_txt(&zone2, "while-dns3-down"),
+    );
+    let dns3 = topo.secondary_addrs()[2];
+    wait_for("dns1 to serve host2's TXT", Duration::from_secs(20), || {
+        topo.txt_at(topo.secondary_addrs()[0], &zone2)
+            .contains(&"while-dns3-down".to_string())
+    });
+    assert!(
+        topo.txt_at(dns3, &zone2).is_empty(),
+        "dns3 is down and must not answer"
+    );
+    topo.start_secondary(3);
+    assert!(
+        topo.txt_at(dns3, &zone2).is_empty(),
+        "a restarted BIND secondary serves its old copy"
+    );
+    topo.refresh_secondary(3);
+    topo.wait_secondaries_synced();
+    assert_eq!(
+        topo.txt_at(dns3, &zone2),
+        vec!["while-dns3-down".to_string()]
+    );
+
+    // Pebble: ACME directory with EAB required, and an issuing chain to verify against.
+    let dir: serde_json::Value =
+        serde_json::from_str(&topo.curl(&topo.acme_directory_url()).expect("directory"))
+            .expect("directory JSON");
+    assert_eq!(
+        dir["meta"]["externalAccountRequired"],
+        serde_json::Value::Bool(true),
+        "{dir}"
+    );
+    let roots = topo.issuing_roots();
+    assert_eq!(pem_cert_count(&roots.root), 1);
+    verify_chain(&roots.root, &roots.root, &roots.intermediate)
+        .expect("intermediate chains to root");
+}
+
+#[test]
+fn two_topologies_run_side_by_side() {
+    let fast = || TopologyOptions {
+        n_hosts: 1,
+        notify_delay: Some(0),
+        ..TopologyOptions::default()
+    };
+    // Start one on a helper thread to show servers survive the thread that started them.
+    let b = std::thread::spawn(move || Topology::start(fast()))
+        .join()
+        .expect("start b");
+    let a = Topology::start(fast());
+    assert_ne!(a.dir(), b.dir());
+    for t in [&a, &b] {
+        for s in [Server::Master, Server::Pebble, Server::Secondary(1)] {
+            let pid = t.pid(s).expect("running");
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{s:?} died"
+            );
+        }
+    }
+
+    // Same addresses, different worlds: a TXT added in A is not in B.
+    let zone = challenge_zone(&a.host_domain(1));
+    assert_success("nsupdate in a", &a.add_txt(&zone, "only-in-a"));
+    assert_eq!(
+        a.txt_at(a.master_addr(), &zone),
+        vec!["only-in-a".to_string()]
+    );
+    assert!(b.txt_at(b.master_addr(), &zone).is_empty());
+
+    // A's TSIG key means nothing to B's master.
+    let out = b.nsupdate(
+        &a.tsig_key_file(),
+        &format!("server 127.0.0.12 53\nzone {zone}\nupdate add {zone}. 60 IN TXT \"x\"\nsend\n"),
+    );
+    assert!(
+        !out.status.success(),
+        "B accepted A's key: {}",
+        output_text(&out)
+    );
+
+    // Each Pebble has its own TLS CA: B's Pebble does not verify with A's CA.
+    let mut cmd = b.command("curl");
+    cmd.args(["-fsS", "--max-time", "5", "--cacert"])
+        .arg(a.tls_ca_pem_path())
+        .arg(b.acme_directory_url());
+    let out = b.run(&mut cmd);
+    assert!(!out.status.success(), "B's Pebble verified with A's CA");
+    assert!(b.curl(&b.acme_directory_url()).is_ok());
+    assert_ne!(a.eab_hmac_b64url(), b.eab_hmac_b64url());
+}

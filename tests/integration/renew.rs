@@ -1,0 +1,351 @@
+//! `renewd renew` end to end against the reference deployment: real Pebble (EAB), real BIND hidden primary
+//! with TSIG update-policy, three real secondaries fed by NOTIFY/IXFR, real resolvers.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::support::proc::poll_until;
+use crate::support::renewd::{mode, Renewd};
+use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
+use crate::support::x509::{cert_sans, cert_serial, private_key_type, verify_chain};
+use crate::support::SpecFixture;
+
+/// Secondaries hear of a deletion by NOTIFY, which BIND may hold back for its notify-delay (5 s).
+const SECONDARY_LAG: Duration = Duration::from_secs(20);
+
+fn topology(opts: TopologyOptions) -> Topology {
+    Topology::start(opts)
+}
+
+/// No TXT at `owner` on the primary now, and on none of the secondaries once they caught up.
+fn assert_no_txt_left(topo: &Topology, owner: &str) {
+    let on_master = topo.txt_at(topo.master_addr(), owner);
+    assert!(
+        on_master.is_empty(),
+        "TXT left on the primary at {owner}: {on_master:?}"
+    );
+    for addr in topo.secondary_addrs() {
+        let gone = poll_until(SECONDARY_LAG, Duration::from_millis(100), || {
+            topo.txt_at(addr, owner).is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "TXT still served by secondary {addr} at {owner}: {:?}",
+            topo.txt_at(addr, owner)
+        );
+    }
+}
+
+/// The certificate's DNS names, sorted (read with openssl).
+fn sans(cert: &std::path::Path) -> Vec<String> {
+    let mut v = cert_sans(cert);
+    v.sort();
+    v
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// (a) + (b): one run issues three certificates of three key types; a forced run renews them again,
+/// archives the previous version and updates the deploy targets.
+#[test]
+fn renew_issues_three_certificates_then_force_renews_them() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 3,
+        ..Default::default()
+    });
+    let roots = topo.issuing_roots();
+    let deploy_dir = topo.dir().join("deployed");
+    fs::create_dir_all(&deploy_dir).unwrap();
+    let (h1, h2, h3) = (domain("host1"), domain("host2"), domain("host3"));
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("host1", &[&h1])
+                .line("key: { type: rsa, bits: 2048 }")
+                .line(&format!(
+                    "deploy:\n  - {{ fullchain: {d}/host1.crt, key: {d}/host1.key, mode: \"0640\" }}",
+                    d = deploy_dir.display()
+                )),
+            SpecFixture::new("host2", &[&h2]).line("key: { type: ecdsa, curve: p256 }"),
+            SpecFixture::new("host3", &[&h3]).line("key: { type: ecdsa, curve: p384 }"),
+        ],
+    );
+    r.run(&["check"]).expect_code(0);
+
+    let t0 = Instant::now();
+    let first = r.run(&["renew"]);
+    eprintln!(
+        "renew of 3 certificates: {:?}\n{}",
+        t0.elapsed(),
+        first.stdout
+    );
+    first.expect_code(0);
+
+    let expected_key = [
+        ("host1", &h1, "rsa2048"),
+        ("host2", &h2, "ecdsa-p256"),
+        ("host3", &h3, "ecdsa-p384"),
+    ];
+    let mut serials = Vec::new();
+    for (name, dom, key_type) in expected_key {
+        assert!(first.line(name).contains("renewed"), "{}", first.stdout);
+        let cert = r.live(name, "cert.pem");
+        verify_chain(&roots.root, &r.live(name, "chain.pem"), &cert)
+            .unwrap_or_else(|e| panic!("{name} does not chain to Pebble's root: {e}"));
+        verify_chain(
+            &roots.root,
+            &r.live(name, "chain.pem"),
+            &r.live(name, "fullchain.pem"),
+        )
+        .unwrap_or_else(|e| panic!("{name} fullchain: {e}"));
+        assert_eq!(sans(&cert), sorted(&[dom]), "{name} names");
+        assert_eq!(private_key_type(&r.live(name, "privkey.pem")), key_type);
+        assert_eq!(
+            mode(&r.live(name, "privkey.pem")),
+            0o600,
+            "{name} privkey mode"
+        );
+        serials.push(cert_serial(&cert));
+        assert_no_txt_left(&topo, &challenge_zone(dom));
+    }
+    assert!(r.journal_records().is_empty(), "journal not empty");
+    let deployed_crt = deploy_dir.join("host1.crt");
+    assert_eq!(
+        fs::read(&deployed_crt).unwrap(),
+        fs::read(r.live("host1", "fullchain.pem")).unwrap()
+    );
+    assert_eq!(mode(&deploy_dir.join("host1.key")), 0o640);
+
+    // Not due: a plain run changes nothing.
+    let again = r.run(&["renew"]);
+    again.expect_code(0);
+    assert!(again.line("host1").contains("not due"), "{}", again.stdout);
+    assert_eq!(cert_serial(&r.live("host1", "cert.pem")), serials[0]);
+
+    // (b) --force: new serials, previous versions archived, deploy target updated.
+    let forced = r.run(&["renew", "--force"]);
+    forced.expect_code(0);
+    for (i, (name, _, _)) in expected_key.iter().enumerate() {
+        let now = cert_serial(&r.live(name, "cert.pem"));
+        assert_ne!(now, serials[i], "{name} was not reissued");
+        let archive = r.state().join("archive").join(name);
+        let versions: Vec<_> = fs::read_dir(&archive).unwrap().collect();
+        assert_eq!(versions.len(), 2, "{name}: archive should hold 2 versions");
+        let old_serials: Vec<String> = fs::read_dir(&archive)
+            .unwrap()
+            .map(|e| cert_serial(&e.unwrap().path().join("cert.pem")))
+            .collect();
+        assert!(
+            old_serials.contains(&serials[i]),
+            "{name}: previous version not archived"
+        );
+    }
+    assert_eq!(
+        fs::read(&deployed_crt).unwrap(),
+        fs::read(r.live("host1", "fullchain.pem")).unwrap(),
+        "deploy target not updated"
+    );
+}
+
+/// (c): an explicit `zone:`, a discovered zone, and a `_acme-challenge` CNAME into a delegated zone.
+#[test]
+fn renew_with_explicit_zone_discovered_zone_and_cname() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 3,
+        cname_aliases: vec![("alias1".into(), "host3".into())],
+        ..Default::default()
+    });
+    let (h1, h2, a1) = (domain("host1"), domain("host2"), domain("alias1"));
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("explicit", &[&h1]).line(&format!("zone: {}", challenge_zone(&h1))),
+            SpecFixture::new("discovered", &[&h2]),
+            SpecFixture::new("aliased", &[&a1]),
+        ],
+    );
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    for (name, dom) in [("explicit", &h1), ("discovered", &h2), ("aliased", &a1)] {
+        assert!(run.line(name).contains("renewed"), "{}", run.stdout);
+        assert_eq!(sans(&r.live(name, "cert.pem")), sorted(&[dom]));
+    }
+    // The alias's value went to the CNAME target's zone, and was removed there.
+    assert_no_txt_left(&topo, &challenge_zone(&domain("host3")));
+}
+
+/// (d): a wildcard and its apex in one certificate: two TXT values at one owner.
+#[test]
+fn renew_wildcard_and_apex_in_one_certificate() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let h1 = domain("host1");
+    let wildcard = format!("*.{h1}");
+    let r = Renewd::new(&topo, "30s", &[SpecFixture::new("web", &[&h1, &wildcard])]);
+    r.run(&["renew"]).expect_code(0);
+    assert_eq!(sans(&r.live("web", "cert.pem")), sorted(&[&h1, &wildcard]));
+    assert_no_txt_left(&topo, &challenge_zone(&h1));
+}
+
+/// (e): a wrong TSIG secret is BADSIG, a wrong key name BADKEY; nothing is written.
+#[test]
+fn renew_with_wrong_tsig_secret_or_key_name_fails_clearly_and_writes_nothing() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let h1 = domain("host1");
+    let r = Renewd::new(&topo, "30s", &[SpecFixture::new("web", &[&h1])]);
+    let key_file = r.dir.join("secrets/acme-update.key");
+    let original = fs::read_to_string(&key_file).unwrap();
+
+    // Same name, another secret.
+    let secret_start = original.find("secret \"").unwrap() + "secret \"".len();
+    let secret_end = secret_start + original[secret_start..].find('"').unwrap();
+    let mut wrong_secret = original.clone();
+    wrong_secret.replace_range(
+        secret_start..secret_end,
+        "c2VjcmV0LXRoYXQtdGhlLXNlcnZlci1kb2VzLW5vdC1rbm93IQ==",
+    );
+    fs::write(&key_file, &wrong_secret).unwrap();
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let line = run.line("web");
+    assert!(line.contains("BADSIG"), "{line}");
+    assert!(line.contains("acme-update"), "names the key: {line}");
+    assert!(!line.contains("c2VjcmV0"), "secret leaked: {line}");
+    assert!(
+        !r.state().join("live/web").exists(),
+        "a certificate was written"
+    );
+    assert!(
+        r.journal_records().is_empty(),
+        "journal keeps a rejected value"
+    );
+
+    // Right secret, unknown key name.
+    fs::write(
+        &key_file,
+        original.replace("\"acme-update\"", "\"no-such-key\""),
+    )
+    .unwrap();
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let line = run.line("web");
+    assert!(
+        line.contains("BADKEY") && line.contains("no-such-key"),
+        "{line}"
+    );
+    assert!(!r.state().join("live/web").exists());
+    assert!(topo
+        .txt_at(topo.master_addr(), &challenge_zone(&h1))
+        .is_empty());
+}
+
+/// (f): a zone whose update-policy does not grant our key: REFUSED, with the grant line that would.
+#[test]
+fn renew_in_a_zone_not_granted_explains_the_update_policy() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        denied_hosts: vec!["denied1".into()],
+        ..Default::default()
+    });
+    let denied = domain("denied1");
+    let r = Renewd::new(&topo, "30s", &[SpecFixture::new("denied", &[&denied])]);
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let line = run.line("denied");
+    let zone = challenge_zone(&denied);
+    assert!(line.contains("REFUSED"), "{line}");
+    assert!(
+        line.contains(&format!("grant acme-update name {zone}. TXT;")),
+        "suggests the update-policy grant: {line}"
+    );
+    assert!(!r.state().join("live/denied").exists());
+}
+
+/// (g): one secondary down: propagation times out naming it, its TXT is removed, and a certificate in a
+/// zone that secondary does not serve still succeeds in the same run.
+#[test]
+fn renew_with_a_secondary_down_names_it_and_other_certificates_succeed() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 2,
+        // host2's zone is served by dns1 and dns2 only.
+        two_ns_hosts: vec!["host2".into()],
+        ..Default::default()
+    });
+    let (h1, h2) = (domain("host1"), domain("host2"));
+    let r = Renewd::new(
+        &topo,
+        "4s",
+        &[
+            SpecFixture::new("lagging", &[&h1]),
+            SpecFixture::new("fine", &[&h2]),
+        ],
+    );
+    topo.stop_secondary(3);
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let line = run.line("lagging");
+    assert!(
+        line.contains("dns3.example.test"),
+        "names the lagging server: {line}"
+    );
+    assert!(line.contains("127.0.0.15"), "{line}");
+    assert!(run.line("fine").contains("renewed"), "{}", run.stdout);
+    assert!(r.state().join("live/fine/cert.pem").exists());
+    assert!(!r.state().join("live/lagging").exists());
+    assert!(topo
+        .txt_at(topo.master_addr(), &challenge_zone(&h1))
+        .is_empty());
+    assert!(r.journal_records().is_empty());
+}
+
+/// (h): renewd killed with SIGKILL after publishing: the next run removes the stale value and completes.
+#[test]
+fn renew_after_sigkill_removes_the_stale_txt_and_completes() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let h1 = domain("host1");
+    let owner = challenge_zone(&h1);
+    let r = Renewd::new(&topo, "60s", &[SpecFixture::new("web", &[&h1])]);
+    // With dns3 down, renewd waits in propagation after publishing: a window to kill it in.
+    topo.stop_secondary(3);
+    let mut child = r.spawn(&["renew"]);
+    let stale = poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        let v = topo.txt_at(topo.master_addr(), &owner);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("renewd published a TXT value");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        topo.txt_at(topo.master_addr(), &owner),
+        stale,
+        "value left behind"
+    );
+    assert_eq!(r.journal_records().len(), 1, "the journal remembers it");
+
+    topo.start_secondary(3);
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("removed 1 TXT value"), "{}", run.stderr);
+    assert!(run.line("web").contains("renewed"));
+    let left = topo.txt_at(topo.master_addr(), &owner);
+    assert!(
+        left.iter().all(|v| !stale.contains(v)),
+        "stale value still there: {left:?}"
+    );
+    assert_no_txt_left(&topo, &owner);
+    assert!(r.journal_records().is_empty());
+}

@@ -1,0 +1,128 @@
+//! A renewd installation for one test: global config, specs, secrets and state in a tempdir, wired to a
+//! [`Topology`], and helpers to run the real `renewd` binary inside the topology's network namespace.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use super::fixtures::SpecFixture;
+use super::proc::output_with_timeout;
+use super::renewd_bin;
+use super::topology::Topology;
+
+/// How long one `renewd` command may take in a test before it is killed (generous for slow CI).
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Renewd<'t> {
+    pub topo: &'t Topology,
+    pub dir: PathBuf,
+}
+
+impl<'t> Renewd<'t> {
+    /// Write the config of [`Topology::write_renewd_config_with`] (account `pebble`, dns server
+    /// `acme-master`, ECDSA P-256 keys by default) with `propagation.timeout` set, and the specs.
+    pub fn new(topo: &'t Topology, propagation: &str, specs: &[SpecFixture]) -> Self {
+        let dir = topo.dir().join("renewd");
+        topo.write_renewd_config_with(&dir, specs, &[]);
+        let config = dir.join("renewd.yaml");
+        let text = fs::read_to_string(&config).unwrap();
+        let text = text.replace("timeout: 30s", &format!("timeout: {propagation}"));
+        fs::write(&config, text).unwrap();
+        Renewd { topo, dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("renewd.yaml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn live(&self, name: &str, file: &str) -> PathBuf {
+        self.state().join("live").join(name).join(file)
+    }
+
+    /// Run `renewd --config CONFIG ARGS...` inside the topology and wait for it.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.topo.command(renewd_bin());
+        cmd.arg("--config").arg(self.config()).args(args);
+        let out = output_with_timeout(&mut cmd, RUN_TIMEOUT).expect("renewd runs");
+        Run::from(out)
+    }
+
+    /// Start `renewd ARGS...` without waiting (for kill tests).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = self.topo.command(renewd_bin());
+        cmd.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("renewd starts")
+    }
+
+    /// Names of the records in the cleanup journal.
+    pub fn journal_records(&self) -> Vec<String> {
+        match fs::read_dir(self.state().join("journal")) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The result of one renewd command, with its output kept for assertion messages.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panic with the whole output unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "renewd exited {:?}, expected {code}\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The stdout line about certificate `name`.
+    pub fn line(&self, name: &str) -> &str {
+        let prefix = format!("{name}: ");
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {name} in\n{}{}", self.stdout, self.stderr))
+    }
+}
+
+/// File mode bits (permissions only) of `path`, following symlinks.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
