@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "integration/check.rs"]
+mod check;
 #[path = "integration/renew.rs"]
 mod renew;
 

@@ -127,9 +127,19 @@ fn renew_issues_three_certificates_then_force_renews_them() {
     assert!(again.line("host1").contains("not due"), "{}", again.stdout);
     assert_eq!(cert_serial(&r.live("host1", "cert.pem")), serials[0]);
 
+    // The account was registered once (with EAB), saved 0600, and is reused.
+    let account_file = r.state().join("accounts/pebble.json");
+    assert_eq!(mode(&account_file), 0o600);
+    let account = fs::read(&account_file).unwrap();
+
     // (b) --force: new serials, previous versions archived, deploy target updated.
     let forced = r.run(&["renew", "--force"]);
     forced.expect_code(0);
+    assert_eq!(
+        fs::read(&account_file).unwrap(),
+        account,
+        "account re-registered"
+    );
     for (i, (name, _, _)) in expected_key.iter().enumerate() {
         let now = cert_serial(&r.live(name, "cert.pem"));
         assert_ne!(now, serials[i], "{name} was not reissued");
