@@ -185,6 +185,9 @@ async fn renew(
                 humantime::format_rfc3339_seconds(due),
                 approx(due)
             ),
+            Err(renewd::renew::RenewError::Busy) => println!(
+                "{name}: skipped: another renewd process (the daemon?) is renewing it right now"
+            ),
             Err(e) => {
                 failures += 1;
                 println!("{name}: FAILED: {e}");

@@ -36,8 +36,10 @@ pub enum RenewError {
     },
     #[error("spec `{cert}`: {problem}")]
     Spec { cert: String, problem: String },
-    #[error("interrupted")]
+    #[error("interrupted by shutdown; its TXT values were removed")]
     Cancelled,
+    #[error("another renewd process is renewing this certificate right now")]
+    Busy,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RenewError {
@@ -266,9 +268,34 @@ impl Engine {
 
     /// Renew `spec` now.
     pub async fn renew(&self, spec: &CertSpec) -> Result<Renewed, RenewError> {
+        let (_never, cancel) = tokio::sync::watch::channel(false);
+        self.renew_cancellable(spec, cancel).await
+    }
+
+    /// Renew `spec` now, giving up when `cancel` becomes true. Either way, every TXT value published
+    /// is deleted before this returns. Holds the certificate's lock (`state_dir/locks/NAME.lock`) so that
+    /// two renewd processes never order the same certificate at once.
+    pub async fn renew_cancellable(
+        &self,
+        spec: &CertSpec,
+        mut cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Renewed, RenewError> {
+        let _lock = match self.state.lock_cert(&spec.name) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(RenewError::Busy),
+            Err(e) => {
+                return Err(RenewError::Io {
+                    context: format!("cannot lock {}", spec.name),
+                    source: e,
+                })
+            }
+        };
         let started = Instant::now();
         let mut published: Vec<Published> = Vec::new();
-        let result = self.renew_inner(spec, &mut published, started).await;
+        let result = tokio::select! {
+            r = self.renew_inner(spec, &mut published, started) => r,
+            _ = cancel.wait_for(|stop| *stop) => Err(RenewError::Cancelled),
+        };
         self.cleanup(spec, published).await;
         result
     }

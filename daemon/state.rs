@@ -87,6 +87,35 @@ impl StateDir {
         self.root.join("status.json")
     }
 
+    /// Take the per-certificate lock `locks/NAME.lock` (an exclusive `flock`, released when the file is
+    /// closed, also by a crash). `Ok(None)`: another process holds it.
+    pub fn lock_cert(&self, name: &str) -> io::Result<Option<File>> {
+        let dir = self.root.join("locks");
+        create_private_dir(&dir)?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{name}.lock")))?;
+        // SAFETY: flock on a valid open descriptor.
+        let rc = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if rc == 0 {
+            Ok(Some(f))
+        } else {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+
     /// `live/NAME`: the directory (through the symlink) holding the current files.
     pub fn live_dir(&self, name: &str) -> PathBuf {
         self.root.join("live").join(name)
@@ -333,6 +362,17 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn cert_lock_is_exclusive_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::new(tmp.path());
+        let held = st.lock_cert("web").unwrap().expect("free");
+        assert!(st.lock_cert("web").unwrap().is_none(), "second lock taken");
+        assert!(st.lock_cert("other").unwrap().is_some());
+        drop(held);
+        assert!(st.lock_cert("web").unwrap().is_some());
     }
 
     #[test]

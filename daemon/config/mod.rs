@@ -35,7 +35,7 @@ pub struct Loaded {
 }
 
 /// The global file alone (`settings.certs` is empty), with what is needed to load specs one by one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Global {
     pub settings: Settings,
     pub warnings: Vec<Diagnostic>,
@@ -45,6 +45,13 @@ pub struct Global {
 }
 
 impl Global {
+    /// The same global configuration with no specs loaded (to load them all again).
+    pub fn clone_without_certs(&self) -> Global {
+        let mut g = self.clone();
+        g.settings.certs.clear();
+        g
+    }
+
     /// Load one spec file against this global configuration (defaults merged, references checked).
     /// Domains are checked against `self.settings.certs` (other names only), if any are present.
     pub fn load_spec(&self, path: &Path) -> Result<CertSpec, ConfigErrors> {
