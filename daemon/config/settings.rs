@@ -34,6 +34,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub certs_dir: PathBuf,
     pub workers: usize,
+    /// How long renewals in flight may go on after SIGTERM before they are cancelled (`stop_grace`).
+    pub stop_grace: Duration,
     pub accounts: BTreeMap<String, AccountSettings>,
     pub dns_servers: BTreeMap<String, DnsServerSettings>,
     pub propagation: PropagationSettings,

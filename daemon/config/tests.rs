@@ -82,6 +82,7 @@ propagation:
   nameservers: [dns1.example.ac.jp, \"192.0.2.1:5353\"]
 resolver: [127.0.0.1, \"[::1]:5300\"]
 defaults: { account: secom, dns: acme-master, key: { type: rsa, bits: 3072 }, renew_before: 30d }
+stop_grace: 5s
 ";
 
 fn valid() -> Fx {
@@ -123,6 +124,7 @@ fn full_valid_config_loads_with_defaults_and_resolved_paths() {
     assert_eq!(s.state_dir, base.join("state"));
     assert_eq!(s.certs_dir, base.join("certs.d"));
     assert_eq!(s.workers, 8);
+    assert_eq!(s.stop_grace, Duration::from_secs(5));
     assert_eq!(s.propagation.timeout, Duration::from_secs(120));
     assert_eq!(
         s.propagation.nameservers,
@@ -225,6 +227,7 @@ fn minimal_config_uses_defaults() {
     let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
     assert_eq!(s.state_dir, PathBuf::from("/var/lib/renewd"));
     assert_eq!(s.workers, 4);
+    assert_eq!(s.stop_grace, Duration::from_secs(30));
     assert_eq!(s.propagation.timeout, Duration::from_secs(300));
     assert_eq!(s.dns_servers["p"].ttl, 60);
     let c = &s.certs["one"];

@@ -15,6 +15,7 @@ pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "state_dir",
     "certs_dir",
     "workers",
+    "stop_grace",
     "accounts",
     "dns_servers",
     "propagation",
@@ -327,6 +328,7 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             certs_dir: base.join("certs.d"),
             workers: 4,
+            stop_grace: Duration::from_secs(30),
             accounts: BTreeMap::new(),
             dns_servers: BTreeMap::new(),
             propagation: PropagationSettings {
@@ -390,6 +392,11 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
     if let Some(n) = f.get("workers") {
         if let Some(w) = int_in(d, n, "workers", 1, 64) {
             s.workers = w as usize;
+        }
+    }
+    if let Some(n) = f.get("stop_grace") {
+        if let Some(v) = duration(d, n, "stop_grace") {
+            s.stop_grace = v;
         }
     }
 
