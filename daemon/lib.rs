@@ -8,6 +8,9 @@
 //! - [`state`]: the state directory layout and atomic file writes.
 //! - [`journal`]: the cleanup journal of published TXT values (crash safety).
 //! - [`renew`]: one renewal from start to finish, and running many of them.
+//! - [`scheduler`]: the plan (when each certificate is due, backoff after failures) as a pure function.
+//! - [`systemd`]: sd_notify (ready, status, reload, watchdog); keeps NOTIFY_SOCKET from children.
+//! - [`logging`]: journald or stderr logging, and the journal vocabulary (fields, MESSAGE_IDs).
 
 pub mod acme;
 pub mod certs;
@@ -15,4 +18,7 @@ pub mod config;
 pub mod dns;
 pub mod journal;
 pub mod renew;
+pub mod scheduler;
 pub mod state;
+pub mod systemd;
+pub mod logging;

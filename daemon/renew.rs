@@ -19,6 +19,7 @@ use crate::certs::{self, CertError, CertFacts, NewKey};
 use crate::config::{CertSpec, DeployTarget, Settings};
 use crate::dns::{self, DnsError, Resolver, Updater};
 use crate::journal::{self, Journal};
+use crate::scheduler;
 use crate::state::{self, CertFiles, Ownership, StateDir};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,45 +57,34 @@ pub enum Due {
     At(SystemTime),
 }
 
-/// The due rule (DESIGN.md step 1) without ARI: `notAfter − renew_before` when set, else when a third of
-/// the lifetime is left (half, for lifetimes of 10 days or less). Missing, unreadable, mismatched-key or
-/// changed-names certificates are due now.
+/// The due rule (DESIGN.md step 1) without ARI, jitter or failure history: `notAfter − renew_before` when
+/// set, else when a third of the lifetime is left (half, for lifetimes of 10 days or less). Missing,
+/// unreadable, mismatched-key or changed-names certificates are due now. The rule itself lives in
+/// [`crate::scheduler::decide`], which the daemon uses with ARI, jitter and history.
 pub fn due(spec: &CertSpec, current: &Result<Option<LiveCert>, String>, now: SystemTime) -> Due {
-    let live = match current {
-        Err(e) => return Due::Now(format!("the live certificate is unreadable: {e}")),
-        Ok(None) => return Due::Now("no certificate yet".into()),
-        Ok(Some(l)) => l,
+    let history = scheduler::History::default();
+    let input = scheduler::CertInput {
+        spec,
+        live: current,
+        ari: None,
+        history: &history,
+        jitter: Duration::ZERO,
     };
-    if !live.key_matches {
-        return Due::Now("the live certificate does not match its private key".into());
+    let decision = scheduler::decide(&input, now);
+    if decision.at > now {
+        return Due::At(decision.at);
     }
-    if !live.facts.names_match(&spec.domains) {
-        return Due::Now(format!(
-            "the names changed (certificate has {}, spec asks for {})",
-            live.facts.dns_names.join(", "),
-            spec.domains.join(", ")
-        ));
-    }
-    let not_after = live.facts.not_after;
-    let at = match spec.renew_before {
-        Some(before) => not_after.checked_sub(before).unwrap_or(UNIX_EPOCH),
-        None => {
-            let lifetime = live.facts.lifetime();
-            let left = if lifetime <= Duration::from_secs(10 * 86400) {
-                lifetime / 2
-            } else {
-                lifetime / 3
-            };
-            not_after.checked_sub(left).unwrap_or(UNIX_EPOCH)
+    match (&decision.reason, current) {
+        (scheduler::Reason::RenewBefore | scheduler::Reason::LifetimeFraction, Ok(Some(live))) => {
+            Due::Now(format!(
+                "expires {}",
+                humantime::format_rfc3339_seconds(live.facts.not_after)
+            ))
         }
-    };
-    if at <= now {
-        Due::Now(format!(
-            "expires {}",
-            humantime::format_rfc3339_seconds(not_after)
-        ))
-    } else {
-        Due::At(at)
+        (scheduler::Reason::NamesChanged, _) => {
+            Due::Now(decision.summary.trim_start_matches("due now: ").to_string())
+        }
+        (reason, _) => Due::Now(reason.to_string()),
     }
 }
 
