@@ -15,10 +15,11 @@
 pub mod acme;
 pub mod certs;
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod journal;
+pub mod logging;
 pub mod renew;
 pub mod scheduler;
 pub mod state;
 pub mod systemd;
-pub mod logging;

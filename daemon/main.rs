@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The daemon (what renewd.service starts): plans, renews, watches the specs, reloads on SIGHUP.
+    Run,
     /// Validate the global configuration and every spec, without touching the network.
     Check,
     /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
@@ -43,8 +45,16 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before any thread exists: take the service manager's variables and drop them from the
+    // environment, so that no command renewd starts inherits NOTIFY_SOCKET.
+    let notifier = renewd::systemd::Notifier::from_env();
+    renewd::systemd::remove_notify_env();
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let daemon = matches!(cli.command, Command::Run);
+    renewd::logging::init(cli.verbose, daemon);
+    if daemon {
+        return run_daemon(&cli.config, notifier);
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -55,20 +65,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "renewd=info,warn",
-        _ => "renewd=debug,info",
+fn run_daemon(config: &std::path::Path, notifier: renewd::systemd::Notifier) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("renewd: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RENEWD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    match rt.block_on(renewd::daemon::run(config, notifier)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(renewd::daemon::DaemonError::Config(errors)) => {
+            for d in &errors.0 {
+                eprintln!("{d}");
+            }
+            eprintln!("renewd: the configuration is invalid; not starting");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("renewd: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -92,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let settings = loaded.settings;
     match cli.command {
+        Command::Run => unreachable!("handled in main"),
         Command::Check => {
             println!(
                 "{}: OK ({} certificate(s), {} account(s), {} dns server(s))",

@@ -5,6 +5,8 @@ mod support;
 
 #[path = "integration/check.rs"]
 mod check;
+#[path = "integration/daemon.rs"]
+mod daemon;
 #[path = "integration/renew.rs"]
 mod renew;
 

@@ -6,6 +6,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
+pub mod journald;
+pub mod notify;
 pub mod proc;
 pub mod renewd;
 pub mod topology;

@@ -24,8 +24,18 @@ impl<'t> Renewd<'t> {
     /// Write the config of [`Topology::write_renewd_config_with`] (account `pebble`, dns server
     /// `acme-master`, ECDSA P-256 keys by default) with `propagation.timeout` set, and the specs.
     pub fn new(topo: &'t Topology, propagation: &str, specs: &[SpecFixture]) -> Self {
+        Self::with_global(topo, propagation, specs, &[])
+    }
+
+    /// [`Renewd::new`] with extra global YAML lines (e.g. `stop_grace: 2s`).
+    pub fn with_global(
+        topo: &'t Topology,
+        propagation: &str,
+        specs: &[SpecFixture],
+        global_extra: &[&str],
+    ) -> Self {
         let dir = topo.dir().join("renewd");
-        topo.write_renewd_config_with(&dir, specs, &[]);
+        topo.write_renewd_config_with(&dir, specs, global_extra);
         let config = dir.join("renewd.yaml");
         let text = fs::read_to_string(&config).unwrap();
         let text = text.replace("timeout: 30s", &format!("timeout: {propagation}"));
@@ -62,6 +72,30 @@ impl<'t> Renewd<'t> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd.spawn().expect("renewd starts")
+    }
+
+    /// Start `renewd ARGS...` with stdout and stderr appended to `log` (readable while it runs) and
+    /// extra environment variables.
+    pub fn spawn_logged(&self, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut cmd = self.topo.command(renewd_bin());
+        cmd.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("renewd starts")
+    }
+
+    pub fn spec_path(&self, name: &str) -> PathBuf {
+        self.dir.join("certs.d").join(format!("{name}.yaml"))
     }
 
     /// Names of the records in the cleanup journal.
@@ -125,4 +159,11 @@ pub fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o7777
+}
+
+/// Send `sig` to the process `pid` (one we started).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child PID we own.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }

@@ -1,0 +1,632 @@
+//! `renewd run`: the long-running daemon.
+//!
+//! One task (the loop in [`run`]) owns the plan: for every certificate it keeps the spec, the facts of
+//! the live certificate and the failure history, asks the pure [`scheduler::decide`] when to act, starts
+//! due renewals on a worker pool bounded by `workers`, and sleeps until the earliest deadline. It is woken
+//! early by finished renewals, spec changes (a debounced watcher on `certs_dir`) and signals. The watchdog
+//! ping is sent from this loop, so a stuck loop stops the pings and systemd restarts the service.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::{self, CertSpec, ConfigErrors, Settings};
+use crate::logging::message_id;
+use crate::renew::{read_live, Engine, LiveCert, RenewError, Renewed};
+use crate::scheduler::{self, CertInput, Decision, Failure, FailureKind, History};
+use crate::state::{write_atomic, StateDir};
+use crate::systemd::Notifier;
+
+/// How long a certificate waits when another process holds its lock.
+const BUSY_RETRY: Duration = Duration::from_secs(60);
+/// The watcher's debounce: editors write a spec in several steps.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest single sleep when nothing is due and there is no watchdog.
+const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error(transparent)]
+    Renew(#[from] RenewError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// What the loop knows about one certificate.
+struct Cert {
+    spec: Arc<CertSpec>,
+    live: Result<Option<LiveCert>, String>,
+    history: History,
+    jitter: Duration,
+    running: bool,
+    decision: Option<Decision>,
+    /// Not before this moment (another process held the lock).
+    not_before: Option<SystemTime>,
+}
+
+/// A finished renewal, sent back to the loop.
+struct Done {
+    name: String,
+    spec: Arc<CertSpec>,
+    result: Result<Renewed, RenewError>,
+}
+
+/// The configuration currently in force, and the specs that failed to load (kept at their last
+/// valid version, or absent).
+struct Loaded {
+    settings: Arc<Settings>,
+    global: config::Global,
+}
+
+/// `status.json`: what `renewd status` and monitoring read. Stable field names.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub updated_at: Option<String>,
+    /// The problem with the configuration, when the last reload or spec change was refused.
+    pub config_error: Option<String>,
+    pub certificates: BTreeMap<String, CertStatus>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CertStatus {
+    pub domains: Vec<String>,
+    pub serial: Option<String>,
+    pub not_after: Option<String>,
+    pub next_renewal: Option<String>,
+    pub next_reason: Option<String>,
+    /// "ok", "failed", or null before the first attempt.
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub history: History,
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Returns Err only for start-up failures.
+pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonError> {
+    let mut sighup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+
+    let (mut loaded, spec_errors) = load_all(config_path, None).map_err(DaemonError::Config)?;
+    // Why the last SIGHUP was refused (kept until a reload succeeds), and which specs are invalid.
+    let mut reload_error: Option<String> = None;
+    let mut spec_error = spec_errors;
+    let mut last_status = String::new();
+    let mut engine = Arc::new(Engine::new(loaded.settings.clone())?);
+    let (removed, failed) = engine.recover().await;
+    if removed + failed > 0 {
+        tracing::info!(removed, failed, "cleanup journal: stale TXT values handled");
+    }
+    let state = StateDir::new(&loaded.settings.state_dir);
+    let previous = read_status(&state);
+    let mut certs: BTreeMap<String, Cert> = BTreeMap::new();
+    sync_certs(&mut certs, &loaded.settings, &state, &previous);
+
+    let (spec_tx, mut spec_rx) = mpsc::channel::<()>(1);
+    let mut watcher = watch_specs(&loaded.settings.certs_dir, spec_tx.clone());
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut pool = Arc::new(Semaphore::new(loaded.settings.workers));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let watchdog = notifier.watchdog_interval();
+    let mut next_ping = tokio::time::Instant::now();
+    let mut ready_sent = false;
+
+    loop {
+        // Start every due renewal the pool has room for.
+        let now = SystemTime::now();
+        for (name, cert) in certs.iter_mut() {
+            if cert.running {
+                continue;
+            }
+            let decision = scheduler::decide(
+                &CertInput {
+                    spec: &cert.spec,
+                    live: &cert.live,
+                    ari: None,
+                    history: &cert.history,
+                    jitter: cert.jitter,
+                },
+                now,
+            );
+            let blocked = cert.not_before.is_some_and(|t| t > now);
+            if decision.at <= now && !blocked {
+                if let Ok(permit) = pool.clone().try_acquire_owned() {
+                    cert.running = true;
+                    let engine = engine.clone();
+                    let spec = cert.spec.clone();
+                    let name = name.clone();
+                    let done = done_tx.clone();
+                    let cancel = cancel_rx.clone();
+                    tracing::info!(cert_name = %name, reason = %decision.summary, "renewal starts");
+                    tasks.spawn(async move {
+                        let result = engine.renew_cancellable(&spec, cancel).await;
+                        drop(permit);
+                        let _ = done.send(Done { name, spec, result }).await;
+                    });
+                }
+            }
+            cert.decision = Some(decision);
+        }
+        let config_error = join_errors(&reload_error, &spec_error);
+        write_status(&state, &certs, config_error.as_deref());
+        let text = status_text(&certs, config_error.as_deref(), now);
+        if text != last_status {
+            notifier.status(&text);
+            last_status = text;
+        }
+        if !ready_sent {
+            notifier.ready();
+            ready_sent = true;
+            tracing::info!(
+                message_id = message_id::STARTED,
+                certificates = certs.len(),
+                "renewd started"
+            );
+        }
+
+        // Sleep until the earliest deadline, the next watchdog ping, or an event.
+        let wake = next_wake(&certs, now);
+        let mut deadline = tokio::time::Instant::now() + wake;
+        if let Some(interval) = watchdog {
+            if tokio::time::Instant::now() >= next_ping {
+                notifier.watchdog();
+                next_ping = tokio::time::Instant::now() + interval;
+            }
+            deadline = deadline.min(next_ping);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            Some(done) = done_rx.recv() => finish(&mut certs, &state, done),
+            Some(()) = spec_rx.recv() => {
+                match reload_specs(&mut loaded, &state, &mut certs) {
+                    Ok(errors) => spec_error = errors,
+                    Err(e) => spec_error = Some(e),
+                }
+            }
+            _ = sighup.recv() => {
+                notifier.reloading();
+                match load_all(config_path, Some(&loaded)) {
+                    Ok((new, spec_errors)) => {
+                        let certs_dir_changed = new.settings.certs_dir != loaded.settings.certs_dir;
+                        match Engine::new(new.settings.clone()) {
+                            Ok(e) => {
+                                engine = Arc::new(e);
+                                if new.settings.workers != loaded.settings.workers {
+                                    pool = Arc::new(Semaphore::new(new.settings.workers));
+                                }
+                                loaded = new;
+                                sync_certs(&mut certs, &loaded.settings, &state, &BTreeMap::new());
+                                if certs_dir_changed {
+                                    watcher = watch_specs(&loaded.settings.certs_dir, spec_tx.clone());
+                                }
+                                spec_error = spec_errors;
+                                reload_error = None;
+                                tracing::info!(message_id = message_id::CONFIG_RELOADED,
+                                    certificates = certs.len(), "configuration reloaded");
+                            }
+                            Err(e) => {
+                                reload_error = Some(format!("reload refused: {e}"));
+                                tracing::error!(message_id = message_id::CONFIG_INVALID, error = %e,
+                                    "reload refused; the previous configuration stays in force");
+                            }
+                        }
+                    }
+                    Err(errors) => {
+                        for d in &errors.0 {
+                            tracing::error!(message_id = message_id::CONFIG_INVALID, "{d}");
+                        }
+                        reload_error = Some(format!(
+                            "reload refused, previous configuration kept: {}",
+                            first_error(&errors)
+                        ));
+                    }
+                }
+                notifier.ready();
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    // Shutdown: no new renewals; in-flight ones get `stop_grace`, then are cancelled (their TXT values
+    // are removed by the renewal itself before it returns).
+    notifier.stopping();
+    drop(watcher);
+    let running = certs.values().filter(|c| c.running).count();
+    tracing::info!(running, "stopping");
+    let grace = tokio::time::sleep(loaded.settings.stop_grace);
+    tokio::pin!(grace);
+    let mut cancelled = false;
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            Some(done) = done_rx.recv() => finish(&mut certs, &state, done),
+            _ = &mut grace, if !cancelled => {
+                tracing::warn!("grace period over: cancelling the renewals still running");
+                let _ = cancel_tx.send(true);
+                cancelled = true;
+            }
+        }
+    }
+    while let Ok(done) = done_rx.try_recv() {
+        finish(&mut certs, &state, done);
+    }
+    write_status(
+        &state,
+        &certs,
+        join_errors(&reload_error, &spec_error).as_deref(),
+    );
+    Ok(())
+}
+
+fn join_errors(a: &Option<String>, b: &Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => None,
+    }
+}
+
+fn io(context: &str) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+fn first_error(errors: &ConfigErrors) -> String {
+    errors
+        .0
+        .iter()
+        .find(|d| d.is_error())
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+/// Load the global file and every spec. An invalid global file is an error (at start: exit; on reload:
+/// keep the old configuration). An invalid spec is logged and keeps its last valid version from
+/// `previous` (or is left out); the returned string describes the invalid specs, for STATUS.
+fn load_all(
+    config_path: &Path,
+    previous: Option<&Loaded>,
+) -> Result<(Loaded, Option<String>), ConfigErrors> {
+    let mut global = config::load_global(config_path)?;
+    for w in &global.warnings {
+        tracing::warn!("{w}");
+    }
+    let files = config::spec_files(&global.settings.certs_dir).map_err(|e| {
+        ConfigErrors(vec![config::Diagnostic::error(
+            &global.settings.certs_dir,
+            None,
+            format!("cannot read the certs directory: {e}"),
+        )])
+    })?;
+    let mut invalid = Vec::new();
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match global.load_spec(&file) {
+            Ok(spec) => {
+                global.settings.certs.insert(spec.name.clone(), spec);
+            }
+            Err(errors) => {
+                for d in &errors.0 {
+                    tracing::error!(message_id = message_id::CONFIG_INVALID, cert_name = %name, "{d}");
+                }
+                invalid.push(first_error(&errors));
+                if let Some(old) = previous.and_then(|p| p.settings.certs.get(&name)) {
+                    tracing::warn!(cert_name = %name, "keeping the last valid version of this spec");
+                    global.settings.certs.insert(name, old.clone());
+                }
+            }
+        }
+    }
+    let settings = Arc::new(global.settings.clone());
+    let errors = (!invalid.is_empty()).then(|| {
+        format!(
+            "{} invalid spec(s): {}",
+            invalid.len(),
+            invalid.first().cloned().unwrap_or_default()
+        )
+    });
+    Ok((Loaded { settings, global }, errors))
+}
+
+/// A spec file changed: reload the specs against the global configuration in force.
+fn reload_specs(
+    loaded: &mut Loaded,
+    state: &StateDir,
+    certs: &mut BTreeMap<String, Cert>,
+) -> Result<Option<String>, String> {
+    let mut global = loaded.global.clone_without_certs();
+    let files = config::spec_files(&global.settings.certs_dir)
+        .map_err(|e| format!("cannot read the certs directory: {e}"))?;
+    let mut invalid = Vec::new();
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match global.load_spec(&file) {
+            Ok(spec) => {
+                global.settings.certs.insert(spec.name.clone(), spec);
+            }
+            Err(errors) => {
+                for d in &errors.0 {
+                    tracing::error!(message_id = message_id::CONFIG_INVALID, cert_name = %name, "{d}");
+                }
+                invalid.push(first_error(&errors));
+                if let Some(old) = loaded.settings.certs.get(&name) {
+                    global.settings.certs.insert(name, old.clone());
+                }
+            }
+        }
+    }
+    loaded.settings = Arc::new(global.settings.clone());
+    loaded.global = global;
+    sync_certs(certs, &loaded.settings, state, &BTreeMap::new());
+    Ok((!invalid.is_empty()).then(|| {
+        format!(
+            "{} invalid spec(s): {}",
+            invalid.len(),
+            invalid.first().cloned().unwrap_or_default()
+        )
+    }))
+}
+
+/// Make `certs` follow `settings.certs`: add new specs, drop removed ones (a running renewal finishes),
+/// and for a changed spec take the new version and forget its failure history.
+fn sync_certs(
+    certs: &mut BTreeMap<String, Cert>,
+    settings: &Settings,
+    state: &StateDir,
+    previous: &BTreeMap<String, CertStatus>,
+) {
+    certs.retain(|name, cert| {
+        let keep = settings.certs.contains_key(name);
+        if !keep {
+            tracing::info!(cert_name = %name, running = cert.running, "spec removed: no longer planned");
+        }
+        keep
+    });
+    for (name, spec) in &settings.certs {
+        match certs.get_mut(name) {
+            Some(cert) => {
+                if !same_spec(&cert.spec, spec) {
+                    tracing::info!(cert_name = %name, "spec changed");
+                    cert.spec = Arc::new(spec.clone());
+                    cert.history = History::default();
+                    cert.live = read_live(state, name);
+                }
+            }
+            None => {
+                certs.insert(
+                    name.clone(),
+                    Cert {
+                        spec: Arc::new(spec.clone()),
+                        live: read_live(state, name),
+                        history: previous
+                            .get(name)
+                            .map(|s| s.history.clone())
+                            .unwrap_or_default(),
+                        jitter: random_jitter(),
+                        running: false,
+                        decision: None,
+                        not_before: None,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn same_spec(a: &CertSpec, b: &CertSpec) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+fn random_jitter() -> Duration {
+    Duration::from_secs(rand::random_range(0..=scheduler::MAX_JITTER.as_secs()))
+}
+
+/// Record a finished renewal.
+fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, done: Done) {
+    let now = SystemTime::now();
+    let Some(cert) = certs.get_mut(&done.name) else {
+        return; // its spec was removed meanwhile
+    };
+    cert.running = false;
+    let spec = &done.spec;
+    match &done.result {
+        Ok(r) => {
+            cert.history = History {
+                consecutive_failures: 0,
+                last_success: Some(now),
+                last_failure: None,
+            };
+            cert.live = read_live(state, &done.name);
+            cert.not_before = None;
+            tracing::info!(
+                message_id = message_id::RENEWED,
+                cert_name = %done.name,
+                cert_domains = %spec.domains.join(","),
+                acme_account = %spec.account,
+                acme_order_url = %r.order_url,
+                cert_serial = %r.serial,
+                cert_not_after = %humantime::format_rfc3339_seconds(r.not_after),
+                dns_zone = %r.zones.join(","),
+                "renewed {} (serial {}, expires {})",
+                done.name,
+                r.serial,
+                humantime::format_rfc3339_seconds(r.not_after)
+            );
+        }
+        Err(RenewError::Busy) => {
+            cert.not_before = Some(now + BUSY_RETRY);
+            tracing::info!(cert_name = %done.name, "another renewd process holds this certificate; retrying later");
+        }
+        Err(RenewError::Cancelled) => {
+            tracing::warn!(cert_name = %done.name, "renewal cancelled by shutdown");
+        }
+        Err(e) => {
+            let (kind, retry_after) = scheduler::classify(e, now);
+            cert.history.consecutive_failures += 1;
+            cert.history.last_failure = Some(Failure {
+                at: now,
+                kind,
+                retry_after,
+                message: e.to_string(),
+            });
+            tracing::error!(
+                message_id = message_id::FAILED,
+                cert_name = %done.name,
+                cert_domains = %spec.domains.join(","),
+                acme_account = %spec.account,
+                failures = cert.history.consecutive_failures,
+                permanent = kind == FailureKind::Permanent,
+                "renewal of {} failed: {e}",
+                done.name
+            );
+        }
+    }
+}
+
+/// Time until the earliest planned action of a certificate that is not running (bounded).
+fn next_wake(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Duration {
+    certs
+        .values()
+        .filter(|c| !c.running)
+        .filter_map(|c| {
+            let at = c.decision.as_ref()?.at;
+            Some(match c.not_before {
+                Some(nb) if nb > at => nb,
+                _ => at,
+            })
+        })
+        .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+        .min()
+        .unwrap_or(MAX_SLEEP)
+        .min(MAX_SLEEP)
+        // A due certificate waiting for a free worker is woken by the finished renewal instead.
+        .max(Duration::from_millis(
+            if certs.values().any(|c| c.running) {
+                50
+            } else {
+                0
+            },
+        ))
+}
+
+fn status_text(
+    certs: &BTreeMap<String, Cert>,
+    config_error: Option<&str>,
+    now: SystemTime,
+) -> String {
+    let decisions: Vec<(String, Decision, bool)> = certs
+        .iter()
+        .filter_map(|(n, c)| {
+            let d = c.decision.clone()?;
+            Some((n.clone(), d, c.history.consecutive_failures > 0))
+        })
+        .collect();
+    let renewing: Vec<&str> = certs
+        .iter()
+        .filter(|(_, c)| c.running)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut text = scheduler::status_line_renewing(&decisions, &renewing, now);
+    if let Some(e) = config_error {
+        text.push_str("; ");
+        text.push_str(e);
+    }
+    text
+}
+
+fn read_status(state: &StateDir) -> BTreeMap<String, CertStatus> {
+    std::fs::read(state.status_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StatusFile>(&b).ok())
+        .map(|s| s.certificates)
+        .unwrap_or_default()
+}
+
+fn write_status(state: &StateDir, certs: &BTreeMap<String, Cert>, config_error: Option<&str>) {
+    let ts = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let file = StatusFile {
+        updated_at: Some(ts(SystemTime::now())),
+        config_error: config_error.map(str::to_string),
+        certificates: certs
+            .iter()
+            .map(|(name, c)| {
+                let live = c.live.as_ref().ok().and_then(|l| l.as_ref());
+                let last_result = if c.history.last_failure.is_some() {
+                    Some("failed".to_string())
+                } else if c.history.last_success.is_some() {
+                    Some("ok".to_string())
+                } else {
+                    None
+                };
+                (
+                    name.clone(),
+                    CertStatus {
+                        domains: c.spec.domains.clone(),
+                        serial: live.map(|l| l.facts.serial.clone()),
+                        not_after: live.map(|l| ts(l.facts.not_after)),
+                        next_renewal: c.decision.as_ref().map(|d| ts(d.at)),
+                        next_reason: c.decision.as_ref().map(|d| d.summary.clone()),
+                        last_result,
+                        last_error: c.history.last_failure.as_ref().map(|f| f.message.clone()),
+                        history: c.history.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&file).expect("status serializes");
+    if let Err(e) = write_atomic(&state.status_file(), &json, 0o644) {
+        tracing::warn!(error = %e, "cannot write status.json");
+    }
+}
+
+/// Watch `certs_dir` (non-recursive, debounced); any event means "rescan" (editors write via rename).
+fn watch_specs(
+    dir: &Path,
+    tx: mpsc::Sender<()>,
+) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
+    let mut debouncer = match notify_debouncer_mini::new_debouncer(
+        WATCH_DEBOUNCE,
+        move |res: notify_debouncer_mini::DebounceEventResult| {
+            if res.is_ok() {
+                let _ = tx.try_send(());
+            }
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the certs directory; use SIGHUP after changes");
+            return None;
+        }
+    };
+    if let Err(e) = debouncer
+        .watcher()
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "cannot watch the certs directory; use SIGHUP after changes");
+        return None;
+    }
+    Some(debouncer)
+}
