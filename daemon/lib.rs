@@ -22,4 +22,5 @@ pub mod logging;
 pub mod renew;
 pub mod scheduler;
 pub mod state;
+pub mod status;
 pub mod systemd;

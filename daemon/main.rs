@@ -30,6 +30,16 @@ enum Command {
     Run,
     /// Validate the global configuration and every spec, without touching the network.
     Check,
+    /// One row per certificate: expiry, days left, next renewal, last result. Exits 1 when any
+    /// certificate is failing or has less than --warn left (a monitoring check).
+    Status {
+        /// Print the stable JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Time left below which a certificate needs attention.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        warn: std::time::Duration,
+    },
     /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
     Renew {
         /// Certificate names (spec file stems). Default: every spec.
@@ -114,6 +124,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let settings = loaded.settings;
     match cli.command {
         Command::Run => unreachable!("handled in main"),
+        Command::Status { json, warn } => {
+            let report = renewd::status::collect(&settings, warn, SystemTime::now());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("status JSON")?
+                );
+            } else {
+                let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                print!("{}", renewd::status::render_text(&report, color));
+            }
+            Ok(if renewd::status::needs_attention(&report) {
+                EXIT_FAILED
+            } else {
+                0
+            })
+        }
         Command::Check => {
             println!(
                 "{}: OK ({} certificate(s), {} account(s), {} dns server(s))",

@@ -359,3 +359,75 @@ fn renew_after_sigkill_removes_the_stale_txt_and_completes() {
     assert_no_txt_left(&topo, &owner);
     assert!(r.journal_records().is_empty());
 }
+
+/// `renewd status`: rows sorted by time left, JSON with stable fields, exit 1 when a certificate needs
+/// attention (none yet, or less than --warn left).
+#[test]
+fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 2,
+        ..Default::default()
+    });
+    let (h1, h2) = (domain("host1"), domain("host2"));
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("web", &[&h1]),
+            SpecFixture::new("mail", &[&h2]),
+        ],
+    );
+    r.run(&["renew", "web"]).expect_code(0);
+
+    let json = r.run(&["status", "--json"]);
+    json.expect_code(1); // `mail` has no certificate yet
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    let rows = doc["certificates"].as_array().unwrap();
+    assert_eq!(rows[0]["name"], "mail", "no certificate sorts first: {doc}");
+    assert!(rows[0]["not_after"].is_null());
+    assert_eq!(rows[0]["needs_attention"], true);
+    assert_eq!(rows[1]["name"], "web");
+    assert_eq!(rows[1]["days_left"], 89, "{doc}");
+    assert_eq!(
+        rows[1]["serial"].as_str().unwrap(),
+        cert_serial(&r.live("web", "cert.pem")).to_uppercase()
+    );
+    assert_eq!(rows[1]["domains"][0], h1.as_str());
+
+    r.run(&["renew", "mail"]).expect_code(0);
+    let text = r.run(&["status"]);
+    text.expect_code(0);
+    assert!(text.stdout.starts_with("NAME"), "{}", text.stdout);
+    assert!(!text.stdout.contains('\x1b'), "no colour off a terminal");
+    assert!(text.stdout.contains(&h2));
+    r.run(&["status", "--warn", "100d"]).expect_code(1);
+}
+
+/// `renewd renew` run by hand while another renewd process renews the same certificate does not place
+/// a second order: it reports the certificate as skipped.
+#[test]
+fn renew_skips_a_certificate_another_process_is_renewing() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let h1 = domain("host1");
+    let owner = challenge_zone(&h1);
+    let r = Renewd::new(&topo, "60s", &[SpecFixture::new("web", &[&h1])]);
+    topo.stop_secondary(3); // the first renewal waits in propagation, holding the lock
+    let mut first = r.spawn(&["renew"]);
+    poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        (!topo.txt_at(topo.master_addr(), &owner).is_empty()).then_some(())
+    })
+    .expect("the first renewal published its TXT value");
+    let second = r.run(&["renew", "--force", "web"]);
+    second.expect_code(0);
+    assert!(second.line("web").contains("skipped"), "{}", second.stdout);
+    assert_eq!(
+        topo.txt_at(topo.master_addr(), &owner).len(),
+        1,
+        "the second run published nothing"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

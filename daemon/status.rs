@@ -1,0 +1,172 @@
+//! `renewd status`: one row per certificate, from the configuration, the live certificates, and the
+//! daemon's `status.json` (failure history, last error). Works whether or not the daemon runs.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::daemon::StatusFile;
+use crate::renew::read_live;
+use crate::scheduler::{self, CertInput, History};
+use crate::state::StateDir;
+
+/// One certificate, as `renewd status --json` prints it. Field names are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// RFC 3339, or null when there is no (readable) certificate.
+    pub not_after: Option<String>,
+    /// Whole days left until not_after (negative when expired), or null.
+    pub days_left: Option<i64>,
+    pub serial: Option<String>,
+    /// RFC 3339 moment of the next planned renewal.
+    pub next_renewal: String,
+    /// Why then, in words.
+    pub next_reason: String,
+    /// "ok", "failed", or null when renewd has not tried yet.
+    pub last_result: Option<String>,
+    /// First line of the last error.
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// failing, or less than the warning threshold left, or no certificate.
+    pub needs_attention: bool,
+    #[serde(skip)]
+    seconds_left: Option<i64>,
+}
+
+/// The `status --json` document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub generated_at: String,
+    /// Present when the daemon refused the last configuration change.
+    pub config_error: Option<String>,
+    pub certificates: Vec<Row>,
+}
+
+/// Build the report, rows sorted by time left (no certificate first).
+pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
+    let state = StateDir::new(&settings.state_dir);
+    let file: StatusFile = std::fs::read(state.status_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut rows: Vec<Row> = settings
+        .certs
+        .values()
+        .map(|spec| {
+            let live = read_live(&state, &spec.name);
+            let recorded = file.certificates.get(&spec.name);
+            let history: History = recorded.map(|r| r.history.clone()).unwrap_or_default();
+            let decision = scheduler::decide(
+                &CertInput {
+                    spec,
+                    live: &live,
+                    ari: None,
+                    history: &history,
+                    jitter: Duration::ZERO,
+                },
+                now,
+            );
+            let facts = live
+                .as_ref()
+                .ok()
+                .and_then(|l| l.as_ref())
+                .map(|l| &l.facts);
+            let seconds_left = facts.map(|f| match f.not_after.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            });
+            let failing = history.consecutive_failures > 0;
+            let short = seconds_left.is_none_or(|s| s < warn.as_secs() as i64);
+            Row {
+                name: spec.name.clone(),
+                domains: spec.domains.clone(),
+                not_after: facts.map(|f| rfc3339(f.not_after)),
+                days_left: seconds_left.map(|s| s.div_euclid(86400)),
+                serial: facts.map(|f| f.serial.clone()),
+                // The daemon's own plan (with its jitter and ARI) when it recorded one.
+                next_renewal: recorded
+                    .and_then(|r| r.next_renewal.clone())
+                    .unwrap_or_else(|| rfc3339(decision.at)),
+                next_reason: recorded
+                    .and_then(|r| r.next_reason.clone())
+                    .unwrap_or_else(|| decision.summary.clone()),
+                last_result: recorded.and_then(|r| r.last_result.clone()),
+                last_error: history
+                    .last_failure
+                    .as_ref()
+                    .filter(|_| failing)
+                    .map(|f| f.message.lines().next().unwrap_or_default().to_string()),
+                consecutive_failures: history.consecutive_failures,
+                needs_attention: failing || short,
+                seconds_left,
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.seconds_left.unwrap_or(i64::MIN), r.name.clone()));
+    Report {
+        generated_at: rfc3339(now),
+        config_error: file.config_error,
+        certificates: rows,
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The table for people. `color`: ANSI colours (only when stdout is a terminal).
+pub fn render_text(report: &Report, color: bool) -> String {
+    let paint = |text: String, code: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
+    let mut out = String::new();
+    if let Some(e) = &report.config_error {
+        out.push_str(&paint(format!("configuration: {e}\n"), "31"));
+    }
+    let header = format!(
+        "{:<20} {:<22} {:>5}  {:<20}  {}\n",
+        "NAME", "NOT AFTER", "DAYS", "NEXT RENEWAL", "LAST RESULT"
+    );
+    out.push_str(&header);
+    for r in &report.certificates {
+        let days = r
+            .days_left
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "-".into());
+        let last = match (&r.last_result, &r.last_error) {
+            (_, Some(e)) => format!("failed ({}x): {e}", r.consecutive_failures),
+            (Some(ok), None) => ok.clone(),
+            (None, None) => "-".into(),
+        };
+        let line = format!(
+            "{:<20} {:<22} {:>5}  {:<20}  {}\n",
+            r.name,
+            r.not_after.as_deref().unwrap_or("none"),
+            days,
+            r.next_renewal,
+            last
+        );
+        let line = if r.consecutive_failures > 0 {
+            paint(line, "31")
+        } else if r.needs_attention {
+            paint(line, "33")
+        } else {
+            line
+        };
+        out.push_str(&line);
+        out.push_str(&format!("{:<20} {}\n", "", r.domains.join(", ")));
+    }
+    out
+}
+
+/// Whether `renewd status` should exit 1 (a monitoring check).
+pub fn needs_attention(report: &Report) -> bool {
+    report.certificates.iter().any(|r| r.needs_attention)
+}
