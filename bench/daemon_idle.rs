@@ -1,0 +1,148 @@
+//! `renewd run` with N valid specs whose certificates are all fresh (nothing due): time from start to
+//! READY=1, RSS once settled, and CPU time and context switches of the idle daemon over a window.
+//! Usage: `cargo run --release --example bench-daemon-idle -- [N=1000] [IDLE_SECONDS=60]`.
+//! No network is used: nothing is due, and the stale-TXT journal is empty.
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use renewd::certs::pem_encode;
+use renewd::state::{version_name, CertFiles, StateDir};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let idle: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, n);
+    let exe = std::env::current_exe().unwrap();
+    let renewd = exe.parent().unwrap().parent().unwrap().join("renewd");
+
+    let sock_path = d.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let t0 = Instant::now();
+    let mut child = Command::new(&renewd)
+        .arg("--config")
+        .arg(d.join("renewd.yaml"))
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(d.join("daemon.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let ready = loop {
+        let len = sock.recv(&mut buf).expect("READY=1 within 120 s");
+        if String::from_utf8_lossy(&buf[..len]).lines().any(|l| l == "READY=1") {
+            break t0.elapsed();
+        }
+    };
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(5)); // settle (a benchmark pause)
+    let rss_kb = proc_status_field(pid, "VmRSS:");
+    let (cpu0, ctx0) = (cpu_ticks(pid), ctx_switches(pid));
+    std::thread::sleep(Duration::from_secs(idle));
+    let (cpu1, ctx1) = (cpu_ticks(pid), ctx_switches(pid));
+    let tick = 100.0; // USER_HZ
+    println!("specs\tready_s\trss_kb\tidle_s\tcpu_ms\tctx_switches");
+    println!(
+        "{n}\t{:.3}\t{rss_kb}\t{idle}\t{:.0}\t{}",
+        ready.as_secs_f64(),
+        (cpu1 - cpu0) as f64 * 1000.0 / tick,
+        ctx1 - ctx0
+    );
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+}
+
+fn setup(d: &Path, n: usize) {
+    fs::create_dir_all(d.join("certs.d")).unwrap();
+    let key = d.join("tsig.key");
+    fs::write(
+        &key,
+        "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(
+        d.join("renewd.yaml"),
+        format!(
+            "state_dir: {}/state\naccounts:\n  ca: {{ directory: \"https://127.0.0.1:9/dir\" }}\n\
+             dns_servers:\n  p: {{ address: 127.0.0.1, tsig_key_file: {} }}\n\
+             resolver: [127.0.0.1]\ndefaults: {{ account: ca, dns: p, key: {{ type: ecdsa, curve: p256 }} }}\n",
+            d.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let state = StateDir::new(d.join("state"));
+    for i in 0..n {
+        let name = format!("host{i:04}");
+        let domain = format!("{name}.bench.test");
+        fs::write(
+            d.join("certs.d").join(format!("{name}.yaml")),
+            format!("domains: [{domain}]\n"),
+        )
+        .unwrap();
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![domain]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(89);
+        let cert = params.self_signed(&kp).unwrap();
+        let pem = pem_encode("CERTIFICATE", cert.der());
+        let files = CertFiles {
+            cert: pem.clone(),
+            chain: String::new(),
+            fullchain: pem,
+            privkey: kp.serialize_pem(),
+        };
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        state
+            .install(&name, &version_name(secs, &format!("{i:x}")), &files)
+            .unwrap();
+    }
+}
+
+fn proc_status_field(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of the whole process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Voluntary + involuntary context switches summed over every thread.
+fn ctx_switches(pid: u32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let s = fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
