@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::notify::NotifySocket;
 use crate::support::proc::poll_until;
-use crate::support::renewd::{signal, Renewd};
+use crate::support::renewd::{signal, wait_published, Renewd};
 use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
 use crate::support::x509::cert_sans;
 use crate::support::SpecFixture;
@@ -260,10 +260,7 @@ fn daemon_sigterm_during_a_renewal_cancels_it_and_cleans_up() {
     topo.stop_secondary(3); // propagation cannot complete: the renewal stays in flight
     let log = topo.dir().join("daemon.log");
     let mut daemon = r.spawn_logged(&["run"], &log, &[]);
-    poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
-        (!topo.txt_at(topo.master_addr(), &owner).is_empty()).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no TXT published:\n{}", log_text(&log)));
+    wait_published(&topo, &owner);
 
     let t0 = Instant::now();
     signal(daemon.id(), libc::SIGTERM);

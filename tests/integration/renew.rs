@@ -5,7 +5,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::support::proc::poll_until;
-use crate::support::renewd::{mode, Renewd};
+use crate::support::renewd::{mode, wait_published, Renewd};
 use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
 use crate::support::x509::{cert_sans, cert_serial, private_key_type, verify_chain};
 use crate::support::SpecFixture;
@@ -332,11 +332,7 @@ fn renew_after_sigkill_removes_the_stale_txt_and_completes() {
     // With dns3 down, renewd waits in propagation after publishing: a window to kill it in.
     topo.stop_secondary(3);
     let mut child = r.spawn(&["renew"]);
-    let stale = poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
-        let v = topo.txt_at(topo.master_addr(), &owner);
-        (!v.is_empty()).then_some(v)
-    })
-    .expect("renewd published a TXT value");
+    let stale = wait_published(&topo, &owner);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(
@@ -416,10 +412,7 @@ fn renew_skips_a_certificate_another_process_is_renewing() {
     let r = Renewd::new(&topo, "60s", &[SpecFixture::new("web", &[&h1])]);
     topo.stop_secondary(3); // the first renewal waits in propagation, holding the lock
     let mut first = r.spawn(&["renew"]);
-    poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
-        (!topo.txt_at(topo.master_addr(), &owner).is_empty()).then_some(())
-    })
-    .expect("the first renewal published its TXT value");
+    wait_published(&topo, &owner);
     let second = r.run(&["renew", "--force", "web"]);
     second.expect_code(0);
     assert!(second.line("web").contains("skipped"), "{}", second.stdout);

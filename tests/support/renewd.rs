@@ -167,3 +167,12 @@ pub fn signal(pid: u32, sig: i32) {
     let rc = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
+
+/// Poll the primary until it serves a TXT value at `owner` (renewd published it); returns the values.
+pub fn wait_published(topo: &Topology, owner: &str) -> Vec<String> {
+    super::proc::poll_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        let v = topo.txt_at(topo.master_addr(), owner);
+        (!v.is_empty()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no TXT value published at {owner} within 30 s"))
+}
