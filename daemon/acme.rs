@@ -1,12 +1,21 @@
 //! ACME accounts: the HTTP client (system roots plus `trust:`), registration with External Account Binding,
 //! and credentials persisted 0600 under `state_dir/accounts/` and reused.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+use bytes::Bytes;
+use instant_acme::{
+    Account, AccountCredentials, BodyWrapper, BytesResponse, CertificateIdentifier,
+    ExternalAccountKey, HttpClient, NewAccount,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::certs::CertFacts;
 use crate::config::AccountSettings;
 use crate::state::{write_atomic, StateDir};
 
@@ -30,16 +39,20 @@ pub enum AcmeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("account `{account}`: registration at {directory} failed: {}", describe(.source))]
+    #[error("account `{account}`: registration at {directory} failed: {}{}", describe(.source), retry_text(.retry_after))]
     Register {
         account: String,
         directory: String,
         source: Box<instant_acme::Error>,
+        /// The CA's Retry-After, when it refused with 429/503 or rateLimited and sent one.
+        retry_after: Option<SystemTime>,
     },
-    #[error("{context}: {}", describe(.source))]
+    #[error("{context}: {}{}", describe(.source), retry_text(.retry_after))]
     Protocol {
         context: String,
         source: Box<instant_acme::Error>,
+        /// The CA's Retry-After, when it refused with 429/503 or rateLimited and sent one.
+        retry_after: Option<SystemTime>,
     },
     #[error("the CA rejected the challenge for {domain}: {detail}")]
     ChallengeInvalid { domain: String, detail: String },
@@ -48,11 +61,176 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
+    /// A failed ACME call, without a Retry-After (see [`AcmeAccount::error`] for one that knows it).
     pub fn protocol(context: impl Into<String>, source: instant_acme::Error) -> Self {
         AcmeError::Protocol {
             context: context.into(),
             source: Box::new(source),
+            retry_after: None,
         }
+    }
+
+    /// The CA's Retry-After attached to this error, if any.
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        match self {
+            AcmeError::Register { retry_after, .. } | AcmeError::Protocol { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+fn retry_text(at: &Option<SystemTime>) -> String {
+    match at {
+        Some(t) => format!(
+            " (the CA asks to retry after {})",
+            humantime::format_rfc3339_seconds(*t)
+        ),
+        None => String::new(),
+    }
+}
+
+/// Whether an instant-acme error is the CA asking us to slow down: a problem document with HTTP status
+/// 429 or 503, or of type `rateLimited`.
+pub fn is_rate_limited(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Api(p) => {
+            matches!(p.status, Some(429 | 503))
+                || p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")
+        }
+        _ => false,
+    }
+}
+
+/// The Retry-After of the last 429/503 answer an account's HTTP client saw (shared by the account's
+/// clones). instant-acme drops the headers of error responses, so [`RetryAfterClient`] keeps this one.
+#[derive(Clone, Debug, Default)]
+pub struct RetryAfterSlot(Arc<Mutex<Option<SystemTime>>>);
+
+impl RetryAfterSlot {
+    fn record(&self, at: Option<SystemTime>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// Take the recorded moment (so it is attached to one error only).
+    fn take(&self) -> Option<SystemTime> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The Retry-After to attach to `e`: the recorded one when `e` is a rate-limit answer.
+    pub fn for_error(&self, e: &instant_acme::Error) -> Option<SystemTime> {
+        if is_rate_limited(e) {
+            self.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Parse a Retry-After header value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date. `now` is when
+/// the answer arrived.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly large values saturate at a year rather than overflowing.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(365 * 86400);
+        return Some(now + Duration::from_secs(secs));
+    }
+    httpdate::HttpDate::from_str(value)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// An [`HttpClient`] that records the Retry-After of every 429/503 answer into a [`RetryAfterSlot`].
+struct RetryAfterClient {
+    inner: Box<dyn HttpClient>,
+    slot: RetryAfterSlot,
+}
+
+impl HttpClient for RetryAfterClient {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.inner.request(req);
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status.as_u16();
+            if status == 429 || status == 503 {
+                let at = rsp
+                    .parts
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                slot.record(at);
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// An ACME account together with the Retry-After its HTTP client recorded.
+#[derive(Clone)]
+pub struct AcmeAccount {
+    pub account: Account,
+    pub retry_after: RetryAfterSlot,
+}
+
+impl AcmeAccount {
+    /// A failed call of this account, with the CA's Retry-After attached when it was a rate limit.
+    pub fn error(&self, context: impl Into<String>, source: instant_acme::Error) -> AcmeError {
+        let retry_after = self.retry_after.for_error(&source);
+        AcmeError::Protocol {
+            context: context.into(),
+            source: Box::new(source),
+            retry_after,
+        }
+    }
+}
+
+/// ARI's certificate identifier (RFC 9773 §4.1) of a certificate: base64url(AKI keyIdentifier) "."
+/// base64url(serial DER contents). None without an authority key identifier.
+pub fn certificate_id(facts: &CertFacts) -> Option<CertificateIdentifier<'static>> {
+    let aki = facts.authority_key_id.as_deref()?;
+    Some(
+        CertificateIdentifier::new(
+            rustls_pki_types::Der::from_slice(aki),
+            rustls_pki_types::Der::from_slice(&facts.raw_serial),
+        )
+        .into_owned(),
+    )
+}
+
+/// The CA's suggested renewal window (start, end) for the certificate `facts`, and how long to wait
+/// before asking again (its Retry-After). `Ok(None)` when the CA offers no renewalInfo (or the
+/// certificate has no authority key identifier to name it by).
+pub async fn renewal_window(
+    account: &AcmeAccount,
+    facts: &CertFacts,
+) -> Result<Option<(SystemTime, SystemTime, Duration)>, AcmeError> {
+    let Some(id) = certificate_id(facts) else {
+        return Ok(None);
+    };
+    match account.account.renewal_info(&id).await {
+        Ok((info, retry_after)) => {
+            let start = SystemTime::from(info.suggested_window.start);
+            let end = SystemTime::from(info.suggested_window.end);
+            if end < start {
+                return Err(AcmeError::protocol(
+                    format!("renewalInfo for {id}"),
+                    instant_acme::Error::Str("the suggested window ends before it starts"),
+                ));
+            }
+            Ok(Some((start, end, retry_after)))
+        }
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(e) => Err(account.error(format!("renewalInfo for {id}"), e)),
     }
 }
 
@@ -109,8 +287,12 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// The HTTP client for one account: system roots plus the account's `trust:` file.
-fn http_client(settings: &AccountSettings) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
+/// The HTTP client for one account: system roots plus the account's `trust:` file; it records the
+/// Retry-After of 429/503 answers into `slot`.
+fn http_client(
+    settings: &AccountSettings,
+    slot: &RetryAfterSlot,
+) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -142,26 +324,37 @@ fn http_client(settings: &AccountSettings) -> Result<Box<dyn instant_acme::HttpC
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
-    Ok(Box::new(client))
+    Ok(Box::new(RetryAfterClient {
+        inner: Box::new(client),
+        slot: slot.clone(),
+    }))
 }
 
 /// Load the account from `accounts/NAME.json`, or register it (with EAB when configured) and save it 0600.
 ///
 /// Stored credentials are reused only when they were made for the same directory URL; a changed
 /// `directory:` registers anew (the old file is kept as `NAME.json.old`).
-pub async fn account(settings: &AccountSettings, state: &StateDir) -> Result<Account, AcmeError> {
+pub async fn account(
+    settings: &AccountSettings,
+    state: &StateDir,
+) -> Result<AcmeAccount, AcmeError> {
+    let slot = RetryAfterSlot::default();
     let path = state.account_file(&settings.name);
     if let Some(stored) = read_stored(settings, &path)? {
         if stored.directory == settings.directory {
-            let builder = Account::builder_with_http(http_client(settings)?);
-            return builder
-                .from_credentials(stored.credentials)
-                .await
-                .map_err(|source| AcmeError::Register {
+            let builder = Account::builder_with_http(http_client(settings, &slot)?);
+            return match builder.from_credentials(stored.credentials).await {
+                Ok(account) => Ok(AcmeAccount {
+                    account,
+                    retry_after: slot,
+                }),
+                Err(source) => Err(AcmeError::Register {
                     account: settings.name.clone(),
                     directory: settings.directory.clone(),
+                    retry_after: slot.for_error(&source),
                     source: Box::new(source),
-                });
+                }),
+            };
         }
         tracing::warn!(
             account = %settings.name,
@@ -171,7 +364,11 @@ pub async fn account(settings: &AccountSettings, state: &StateDir) -> Result<Acc
         );
         let _ = std::fs::rename(&path, path.with_extension("json.old"));
     }
-    register(settings, state, &path).await
+    let account = register(settings, state, &path, &slot).await?;
+    Ok(AcmeAccount {
+        account,
+        retry_after: slot,
+    })
 }
 
 fn read_stored(
@@ -199,13 +396,14 @@ async fn register(
     settings: &AccountSettings,
     state: &StateDir,
     path: &Path,
+    slot: &RetryAfterSlot,
 ) -> Result<Account, AcmeError> {
     let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
     let eab = settings
         .eab
         .as_ref()
         .map(|e| ExternalAccountKey::new(e.kid.clone(), e.hmac_key.expose()));
-    let builder = Account::builder_with_http(http_client(settings)?);
+    let builder = Account::builder_with_http(http_client(settings, slot)?);
     let (account, credentials) = builder
         .create(
             &NewAccount {
@@ -220,6 +418,7 @@ async fn register(
         .map_err(|source| AcmeError::Register {
             account: settings.name.clone(),
             directory: settings.directory.clone(),
+            retry_after: slot.for_error(&source),
             source: Box::new(source),
         })?;
     let stored = StoredAccount {
@@ -240,4 +439,150 @@ async fn register(
     })?;
     tracing::info!(account = %settings.name, id = %account.id(), "registered ACME account");
     Ok(account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn retry_after_in_seconds_counts_from_the_answer() {
+        let now = at(1_800_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(now + Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(now));
+        // A year at most, whatever the CA says.
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(now + Duration::from_secs(365 * 86400))
+        );
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let now = at(0);
+        // RFC 9110's example date.
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(at(946_684_799))
+        );
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("1.5", now), None);
+    }
+
+    /// A CA answering every request with `status` and `headers`.
+    struct Canned {
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+    }
+
+    impl HttpClient for Canned {
+        fn request(
+            &self,
+            _req: http::Request<BodyWrapper<Bytes>>,
+        ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>>
+        {
+            let mut rsp = http::Response::builder().status(self.status);
+            for (k, v) in &self.headers {
+                rsp = rsp.header(*k, *v);
+            }
+            let rsp = rsp
+                .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            Box::pin(async move { Ok(BytesResponse::from(rsp)) })
+        }
+    }
+
+    async fn ask(client: &RetryAfterClient) {
+        let req = http::Request::builder()
+            .uri("https://acme.ca.example/new-order")
+            .body(BodyWrapper::default())
+            .unwrap();
+        client.request(req).await.unwrap();
+    }
+
+    fn limited() -> instant_acme::Error {
+        instant_acme::Error::Api(
+            serde_json::from_str(
+                r#"{"type":"urn:ietf:params:acme:error:rateLimited","status":429}"#,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_client_records_retry_after_of_429_and_503_only() {
+        let slot = RetryAfterSlot::default();
+        let client = |status, headers| RetryAfterClient {
+            inner: Box::new(Canned { status, headers }),
+            slot: slot.clone(),
+        };
+        ask(&client(200, vec![("retry-after", "60")])).await;
+        assert_eq!(slot.for_error(&limited()), None);
+
+        let before = SystemTime::now();
+        ask(&client(429, vec![("retry-after", "60")])).await;
+        let got = slot.for_error(&limited()).expect("recorded");
+        assert!(
+            got >= before + Duration::from_secs(60)
+                && got <= SystemTime::now() + Duration::from_secs(60)
+        );
+        // Attached once only.
+        assert_eq!(slot.for_error(&limited()), None);
+
+        ask(&client(
+            503,
+            vec![("retry-after", "Fri, 31 Dec 1999 23:59:59 GMT")],
+        ))
+        .await;
+        // Not a rate limit: nothing attached (and the recorded value stays for the one that is).
+        let other = instant_acme::Error::Api(
+            serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:malformed","status":400}"#)
+                .unwrap(),
+        );
+        assert_eq!(slot.for_error(&other), None);
+        assert_eq!(slot.for_error(&limited()), Some(at(946_684_799)));
+
+        // A 429 without the header forgets an older value.
+        ask(&client(429, vec![("retry-after", "60")])).await;
+        ask(&client(429, vec![])).await;
+        assert_eq!(slot.for_error(&limited()), None);
+    }
+
+    #[test]
+    fn the_certificate_identifier_of_rfc_9773() {
+        // RFC 9773 §4.1: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4,
+        // serial 00:87:65:43:21.
+        let facts = CertFacts {
+            serial: "0087654321".into(),
+            not_before: at(0),
+            not_after: at(1),
+            dns_names: vec![],
+            public_key: vec![],
+            authority_key_id: Some(vec![
+                0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
+                0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+            ]),
+            raw_serial: vec![0x00, 0x87, 0x65, 0x43, 0x21],
+            subject: String::new(),
+            issuer: String::new(),
+        };
+        assert_eq!(
+            certificate_id(&facts).unwrap().to_string(),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+        let no_aki = CertFacts {
+            authority_key_id: None,
+            ..facts
+        };
+        assert!(certificate_id(&no_aki).is_none());
+    }
 }

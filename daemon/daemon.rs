@@ -5,6 +5,16 @@
 //! due renewals on a worker pool bounded by `workers`, and sleeps until the earliest deadline. It is woken
 //! early by finished renewals, spec changes (a debounced watcher on `certs_dir`) and signals. The watchdog
 //! ping is sent from this loop, so a stuck loop stops the pings and systemd restarts the service.
+//!
+//! ARI (RFC 9773): for every certificate with a live certificate the loop keeps the CA's suggested
+//! renewal window and a moment picked uniformly at random inside it ([`AriWindow`]). Windows are fetched
+//! by tasks (at most [`ARI_FETCHES`] at once, each bounded by [`ARI_FETCH_TIMEOUT`]) that report back over
+//! a channel like renewals do, so a slow CA never delays the loop or its watchdog ping. A window is
+//! fetched when there is none yet, again when its Retry-After (clamped to [`ARI_REFETCH_MIN`,
+//! `ARI_REFETCH_MAX`]) has passed, and anew for every new certificate. A changed window gets a new random
+//! moment, so a window moved earlier (ahead of a mass revocation) is followed at once. A failed fetch is
+//! retried after [`ARI_ERROR_RETRY`], and the certificate keeps the window it had (or, without one, the
+//! non-ARI rule).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::config::{self, CertSpec, ConfigErrors, Settings};
 use crate::logging::message_id;
 use crate::renew::{read_live, Engine, LiveCert, RenewError, Renewed};
-use crate::scheduler::{self, CertInput, Decision, Failure, FailureKind, History};
+use crate::scheduler::{self, AriWindow, CertInput, Decision, Failure, FailureKind, History};
 use crate::state::{write_atomic, StateDir};
 use crate::systemd::Notifier;
 
@@ -29,6 +39,17 @@ const BUSY_RETRY: Duration = Duration::from_secs(60);
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 /// Longest single sleep when nothing is due and there is no watchdog.
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
+/// renewalInfo requests in flight at once (separate from the renewal workers).
+pub const ARI_FETCHES: usize = 4;
+/// One renewalInfo request (including the account's first contact with the CA) may take this long.
+pub const ARI_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The CA's Retry-After for renewalInfo is clamped to [ARI_REFETCH_MIN, ARI_REFETCH_MAX].
+pub const ARI_REFETCH_MIN: Duration = Duration::from_secs(60);
+pub const ARI_REFETCH_MAX: Duration = Duration::from_secs(24 * 3600);
+/// After a failed renewalInfo request, ask again after this long.
+pub const ARI_ERROR_RETRY: Duration = Duration::from_secs(3600);
+/// A CA without renewalInfo is asked again (a free check of its cached directory) after this long.
+const ARI_UNSUPPORTED_RETRY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -53,6 +74,90 @@ struct Cert {
     decision: Option<Decision>,
     /// Not before this moment (another process held the lock).
     not_before: Option<SystemTime>,
+    /// The CA's renewal window for the live certificate with this raw serial.
+    ari: Option<(Vec<u8>, AriWindow)>,
+    /// A renewalInfo request is in flight.
+    ari_fetching: bool,
+    /// Without a window: do not ask before this moment (the last request failed, or no ARI).
+    ari_retry_at: Option<SystemTime>,
+}
+
+impl Cert {
+    /// The live certificate, when it is one the CA can be asked about (it names its issuer's key).
+    fn ari_subject(&self) -> Option<&crate::certs::CertFacts> {
+        self.live
+            .as_ref()
+            .ok()
+            .and_then(|l| l.as_ref())
+            .map(|l| &l.facts)
+            .filter(|f| f.authority_key_id.is_some())
+    }
+
+    /// Forget the window (a new certificate, or another CA or account).
+    fn drop_ari(&mut self) {
+        self.ari = None;
+        self.ari_retry_at = None;
+    }
+
+    /// Whether the renewalInfo of the live certificate should be requested now.
+    fn ari_due(&self, now: SystemTime) -> bool {
+        if self.running || self.ari_fetching || self.ari_subject().is_none() {
+            return false;
+        }
+        match &self.ari {
+            Some((_, w)) => w.refetch_at <= now,
+            None => self.ari_retry_at.is_none_or(|t| t <= now),
+        }
+    }
+
+    /// When the loop must wake up for this certificate's next renewalInfo request.
+    fn ari_wake(&self) -> Option<SystemTime> {
+        if self.running || self.ari_fetching || self.ari_subject().is_none() {
+            return None;
+        }
+        match &self.ari {
+            Some((_, w)) => Some(w.refetch_at),
+            None => Some(self.ari_retry_at.unwrap_or(SystemTime::UNIX_EPOCH)),
+        }
+    }
+}
+
+/// A finished renewalInfo request, sent back to the loop.
+struct AriDone {
+    name: String,
+    /// The raw serial of the certificate it was asked for.
+    serial: Vec<u8>,
+    result: Result<Option<(SystemTime, SystemTime, Duration)>, String>,
+}
+
+/// The window to keep after the CA answered (start, end, Retry-After) at `now`: the moment picked in
+/// `old` stays when the window did not change; a new or changed window gets a new moment from `pick`
+/// (uniform in [start, end] in the daemon). So a window moved earlier is followed at once: its moment
+/// lies inside the new window, not at the old one. The next request is due after the Retry-After,
+/// clamped to [[`ARI_REFETCH_MIN`], [`ARI_REFETCH_MAX`]].
+pub fn next_ari_window(
+    old: Option<&AriWindow>,
+    (start, end, retry_after): (SystemTime, SystemTime, Duration),
+    now: SystemTime,
+    pick: impl FnOnce(SystemTime, SystemTime) -> SystemTime,
+) -> AriWindow {
+    let refetch_at = now + retry_after.clamp(ARI_REFETCH_MIN, ARI_REFETCH_MAX);
+    let chosen = match old {
+        Some(w) if w.start == start && w.end == end => w.chosen,
+        _ => pick(start, end),
+    };
+    AriWindow {
+        start,
+        end,
+        chosen,
+        refetch_at,
+    }
+}
+
+/// A moment uniformly at random in [start, end] (to the millisecond).
+fn random_moment(start: SystemTime, end: SystemTime) -> SystemTime {
+    let span = end.duration_since(start).unwrap_or_default().as_millis() as u64;
+    start + Duration::from_millis(rand::random_range(0..=span))
 }
 
 /// A finished renewal, sent back to the loop.
@@ -80,6 +185,9 @@ pub struct StatusFile {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CertStatus {
+    /// The CA's suggested renewal window (ARI) and the moment picked in it, when the CA offers ARI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ari_window: Option<AriStatus>,
     pub domains: Vec<String>,
     pub serial: Option<String>,
     pub not_after: Option<String>,
@@ -90,6 +198,15 @@ pub struct CertStatus {
     pub last_error: Option<String>,
     #[serde(default)]
     pub history: History,
+}
+
+/// The ARI part of [`CertStatus`] (RFC 3339 times).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AriStatus {
+    pub start: String,
+    pub end: String,
+    pub chosen: String,
+    pub refetch_at: String,
 }
 
 /// Run the daemon until SIGTERM/SIGINT. Returns Err only for start-up failures.
@@ -119,13 +236,69 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut pool = Arc::new(Semaphore::new(loaded.settings.workers));
     let mut tasks: JoinSet<()> = JoinSet::new();
+    // renewalInfo requests: never awaited at shutdown (dropping the set aborts them).
+    let (ari_tx, mut ari_rx) = mpsc::channel::<AriDone>(64);
+    let ari_pool = Arc::new(Semaphore::new(ARI_FETCHES));
+    let mut ari_tasks: JoinSet<()> = JoinSet::new();
     let watchdog = notifier.watchdog_interval();
     let mut next_ping = tokio::time::Instant::now();
     let mut ready_sent = false;
 
     loop {
-        // Start every due renewal the pool has room for.
+        // Ask the CA for the renewal windows that are missing or stale (in tasks: never waits here).
         let now = SystemTime::now();
+        while ari_tasks.try_join_next().is_some() {}
+        for (name, cert) in certs.iter_mut() {
+            // A window belongs to one certificate.
+            let live_serial = cert.ari_subject().map(|f| f.raw_serial.clone());
+            if cert
+                .ari
+                .as_ref()
+                .is_some_and(|(s, _)| Some(s) != live_serial.as_ref())
+            {
+                cert.drop_ari();
+            }
+            if !cert.ari_due(now) {
+                continue;
+            }
+            let Some(facts) = cert.ari_subject().cloned() else {
+                continue;
+            };
+            cert.ari_fetching = true;
+            let engine = engine.clone();
+            let spec = cert.spec.clone();
+            let name = name.clone();
+            let tx = ari_tx.clone();
+            let pool = ari_pool.clone();
+            ari_tasks.spawn(async move {
+                let result = match pool.acquire_owned().await {
+                    Ok(_permit) => {
+                        match tokio::time::timeout(
+                            ARI_FETCH_TIMEOUT,
+                            engine.renewal_window(&spec, &facts),
+                        )
+                        .await
+                        {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!(
+                                "no answer within {}",
+                                humantime::format_duration(ARI_FETCH_TIMEOUT)
+                            )),
+                        }
+                    }
+                    Err(_) => Err("shutting down".to_string()),
+                };
+                let _ = tx
+                    .send(AriDone {
+                        name,
+                        serial: facts.raw_serial,
+                        result,
+                    })
+                    .await;
+            });
+        }
+
+        // Start every due renewal the pool has room for.
         for (name, cert) in certs.iter_mut() {
             if cert.running {
                 continue;
@@ -134,7 +307,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                 &CertInput {
                     spec: &cert.spec,
                     live: &cert.live,
-                    ari: None,
+                    ari: cert.ari.as_ref().map(|(_, w)| w),
                     history: &cert.history,
                     jitter: cert.jitter,
                 },
@@ -189,6 +362,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
             Some(done) = done_rx.recv() => finish(&mut certs, &state, done),
+            Some(ari) = ari_rx.recv() => apply_ari(&mut certs, ari),
             Some(()) = spec_rx.recv() => {
                 match reload_specs(&mut loaded, &state, &mut certs) {
                     Ok(errors) => spec_error = errors,
@@ -200,6 +374,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                 match load_all(config_path, Some(&loaded)) {
                     Ok((new, spec_errors)) => {
                         let certs_dir_changed = new.settings.certs_dir != loaded.settings.certs_dir;
+                        // Windows come from an account's CA: another CA or account, other windows.
+                        let accounts_changed = format!("{:?}", new.settings.accounts)
+                            != format!("{:?}", loaded.settings.accounts);
                         match Engine::new(new.settings.clone()) {
                             Ok(e) => {
                                 engine = Arc::new(e);
@@ -208,6 +385,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                                 }
                                 loaded = new;
                                 sync_certs(&mut certs, &loaded.settings, &state, &BTreeMap::new());
+                                if accounts_changed {
+                                    certs.values_mut().for_each(Cert::drop_ari);
+                                }
                                 if certs_dir_changed {
                                     watcher = watch_specs(&loaded.settings.certs_dir, spec_tx.clone());
                                 }
@@ -244,6 +424,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     // are removed by the renewal itself before it returns).
     notifier.stopping();
     drop(watcher);
+    ari_tasks.abort_all();
     let running = certs.values().filter(|c| c.running).count();
     tracing::info!(running, "stopping");
     let grace = tokio::time::sleep(loaded.settings.stop_grace);
@@ -411,6 +592,7 @@ fn sync_certs(
                     cert.spec = Arc::new(spec.clone());
                     cert.history = History::default();
                     cert.live = read_live(state, name);
+                    cert.drop_ari();
                 }
             }
             None => {
@@ -427,6 +609,9 @@ fn sync_certs(
                         running: false,
                         decision: None,
                         not_before: None,
+                        ari: None,
+                        ari_fetching: false,
+                        ari_retry_at: None,
                     },
                 );
             }
@@ -459,6 +644,8 @@ fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, done: Done) {
             };
             cert.live = read_live(state, &done.name);
             cert.not_before = None;
+            // A new certificate: its window is asked for anew.
+            cert.drop_ari();
             tracing::info!(
                 message_id = message_id::RENEWED,
                 cert_name = %done.name,
@@ -504,17 +691,63 @@ fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, done: Done) {
     }
 }
 
-/// Time until the earliest planned action of a certificate that is not running (bounded).
+/// Record a renewalInfo answer (or failure) for the certificate it was asked for.
+fn apply_ari(certs: &mut BTreeMap<String, Cert>, done: AriDone) {
+    let now = SystemTime::now();
+    let Some(cert) = certs.get_mut(&done.name) else {
+        return; // its spec was removed meanwhile
+    };
+    cert.ari_fetching = false;
+    if cert.ari_subject().map(|f| &f.raw_serial) != Some(&done.serial) {
+        return; // the certificate changed meanwhile; the new one is asked for
+    }
+    match done.result {
+        Ok(Some(window)) => {
+            let old = cert.ari.take().map(|(_, w)| w);
+            let new = next_ari_window(old.as_ref(), window, now, random_moment);
+            if old.as_ref().map(|o| (o.start, o.end)) != Some((new.start, new.end)) {
+                let ts = |t| humantime::format_rfc3339_seconds(t);
+                tracing::info!(
+                    cert_name = %done.name,
+                    start = %ts(new.start),
+                    end = %ts(new.end),
+                    chosen = %ts(new.chosen),
+                    moved = old.is_some(),
+                    "the CA's renewal window (ARI): renewal planned for {}",
+                    ts(new.chosen)
+                );
+            }
+            cert.ari = Some((done.serial, new));
+            cert.ari_retry_at = None;
+        }
+        Ok(None) => {
+            cert.ari = None;
+            cert.ari_retry_at = Some(now + ARI_UNSUPPORTED_RETRY);
+        }
+        Err(e) => {
+            tracing::warn!(cert_name = %done.name, error = %e,
+                "cannot fetch the CA's renewal window (ARI); asking again in 1h");
+            match &mut cert.ari {
+                Some((_, w)) => w.refetch_at = now + ARI_ERROR_RETRY,
+                None => cert.ari_retry_at = Some(now + ARI_ERROR_RETRY),
+            }
+        }
+    }
+}
+
+/// Time until the earliest planned action of a certificate that is not running, or its next
+/// renewalInfo request (bounded).
 fn next_wake(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Duration {
     certs
         .values()
         .filter(|c| !c.running)
         .filter_map(|c| {
             let at = c.decision.as_ref()?.at;
-            Some(match c.not_before {
+            let at = match c.not_before {
                 Some(nb) if nb > at => nb,
                 _ => at,
-            })
+            };
+            Some(c.ari_wake().map_or(at, |ari| ari.min(at)))
         })
         .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
         .min()
@@ -582,6 +815,12 @@ fn write_status(state: &StateDir, certs: &BTreeMap<String, Cert>, config_error: 
                 (
                     name.clone(),
                     CertStatus {
+                        ari_window: c.ari.as_ref().map(|(_, w)| AriStatus {
+                            start: ts(w.start),
+                            end: ts(w.end),
+                            chosen: ts(w.chosen),
+                            refetch_at: ts(w.refetch_at),
+                        }),
                         domains: c.spec.domains.clone(),
                         serial: live.map(|l| l.facts.serial.clone()),
                         not_after: live.map(|l| ts(l.facts.not_after)),
@@ -629,4 +868,70 @@ fn watch_specs(
         return None;
     }
     Some(debouncer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn never(_: SystemTime, _: SystemTime) -> SystemTime {
+        panic!("an unchanged window keeps its moment")
+    }
+
+    #[test]
+    fn a_first_window_gets_a_moment_inside_it() {
+        let (start, end) = (now() + 10 * DAY, now() + 12 * DAY);
+        for _ in 0..100 {
+            let w = next_ari_window(None, (start, end, 6 * HOUR), now(), random_moment);
+            assert!(w.chosen >= start && w.chosen <= end, "{w:?}");
+            assert_eq!(w.refetch_at, now() + 6 * HOUR);
+        }
+        // A window of one instant.
+        let w = next_ari_window(None, (start, start, HOUR), now(), random_moment);
+        assert_eq!(w.chosen, start);
+    }
+
+    #[test]
+    fn an_unchanged_window_keeps_its_moment() {
+        let (start, end) = (now() + 10 * DAY, now() + 12 * DAY);
+        let old = next_ari_window(None, (start, end, HOUR), now(), |s, _| s + DAY);
+        let later = now() + 2 * HOUR;
+        let w = next_ari_window(Some(&old), (start, end, 3 * HOUR), later, never);
+        assert_eq!(w.chosen, start + DAY);
+        assert_eq!(w.refetch_at, later + 3 * HOUR);
+    }
+
+    #[test]
+    fn a_window_moved_earlier_is_followed_at_once() {
+        let old = next_ari_window(
+            None,
+            (now() + 30 * DAY, now() + 32 * DAY, HOUR),
+            now(),
+            |_, e| e,
+        );
+        // Ahead of a mass revocation: the window now ends before the old moment (and started already).
+        let (start, end) = (now() - HOUR, now() + HOUR);
+        for _ in 0..50 {
+            let w = next_ari_window(Some(&old), (start, end, HOUR), now(), random_moment);
+            assert!(w.chosen >= start && w.chosen <= end, "{w:?}");
+            assert!(w.chosen < old.chosen);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_clamped_between_a_minute_and_a_day() {
+        let window = |retry| (now() + DAY, now() + 2 * DAY, retry);
+        let w = next_ari_window(None, window(Duration::ZERO), now(), random_moment);
+        assert_eq!(w.refetch_at, now() + MIN);
+        let w = next_ari_window(None, window(30 * DAY), now(), random_moment);
+        assert_eq!(w.refetch_at, now() + DAY);
+    }
 }

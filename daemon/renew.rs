@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
 use tokio::sync::Mutex;
 
-use crate::acme::{self, AcmeError};
+use crate::acme::{self, AcmeAccount, AcmeError};
 use crate::certs::{self, CertError, CertFacts, NewKey};
 use crate::config::{CertSpec, DeployTarget, Settings};
 use crate::dns::{self, DnsError, Resolver, Updater};
@@ -138,7 +138,7 @@ pub struct Engine {
     pub state: StateDir,
     resolver: Resolver,
     journal: Journal,
-    accounts: Mutex<HashMap<String, Account>>,
+    accounts: Mutex<HashMap<String, AcmeAccount>>,
 }
 
 /// One TXT value we published (or are about to).
@@ -238,7 +238,7 @@ impl Engine {
         self.renew(spec).await.map(Outcome::Renewed)
     }
 
-    async fn account(&self, name: &str) -> Result<Account, RenewError> {
+    async fn account(&self, name: &str) -> Result<AcmeAccount, RenewError> {
         let mut accounts = self.accounts.lock().await;
         if let Some(a) = accounts.get(name) {
             return Ok(a.clone());
@@ -254,6 +254,64 @@ impl Engine {
         let account = acme::account(settings, &self.state).await?;
         accounts.insert(name.to_string(), account.clone());
         Ok(account)
+    }
+
+    /// The CA's suggested renewal window (ARI) for `facts`, the live certificate of `spec`, through the
+    /// engine's cached account: (start, end, Retry-After). `Ok(None)` when the CA offers no renewalInfo.
+    pub async fn renewal_window(
+        &self,
+        spec: &CertSpec,
+        facts: &CertFacts,
+    ) -> Result<Option<(SystemTime, SystemTime, Duration)>, RenewError> {
+        let account = self.account(&spec.account).await?;
+        Ok(acme::renewal_window(&account, facts).await?)
+    }
+
+    /// Place the order for `spec`. With a live predecessor (named by `replaces`) the order says it
+    /// replaces it (RFC 9773 §5); when the CA cannot take that (no ARI, `alreadyReplaced`, any other
+    /// refusal that is not a rate limit), the order is placed once more without it.
+    async fn new_order(
+        &self,
+        spec: &CertSpec,
+        account: &AcmeAccount,
+        identifiers: &[Identifier],
+        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+    ) -> Result<instant_acme::Order, RenewError> {
+        let context = || format!("new order for {}", spec.domains.join(", "));
+        if let Some(id) = replaces {
+            let shown = id.to_string();
+            match account
+                .account
+                .new_order(&NewOrder::new(identifiers).replaces(id))
+                .await
+            {
+                Ok(order) => {
+                    tracing::info!(cert = %spec.name, replaces = %shown, "the order replaces the live certificate");
+                    return Ok(order);
+                }
+                // The directory has no renewalInfo: nothing was sent.
+                Err(instant_acme::Error::Unsupported(_)) => {}
+                Err(e) if acme::is_rate_limited(&e) => {
+                    return Err(account.error(context(), e).into());
+                }
+                // A problem document (alreadyReplaced, malformed, ...), or an order that does not
+                // echo `replaces` (instant-acme's check; RFC 9773 §5 requires the echo).
+                Err(e)
+                    if matches!(e, instant_acme::Error::Api(_))
+                        || matches!(&e, instant_acme::Error::Other(inner)
+                            if inner.to_string().contains("replaces")) =>
+                {
+                    tracing::warn!(cert = %spec.name, replaces = %shown, error = %acme::describe(&e),
+                        "the CA refused `replaces`; ordering again without it");
+                }
+                Err(e) => return Err(account.error(context(), e).into()),
+            }
+        }
+        account
+            .account
+            .new_order(&NewOrder::new(identifiers))
+            .await
+            .map_err(|e| account.error(context(), e).into())
     }
 
     /// Renew `spec` now.
@@ -312,12 +370,14 @@ impl Engine {
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| {
-                AcmeError::protocol(format!("new order for {}", spec.domains.join(", ")), e)
-            })?;
+        // The certificate this order replaces (ARI): the live one, when it can be named.
+        let replaces = read_live(&self.state, &spec.name)
+            .ok()
+            .flatten()
+            .and_then(|live| acme::certificate_id(&live.facts));
+        let mut order = self
+            .new_order(spec, &account, &identifiers, replaces)
+            .await?;
         let order_url = order.url().to_string();
         tracing::info!(cert = %spec.name, order = %order_url, "order placed");
 
@@ -330,8 +390,7 @@ impl Engine {
         {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
-                let mut authz =
-                    authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                let mut authz = authz.map_err(|e| account.error("fetching authorizations", e))?;
                 let domain = authz.identifier().to_string();
                 match authz.status {
                     AuthorizationStatus::Valid => continue,
@@ -434,15 +493,14 @@ impl Engine {
         if !pending.is_empty() {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
-                let mut authz =
-                    authz.map_err(|e| AcmeError::protocol("fetching authorizations", e))?;
+                let mut authz = authz.map_err(|e| account.error("fetching authorizations", e))?;
                 if authz.status != AuthorizationStatus::Pending {
                     continue;
                 }
                 if let Some(mut ch) = authz.challenge(ChallengeType::Dns01) {
                     ch.set_ready()
                         .await
-                        .map_err(|e| AcmeError::protocol("answering the dns-01 challenge", e))?;
+                        .map_err(|e| account.error("answering the dns-01 challenge", e))?;
                 }
             }
         }
@@ -468,7 +526,9 @@ impl Engine {
                 .into());
             }
             Err(e) => {
-                return Err(AcmeError::protocol("waiting for the order to become ready", e).into())
+                return Err(account
+                    .error("waiting for the order to become ready", e)
+                    .into())
             }
         }
 
@@ -478,11 +538,11 @@ impl Engine {
         order
             .finalize_csr(&csr)
             .await
-            .map_err(|e| AcmeError::protocol("finalizing the order", e))?;
+            .map_err(|e| account.error("finalizing the order", e))?;
         let chain = order
             .poll_certificate(&poll)
             .await
-            .map_err(|e| AcmeError::protocol("downloading the certificate", e))?;
+            .map_err(|e| account.error("downloading the certificate", e))?;
         let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
 
         // 6. Install: live/ first, then every deploy target.

@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "integration/ari.rs"]
+mod ari;
 #[path = "integration/check.rs"]
 mod check;
 #[path = "integration/daemon.rs"]

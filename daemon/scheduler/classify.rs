@@ -35,9 +35,11 @@ pub const PERMANENT_PROBLEMS: &[&str] = &[
 
 /// How a renewal failed, and the CA's Retry-After when known.
 ///
-/// The Retry-After is always `None` for now: instant-acme 0.8 does not surface the header of an error
-/// response. `_now` is there for when it does (a Retry-After in seconds is relative to the answer).
-pub fn classify(err: &RenewError, _now: SystemTime) -> (FailureKind, Option<SystemTime>) {
+/// The Retry-After comes from the 429/503 answer itself: the account's HTTP client records the header
+/// (instant-acme drops the headers of error responses) and [`crate::acme::AcmeAccount::error`] attaches
+/// it to the error of a call the CA refused with 429/503 or `rateLimited`. A moment that is already past
+/// at `now` is no reason to wait and is left out.
+pub fn classify(err: &RenewError, now: SystemTime) -> (FailureKind, Option<SystemTime>) {
     let kind = match err {
         RenewError::Dns(e) => dns_kind(e),
         RenewError::Acme(e) => acme_kind(e),
@@ -49,7 +51,11 @@ pub fn classify(err: &RenewError, _now: SystemTime) -> (FailureKind, Option<Syst
         // Another process holds the certificate's lock: its renewal decides; look again soon.
         RenewError::Busy => FailureKind::Transient,
     };
-    (kind, None)
+    let retry_after = match err {
+        RenewError::Acme(e) => e.retry_after().filter(|at| *at > now),
+        _ => None,
+    };
+    (kind, retry_after)
 }
 
 fn io_kind(e: &std::io::Error) -> FailureKind {
@@ -361,8 +367,40 @@ mod tests {
             source: Box::new(instant_acme::Error::Api(problem(
                 r#"{"type":"urn:ietf:params:acme:error:externalAccountRequired","status":401}"#,
             ))),
+            retry_after: None,
         };
         assert_eq!(kind(register), Permanent);
+    }
+
+    #[test]
+    fn the_retry_after_attached_to_an_acme_error_is_returned() {
+        let later = now() + Duration::from_secs(600);
+        let limited = AcmeError::Protocol {
+            context: "new order for a.example.test".into(),
+            source: Box::new(instant_acme::Error::Api(problem(
+                r#"{"type":"urn:ietf:params:acme:error:rateLimited","status":429}"#,
+            ))),
+            retry_after: Some(later),
+        };
+        assert!(limited.to_string().contains("retry after"), "{limited}");
+        assert_eq!(classify(&limited.into(), now()), (RateLimited, Some(later)));
+        let register = AcmeError::Register {
+            account: "secom".into(),
+            directory: "https://acme.ca.example/directory".into(),
+            source: Box::new(instant_acme::Error::Api(problem(r#"{"status":503}"#))),
+            retry_after: Some(later),
+        };
+        assert_eq!(
+            classify(&register.into(), now()),
+            (RateLimited, Some(later))
+        );
+        // Already past: nothing to wait for.
+        let stale = AcmeError::Protocol {
+            context: "new order".into(),
+            source: Box::new(instant_acme::Error::Api(problem(r#"{"status":429}"#))),
+            retry_after: Some(now() - Duration::from_secs(1)),
+        };
+        assert_eq!(classify(&stale.into(), now()), (RateLimited, None));
     }
 
     #[test]

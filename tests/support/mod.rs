@@ -5,6 +5,7 @@
 //! (`#[path = "../tests/support/mod.rs"] mod support;`). Each user needs only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod ari;
 pub mod fixtures;
 pub mod journald;
 pub mod notify;
