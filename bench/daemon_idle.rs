@@ -24,7 +24,8 @@ fn main() {
 
     let sock_path = d.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let t0 = Instant::now();
     let mut child = Command::new(&renewd)
         .arg("--config")
@@ -38,7 +39,10 @@ fn main() {
     let mut buf = [0u8; 4096];
     let ready = loop {
         let len = sock.recv(&mut buf).expect("READY=1 within 120 s");
-        if String::from_utf8_lossy(&buf[..len]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..len])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break t0.elapsed();
         }
     };
