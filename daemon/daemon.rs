@@ -17,7 +17,7 @@
 //! non-ARI rule).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -483,48 +483,13 @@ fn load_all(
     config_path: &Path,
     previous: Option<&Loaded>,
 ) -> Result<(Loaded, Option<String>), ConfigErrors> {
-    let mut global = config::load_global(config_path)?;
+    let global = config::load_global(config_path)?;
     for w in &global.warnings {
         tracing::warn!("{w}");
     }
-    let files = config::spec_files(&global.settings.certs_dir).map_err(|e| {
-        ConfigErrors(vec![config::Diagnostic::error(
-            &global.settings.certs_dir,
-            None,
-            format!("cannot read the certs directory: {e}"),
-        )])
-    })?;
-    let mut invalid = Vec::new();
-    for file in files {
-        let name = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match global.load_spec(&file) {
-            Ok(spec) => {
-                global.settings.certs.insert(spec.name.clone(), spec);
-            }
-            Err(errors) => {
-                for d in &errors.0 {
-                    tracing::error!(message_id = message_id::CONFIG_INVALID, cert_name = %name, "{d}");
-                }
-                invalid.push(first_error(&errors));
-                if let Some(old) = previous.and_then(|p| p.settings.certs.get(&name)) {
-                    tracing::warn!(cert_name = %name, "keeping the last valid version of this spec");
-                    global.settings.certs.insert(name, old.clone());
-                }
-            }
-        }
-    }
-    let settings = Arc::new(global.settings.clone());
-    let errors = (!invalid.is_empty()).then(|| {
-        format!(
-            "{} invalid spec(s): {}",
-            invalid.len(),
-            invalid.first().cloned().unwrap_or_default()
-        )
-    });
-    Ok((Loaded { settings, global }, errors))
+    let kept = previous.map(|p| &p.settings.certs);
+    load_specs(global, kept)
+        .map_err(|e| ConfigErrors(vec![config::Diagnostic::error(&e.0, None, e.1)]))
 }
 
 /// A spec file changed: reload the specs against the global configuration in force.
@@ -533,9 +498,24 @@ fn reload_specs(
     state: &StateDir,
     certs: &mut BTreeMap<String, Cert>,
 ) -> Result<Option<String>, String> {
-    let mut global = loaded.global.clone_without_certs();
-    let files = config::spec_files(&global.settings.certs_dir)
-        .map_err(|e| format!("cannot read the certs directory: {e}"))?;
+    let global = loaded.global.clone_without_certs();
+    let (new, errors) =
+        load_specs(global, Some(&loaded.settings.certs)).map_err(|(_, message)| message)?;
+    *loaded = new;
+    sync_certs(certs, &loaded.settings, state, &BTreeMap::new());
+    Ok(errors)
+}
+
+/// Load every spec of `certs_dir` into `global`. An invalid spec is logged and keeps its version from
+/// `kept` (the configuration in force), or is left out; the returned string describes the invalid
+/// specs, for STATUS. Err: the directory cannot be read (its path and the reason).
+fn load_specs(
+    mut global: config::Global,
+    kept: Option<&BTreeMap<String, CertSpec>>,
+) -> Result<(Loaded, Option<String>), (PathBuf, String)> {
+    let dir = global.settings.certs_dir.clone();
+    let files = config::spec_files(&dir)
+        .map_err(|e| (dir.clone(), format!("cannot read the certs directory: {e}")))?;
     let mut invalid = Vec::new();
     for file in files {
         let name = file
@@ -551,22 +531,22 @@ fn reload_specs(
                     tracing::error!(message_id = message_id::CONFIG_INVALID, cert_name = %name, "{d}");
                 }
                 invalid.push(first_error(&errors));
-                if let Some(old) = loaded.settings.certs.get(&name) {
+                if let Some(old) = kept.and_then(|k| k.get(&name)) {
+                    tracing::warn!(cert_name = %name, "keeping the last valid version of this spec");
                     global.settings.certs.insert(name, old.clone());
                 }
             }
         }
     }
-    loaded.settings = Arc::new(global.settings.clone());
-    loaded.global = global;
-    sync_certs(certs, &loaded.settings, state, &BTreeMap::new());
-    Ok((!invalid.is_empty()).then(|| {
+    let errors = (!invalid.is_empty()).then(|| {
         format!(
             "{} invalid spec(s): {}",
             invalid.len(),
             invalid.first().cloned().unwrap_or_default()
         )
-    }))
+    });
+    let settings = Arc::new(global.settings.clone());
+    Ok((Loaded { settings, global }, errors))
 }
 
 /// Make `certs` follow `settings.certs`: add new specs, drop removed ones (a running renewal finishes),
