@@ -3,6 +3,7 @@
 //! Module map (see ARCHITECTURE.md for the invariants each one keeps):
 //! - [`config`]: raw YAML → validated [`config::Settings`]; the only place that reads config files.
 //! - [`dns`]: zone discovery, RFC 2136 + TSIG updates, propagation checks against authoritative servers.
+//! - [`dnstest`]: `renewd dns-test`: add, time on every authoritative server, and delete a test TXT; explain failures.
 //! - [`acme`]: ACME accounts (EAB, credentials on disk), orders, challenges, finalization.
 //! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
 //! - [`state`]: the state directory layout and atomic file writes.
@@ -17,6 +18,7 @@ pub mod certs;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod dnstest;
 pub mod journal;
 pub mod logging;
 pub mod renew;

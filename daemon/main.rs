@@ -48,6 +48,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Add a test TXT record with a dns server's TSIG key, time every authoritative server until it
+    /// serves it, delete it again, and explain whatever failed. Exits 1 unless every check passed.
+    DnsTest {
+        /// A `dns_servers` entry of the configuration.
+        server: String,
+        /// The zone to update. Default: the spec's `zone:`, else discovered (SOA, following CNAMEs).
+        #[arg(long)]
+        zone: Option<String>,
+        /// The domain to test (`_acme-challenge.` is prepended unless present). Default: the first
+        /// domain of the first spec that uses SERVER.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
@@ -179,6 +192,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(renew(Arc::new(settings), names, force))
+        }
+        Command::DnsTest { server, zone, name } => {
+            let opts = renewd::dnstest::Options { server, zone, name };
+            let fancy = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let mut print = |line: &renewd::dnstest::Line| println!("{}", line.render(fancy));
+            match rt.block_on(renewd::dnstest::run(&settings, &opts, &mut print)) {
+                Ok(summary) => {
+                    println!("{}", summary.render(fancy));
+                    Ok(if summary.passed() { 0 } else { EXIT_FAILED })
+                }
+                Err(e) => {
+                    eprintln!("renewd: {e}");
+                    Ok(EXIT_CONFIG)
+                }
+            }
         }
     }
 }

@@ -9,6 +9,8 @@ mod ari;
 mod check;
 #[path = "integration/daemon.rs"]
 mod daemon;
+#[path = "integration/dnstest.rs"]
+mod dnstest;
 #[path = "integration/renew.rs"]
 mod renew;
 

@@ -63,13 +63,21 @@ pub async fn find_target(
 }
 
 async fn follow_cnames(resolver: &Resolver, start: &str) -> Result<String, DnsError> {
+    let mut chain = cname_chain(resolver, start).await?;
+    Ok(chain.pop().unwrap_or_else(|| start.to_string()))
+}
+
+/// The CNAME chain at `start` as the resolver sees it: `[start, target, ...]`, the last name being
+/// where a TXT record must go (just `[start]` without a CNAME). At most [`MAX_CNAME_HOPS`] hops,
+/// loops detected.
+pub async fn cname_chain(resolver: &Resolver, start: &str) -> Result<Vec<String>, DnsError> {
     let mut chain = vec![start.to_string()];
     let mut seen = BTreeSet::from([start.to_string()]);
     let mut current = start.to_string();
     loop {
         let msg = resolver.query(&current, RecordType::CNAME).await?;
         let Some(target) = cname_of(&msg, &current) else {
-            return Ok(current);
+            return Ok(chain);
         };
         chain.push(target.clone());
         if !seen.insert(target.clone()) {
@@ -98,7 +106,7 @@ fn cname_of(msg: &Message, owner: &str) -> Option<String> {
 
 /// SOA discovery: the zone of `owner` is the owner of an SOA in the answer for the name itself,
 /// or the SOA in the authority section of a negative answer; else try the parent.
-async fn find_zone(resolver: &Resolver, owner: &str) -> Result<String, DnsError> {
+pub async fn find_zone(resolver: &Resolver, owner: &str) -> Result<String, DnsError> {
     let mut candidate = Some(owner);
     while let Some(name) = candidate {
         let msg = resolver.query(name, RecordType::SOA).await?;

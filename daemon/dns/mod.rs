@@ -15,6 +15,7 @@ pub mod error;
 pub mod name;
 pub mod propagation;
 pub mod resolver;
+pub mod soa;
 pub mod transport;
 pub mod update;
 
