@@ -11,6 +11,8 @@ mod check;
 mod daemon;
 #[path = "integration/dnstest.rs"]
 mod dnstest;
+#[path = "integration/packaging.rs"]
+mod packaging;
 #[path = "integration/renew.rs"]
 mod renew;
 
