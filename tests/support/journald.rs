@@ -473,7 +473,8 @@ mod tests {
     use super::*;
     use renewd::logging::{self, message_id, Sink};
 
-    const WAIT: Duration = Duration::from_secs(10);
+    // Generous: journald writes asynchronously and the full suite loads both cores.
+    const WAIT: Duration = Duration::from_secs(30);
 
     /// The harness itself: native (logger --journald), stream (systemd-cat) and a "service"
     /// whose stderr is a journal stream, all land in this journald and nowhere else.
