@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{self, CertSpec, ConfigErrors, Settings};
 use crate::logging::message_id;
+use crate::metrics::{CertSnapshot, Metrics};
 use crate::renew::{read_live, Engine, LiveCert, RenewError, Renewed};
 use crate::scheduler::{self, AriWindow, CertInput, Decision, Failure, FailureKind, History};
 use crate::state::{write_atomic, StateDir};
@@ -242,6 +243,23 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let mut ari_tasks: JoinSet<()> = JoinSet::new();
     let watchdog = notifier.watchdog_interval();
     let mut next_ping = tokio::time::Instant::now();
+    let mut metrics = Metrics::new();
+    // The listener is bound once, at start (a changed `metrics_listen` takes effect at restart); it
+    // serves the text the loop last published and is aborted when `run` returns.
+    let _metrics_server = match loaded.settings.metrics_listen {
+        Some(addr) => {
+            let context = format!("metrics_listen: cannot listen on {addr}");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io(&context))?;
+            tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.subscribe(),
+            ))))
+        }
+        None => None,
+    };
     let mut ready_sent = false;
 
     loop {
@@ -334,6 +352,10 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         }
         let config_error = join_errors(&reload_error, &spec_error);
         write_status(&state, &certs, config_error.as_deref());
+        metrics.publish(
+            &metric_snapshots(&certs, now),
+            loaded.settings.metrics_file.as_deref(),
+        );
         let text = status_text(&certs, config_error.as_deref(), now);
         if text != last_status {
             notifier.status(&text);
@@ -361,7 +383,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            Some(done) = done_rx.recv() => finish(&mut certs, &state, done),
+            Some(done) = done_rx.recv() => finish(&mut certs, &state, &mut metrics, done),
             Some(ari) = ari_rx.recv() => apply_ari(&mut certs, ari),
             Some(()) = spec_rx.recv() => {
                 match reload_specs(&mut loaded, &state, &mut certs) {
@@ -433,7 +455,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     while !tasks.is_empty() {
         tokio::select! {
             _ = tasks.join_next() => {}
-            Some(done) = done_rx.recv() => finish(&mut certs, &state, done),
+            Some(done) = done_rx.recv() => finish(&mut certs, &state, &mut metrics, done),
             _ = &mut grace, if !cancelled => {
                 tracing::warn!("grace period over: cancelling the renewals still running");
                 let _ = cancel_tx.send(true);
@@ -442,12 +464,16 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         }
     }
     while let Ok(done) = done_rx.try_recv() {
-        finish(&mut certs, &state, done);
+        finish(&mut certs, &state, &mut metrics, done);
     }
     write_status(
         &state,
         &certs,
         join_errors(&reload_error, &spec_error).as_deref(),
+    );
+    metrics.publish(
+        &metric_snapshots(&certs, SystemTime::now()),
+        loaded.settings.metrics_file.as_deref(),
     );
     Ok(())
 }
@@ -608,13 +634,14 @@ fn random_jitter() -> Duration {
 }
 
 /// Record a finished renewal.
-fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, done: Done) {
+fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, metrics: &mut Metrics, done: Done) {
     let now = SystemTime::now();
     let Some(cert) = certs.get_mut(&done.name) else {
         return; // its spec was removed meanwhile
     };
     cert.running = false;
     let spec = &done.spec;
+    metrics.record(&done.name, &spec.account, &done.result);
     match &done.result {
         Ok(r) => {
             cert.history = History {
@@ -741,6 +768,39 @@ fn next_wake(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Duration {
                 0
             },
         ))
+}
+
+/// What the metrics say about each planned certificate. Ready: a live certificate that is valid now
+/// and matches the spec (names and key), and no failure since the last success.
+fn metric_snapshots(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Vec<CertSnapshot<'_>> {
+    certs
+        .iter()
+        .map(|(name, c)| {
+            let live = c.live.as_ref().ok().and_then(|l| l.as_ref());
+            let ready = live.is_some_and(|l| {
+                l.key_matches
+                    && l.facts.names_match(&c.spec.domains)
+                    && l.facts.not_before <= now
+                    && now < l.facts.not_after
+            }) && c.history.consecutive_failures == 0;
+            CertSnapshot {
+                name,
+                account: &c.spec.account,
+                not_after: live.map(|l| l.facts.not_after),
+                next_renewal: c.decision.as_ref().map(|d| d.at),
+                ready,
+            }
+        })
+        .collect()
+}
+
+/// Aborts the task when dropped (the metrics listener ends with `run`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn status_text(

@@ -8,6 +8,10 @@
 //! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
 //! - [`state`]: the state directory layout and atomic file writes.
 //! - [`journal`]: the cleanup journal of published TXT values (crash safety).
+//! - [`metrics`]: Prometheus metrics (textfile and loopback listener) from the daemon's plan and attempts.
+//! - [`import`]: `renewd import certbot`: certbot renewal confs + rfc2136.ini → renewd config, live certificates.
+//! - [`deploy`]: deploy targets written all or nothing, then config tests and reloads; rollback.
+//! - [`reload`]: reload kinds (nginx, apache, gitlab, systemd, command) and certbot-style hooks.
 //! - [`renew`]: one renewal from start to finish, and running many of them.
 //! - [`scheduler`]: the plan (when each certificate is due, backoff after failures) as a pure function.
 //! - [`systemd`]: sd_notify (ready, status, reload, watchdog); keeps NOTIFY_SOCKET from children.
@@ -17,10 +21,14 @@ pub mod acme;
 pub mod certs;
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod dns;
 pub mod dnstest;
+pub mod import;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
+pub mod reload;
 pub mod renew;
 pub mod scheduler;
 pub mod state;

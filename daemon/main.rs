@@ -61,6 +61,28 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Turn a certbot --dns-rfc2136 setup into renewd's configuration; its certificates become
+    /// renewd's live ones (nothing is reissued). Prints the files; --write writes them next to --config.
+    Import {
+        /// What to import from.
+        #[arg(value_parser = ["certbot"])]
+        from: String,
+        /// certbot's configuration directory (its --config-dir).
+        #[arg(default_value = "/etc/letsencrypt")]
+        dir: PathBuf,
+        /// Write the files (never overwriting any) and install the certificates into state_dir.
+        #[arg(long)]
+        write: bool,
+        /// `state_dir:` of the new configuration.
+        #[arg(long, default_value = "/var/lib/renewd")]
+        state_dir: PathBuf,
+        /// The CA's External Account Binding key id (certbot does not store it).
+        #[arg(long)]
+        eab_kid: Option<String>,
+        /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
 }
 
 /// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
@@ -79,6 +101,9 @@ fn main() -> ExitCode {
         return run_daemon(&cli.config, notifier);
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Command::Import { .. } = cli.command {
+        return import(cli);
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -136,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let settings = loaded.settings;
     match cli.command {
-        Command::Run => unreachable!("handled in main"),
+        Command::Run | Command::Import { .. } => unreachable!("handled in main"),
         Command::Status { json, warn } => {
             let report = renewd::status::collect(&settings, warn, SystemTime::now());
             if json {
@@ -211,6 +236,62 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     Ok(EXIT_CONFIG)
                 }
             }
+        }
+    }
+}
+
+/// `renewd import certbot`: needs no valid renewd configuration (it makes one).
+fn import(cli: Cli) -> ExitCode {
+    let Command::Import {
+        dir,
+        write,
+        state_dir,
+        eab_kid,
+        trust,
+        ..
+    } = cli.command
+    else {
+        unreachable!("only called for import")
+    };
+    let opts = renewd::import::Options {
+        certbot_dir: dir,
+        config: cli.config.clone(),
+        state_dir: Some(state_dir),
+        eab_kid,
+        trust,
+    };
+    let plan = match renewd::import::plan(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("renewd: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if plan.is_empty() {
+        print!("{}", plan.render_report());
+        eprintln!("renewd: {}", renewd::import::ImportError::NothingConverted);
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if !write {
+        print!("{}", plan.render_dry_run());
+        return ExitCode::SUCCESS;
+    }
+    match plan.write() {
+        Ok(done) => {
+            for line in done {
+                println!("{line}");
+            }
+            print!("{}", plan.render_report());
+            println!(
+                "\nNext: `renewd --config {} check`, then stop certbot's timer (systemctl disable --now certbot.timer).",
+                cli.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print!("{}", plan.render_report());
+            eprintln!("renewd: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }

@@ -16,11 +16,11 @@ use tokio::sync::Mutex;
 
 use crate::acme::{self, AcmeAccount, AcmeError};
 use crate::certs::{self, CertError, CertFacts, NewKey};
-use crate::config::{CertSpec, DeployTarget, Settings};
+use crate::config::{CertSpec, Settings};
 use crate::dns::{self, DnsError, Resolver, Updater};
 use crate::journal::{self, Journal};
 use crate::scheduler;
-use crate::state::{self, CertFiles, Ownership, StateDir};
+use crate::state::{self, CertFiles, StateDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -565,9 +565,8 @@ impl Engine {
                 "cannot install {} into the state directory",
                 spec.name
             )))?;
-        for target in &spec.deploy {
-            deploy(target, &files).map_err(io_err(format!("deploy of {}", spec.name)))?;
-        }
+        // Every deploy target all or nothing, config tests, reloads, hooks; rollback on a failed config test.
+        crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
         tracing::info!(cert = %spec.name, serial = %issued.leaf.serial,
             not_after = %issued.leaf.not_after_rfc3339(), "certificate renewed");
         Ok(Renewed {
@@ -635,64 +634,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// Write one deploy target: every file to a temp file first (fsynced, with owner and mode), then rename
-/// them all. Files holding the key default to 0600, others to 0644.
-pub fn deploy(target: &DeployTarget, files: &CertFiles) -> std::io::Result<()> {
-    let owner = Ownership {
-        uid: target.owner.as_deref().map(lookup_user).transpose()?,
-        gid: target.group.as_deref().map(lookup_group).transpose()?,
-    };
-    let combined = format!("{}{}", files.privkey, files.fullchain);
-    let items: Vec<(&std::path::Path, &str, bool)> = [
-        (target.fullchain.as_deref(), files.fullchain.as_str(), false),
-        (target.cert.as_deref(), files.cert.as_str(), false),
-        (target.chain.as_deref(), files.chain.as_str(), false),
-        (target.key.as_deref(), files.privkey.as_str(), true),
-        (target.combined.as_deref(), combined.as_str(), true),
-    ]
-    .into_iter()
-    .filter_map(|(p, d, secret)| p.map(|p| (p, d, secret)))
-    .collect();
-    let mut temps = Vec::new();
-    for (path, data, secret) in items {
-        let mode = target.mode.unwrap_or(if secret { 0o600 } else { 0o644 });
-        temps.push((state::write_temp(path, data.as_bytes(), mode, owner)?, path));
-    }
-    for (tmp, path) in temps {
-        state::commit_temp(tmp, path)?;
-    }
-    Ok(())
-}
-
-fn lookup_user(name: &str) -> std::io::Result<u32> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
-    // SAFETY: getpwnam reads a NUL-terminated string and returns a pointer into static storage that we
-    // read immediately; renewd does not call it concurrently with other passwd functions on this thread.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return Err(std::io::Error::other(format!("no such user `{name}`")));
-    }
-    // SAFETY: non-null pointer returned by getpwnam.
-    Ok(unsafe { (*pw).pw_uid })
-}
-
-fn lookup_group(name: &str) -> std::io::Result<u32> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
-    // SAFETY: as for getpwnam above.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    if gr.is_null() {
-        return Err(std::io::Error::other(format!("no such group `{name}`")));
-    }
-    // SAFETY: non-null pointer returned by getgrnam.
-    Ok(unsafe { (*gr).gr_gid })
 }
 
 #[cfg(test)]

@@ -9,8 +9,14 @@ mod ari;
 mod check;
 #[path = "integration/daemon.rs"]
 mod daemon;
+#[path = "integration/deploy.rs"]
+mod deploy;
 #[path = "integration/dnstest.rs"]
 mod dnstest;
+#[path = "integration/import.rs"]
+mod import;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/packaging.rs"]
 mod packaging;
 #[path = "integration/renew.rs"]

@@ -176,6 +176,42 @@ pub(crate) fn parse_resolver(input: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// `metrics_listen`: `IP:PORT` or `[v6]:PORT` on a loopback address. The listener has no
+/// authentication or TLS, so it is never offered beyond the machine: export further through
+/// node_exporter's textfile collector (`metrics_file`) or a reverse proxy.
+pub(crate) fn parse_metrics_listen(input: &str) -> Result<SocketAddr, String> {
+    let s = input.trim();
+    let (host, port) = parse_host_port(s, 0)?;
+    let ip: IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) if host.eq_ignore_ascii_case("localhost") => {
+            return Err(format!(
+                "`{s}`: write the loopback address itself, e.g. `127.0.0.1:{}`",
+                if port == 0 { 9469 } else { port }
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "`{s}` is not an IP address and port: write e.g. `127.0.0.1:9469` or `[::1]:9469`"
+            ))
+        }
+    };
+    if port == 0 {
+        return Err(format!(
+            "`{s}` has no port: write ADDRESS:PORT, e.g. `{}`",
+            SocketAddr::new(ip, 9469)
+        ));
+    }
+    if !ip.is_loopback() {
+        return Err(format!(
+            "`{s}` is not a loopback address: the metrics listener has no authentication, so it \
+             listens on 127.0.0.1 or [::1] only; export further with `metrics_file` (node_exporter's \
+             textfile collector) or a reverse proxy"
+        ));
+    }
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// Levenshtein distance (small strings: config keys).
 pub(crate) fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();

@@ -41,6 +41,10 @@ pub struct Settings {
     pub propagation: PropagationSettings,
     /// Recursive resolvers for discovery (SOA/NS/CNAME/A lookups). Empty: /etc/resolv.conf.
     pub resolver: Vec<SocketAddr>,
+    /// `metrics_file`: Prometheus metrics as a node_exporter textfile, rewritten atomically (0644).
+    pub metrics_file: Option<PathBuf>,
+    /// `metrics_listen`: a loopback address for the HTTP listener serving `GET /metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Certificate specs by NAME (the file stem).
     pub certs: BTreeMap<String, CertSpec>,
 }
@@ -136,6 +140,7 @@ pub struct CertSpec {
     pub zone: Option<String>,
     pub renew_before: Option<Duration>,
     pub deploy: Vec<DeployTarget>,
+    /// The `reload:` entries in order, then the `hooks:` entries ([`ReloadSpec::Hook`]).
     pub reload: Vec<ReloadSpec>,
 }
 
@@ -162,6 +167,19 @@ pub enum ReloadSpec {
     /// `systemctl reload UNIT`
     Systemd(String),
     Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    /// `nginx: { config: PATH }`: `nginx -c PATH -t`, then `nginx -c PATH -s reload` (an instance with its
+    /// own configuration, never through systemctl).
+    NginxConfig(PathBuf),
+    /// `apache: { config: PATH }`: `apachectl configtest` / `graceful` with `APACHE_CONFDIR` = the
+    /// directory of PATH and `APACHE_ARGUMENTS=-f PATH` (Debian's apache2ctl).
+    ApacheConfig(PathBuf),
+    /// One entry of `hooks:` (certbot-compatible deploy hook): argv, no shell, no placeholders; it gets
+    /// `RENEWED_LINEAGE` and `RENEWED_DOMAINS`. Hooks follow the `reload:` entries in
+    /// [`CertSpec::reload`], in the order written.
+    Hook {
         argv: Vec<String>,
         timeout: Duration,
     },

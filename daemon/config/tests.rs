@@ -696,3 +696,134 @@ fn yml_files_are_ignored_with_a_warning() {
     assert_eq!(l.settings.certs.len(), 2);
     assert!(l.warnings[0].to_string().contains("rename it to old.yaml"));
 }
+
+#[test]
+fn hooks_and_server_configs_follow_the_reload_entries() {
+    let fx = Fx::new(GLOBAL);
+    fx.spec(
+        "gitlab",
+        "\
+domains: [gitlab.example.ac.jp]
+reload:
+  - nginx: { config: /srv/nginx/nginx.conf }
+  - apache: { config: /srv/apache/apache2.conf }
+hooks:
+  - /etc/letsencrypt/renewal-hooks/deploy/gitlab-reload.sh
+  - [/usr/local/bin/notify, --quiet]
+  - { argv: [/bin/true], timeout: 5s }
+",
+    );
+    let s = fx.load().unwrap().settings;
+    let hook = |argv: &[&str], secs| ReloadSpec::Hook {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        timeout: Duration::from_secs(secs),
+    };
+    assert_eq!(
+        s.certs["gitlab"].reload,
+        vec![
+            ReloadSpec::NginxConfig("/srv/nginx/nginx.conf".into()),
+            ReloadSpec::ApacheConfig("/srv/apache/apache2.conf".into()),
+            hook(
+                &["/etc/letsencrypt/renewal-hooks/deploy/gitlab-reload.sh"],
+                60
+            ),
+            hook(&["/usr/local/bin/notify", "--quiet"], 60),
+            hook(&["/bin/true"], 5),
+        ]
+    );
+}
+
+#[test]
+fn hooks_from_defaults_and_hook_mistakes() {
+    let global = GLOBAL.replace(
+        "renew_before: 30d }",
+        "renew_before: 30d, hooks: [/usr/local/bin/h] }",
+    );
+    let fx = Fx::new(&global);
+    fx.spec("a", "domains: [a.example.org]\nreload: [{ nginx: {} }]\n");
+    let s = fx.load().unwrap().settings;
+    assert_eq!(
+        s.certs["a"].reload,
+        vec![
+            ReloadSpec::Nginx,
+            ReloadSpec::Hook {
+                argv: vec!["/usr/local/bin/h".into()],
+                timeout: Duration::from_secs(60)
+            }
+        ]
+    );
+
+    let fx = Fx::new(GLOBAL);
+    fx.spec(
+        "x",
+        "domains: [x.example.org]\nhooks: [\"apachectl graceful\"]\n",
+    );
+    let (_, s) = fx.one_error();
+    assert!(s.contains("without a shell"), "{s}");
+    assert!(s.contains("[\"apachectl\", \"graceful\"]"), "{s}");
+
+    let fx = Fx::new(GLOBAL);
+    fx.spec("x", "domains: [x.example.org]\nhooks: /x.sh\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`hooks` must be a list"), "{s}");
+
+    let fx = Fx::new(GLOBAL);
+    fx.spec(
+        "x",
+        "domains: [x.example.org]\nreload: [{ nginx: { config: nginx.conf } }]\n",
+    );
+    let (_, s) = fx.one_error();
+    assert!(s.contains("must be an absolute path"), "{s}");
+
+    let fx = Fx::new(GLOBAL);
+    fx.spec(
+        "x",
+        "domains: [x.example.org]\ndeploy: [{ key: ssl/x.key }]\n",
+    );
+    let (_, s) = fx.one_error();
+    assert!(s.contains("must be an absolute path"), "{s}");
+}
+
+#[test]
+fn metrics_file_and_loopback_listener() {
+    let fx = Fx::new(&format!(
+        "{GLOBAL}metrics_file: metrics/renewd.prom\nmetrics_listen: \"127.0.0.1:9469\"\n"
+    ));
+    fx.spec("ok", "domains: [a.example.org]\n");
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.metrics_file, Some(fx.path("metrics/renewd.prom")));
+    assert_eq!(s.metrics_listen, Some("127.0.0.1:9469".parse().unwrap()));
+    let fx = Fx::new(&format!("{GLOBAL}metrics_listen: \"[::1]:9469\"\n"));
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.metrics_listen, Some("[::1]:9469".parse().unwrap()));
+    assert_eq!(s.metrics_file, None);
+    let fx = Fx::new(GLOBAL);
+    assert_eq!(fx.load().unwrap().settings.metrics_listen, None);
+}
+
+#[test]
+fn metrics_listen_refuses_non_loopback_addresses_with_file_line_col() {
+    let line = GLOBAL.lines().count() + 1;
+    for (value, expect) in [
+        ("\"0.0.0.0:9469\"", "is not a loopback address"),
+        ("\"192.0.2.10:9469\"", "is not a loopback address"),
+        ("\"[::]:9469\"", "is not a loopback address"),
+        ("\"127.0.0.1\"", "has no port"),
+        ("\"localhost:9469\"", "write the loopback address itself"),
+        ("\"127.0.0.1:99999\"", "is not a number from 1 to 65535"),
+        ("[127.0.0.1]", "must be a string"),
+    ] {
+        let fx = Fx::new(&format!("{GLOBAL}metrics_listen: {value}\n"));
+        let (e, s) = fx.one_error();
+        assert_eq!((e.line, e.col), (Some(line), Some(17)), "{s}");
+        assert!(
+            s.starts_with(&format!("{}:{line}:17: error: ", fx.config().display())),
+            "{s}"
+        );
+        assert!(s.contains(expect), "{value}: {s}");
+    }
+    let fx = Fx::new(&format!("{GLOBAL}metrics_listen: \"0.0.0.0:9469\"\n"));
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`metrics_listen`: `0.0.0.0:9469`"), "{s}");
+    assert!(s.contains("127.0.0.1 or [::1] only"), "{s}");
+}

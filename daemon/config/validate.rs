@@ -20,6 +20,8 @@ pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "dns_servers",
     "propagation",
     "resolver",
+    "metrics_file",
+    "metrics_listen",
     "defaults",
 ];
 pub(crate) const SPEC_KEYS: &[&str] = &[
@@ -31,6 +33,7 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
     "renew_before",
     "deploy",
     "reload",
+    "hooks",
 ];
 const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust"];
 const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
@@ -50,6 +53,8 @@ const DEPLOY_KEYS: &[&str] = &[
 const DEPLOY_FILE_KEYS: &[&str] = &["fullchain", "cert", "chain", "key", "combined"];
 const RELOAD_KINDS: &[&str] = &["gitlab", "nginx", "apache", "systemd", "command"];
 const COMMAND_KEYS: &[&str] = &["argv", "timeout"];
+/// `nginx: { config: PATH }`, `apache: { config: PATH }`.
+const SERVER_KEYS: &[&str] = &["config"];
 
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/renewd";
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -336,6 +341,8 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
                 nameservers: Vec::new(),
             },
             resolver: Vec::new(),
+            metrics_file: None,
+            metrics_listen: None,
             certs: BTreeMap::new(),
         },
         defaults: PartialSpec::default(),
@@ -460,6 +467,19 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
                     Ok(sa) => s.resolver.push(sa),
                     Err(e) => d.err(pos, format!("`resolver`: {e}")),
                 }
+            }
+        }
+    }
+    if let Some(n) = f.get("metrics_file") {
+        if let Some(p) = path_value(d, n, "metrics_file", base) {
+            s.metrics_file = Some(p);
+        }
+    }
+    if let Some(n) = f.get("metrics_listen") {
+        if let Some(text) = nonempty_string(d, n, "metrics_listen") {
+            match names::parse_metrics_listen(&text) {
+                Ok(addr) => s.metrics_listen = Some(addr),
+                Err(e) => d.err(n.pos, format!("`metrics_listen`: {e}")),
             }
         }
     }
@@ -742,6 +762,8 @@ pub(crate) struct PartialSpec {
     pub renew_before: Option<Duration>,
     pub deploy: Option<Vec<DeployTarget>>,
     pub reload: Option<Vec<ReloadSpec>>,
+    /// `hooks:` entries, all [`ReloadSpec::Hook`].
+    pub hooks: Option<Vec<ReloadSpec>>,
     /// Some key had an error (so the spec is not usable even if the merge looks complete).
     pub broken: bool,
 }
@@ -805,6 +827,9 @@ pub(crate) fn partial_spec(
     }
     if let Some(n) = f.get("reload") {
         p.reload = reload(d, n, &path("reload"));
+    }
+    if let Some(n) = f.get("hooks") {
+        p.hooks = hooks(d, n, &path("hooks"));
     }
     p.broken = d.out[start..].iter().any(|x| x.is_error());
     p
@@ -1117,7 +1142,7 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
             _ => {
                 d.err(
                     v.pos,
-                    format!("`{kp}` takes no options: write `{kind}: {{}}`"),
+                    format!("`{kp}` takes no options but `config`: write `{kind}: {{}}` or `{kind}: {{ config: /path/to/{kind}.conf }}`"),
                 );
                 false
             }
@@ -1131,8 +1156,32 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
             }
             nonempty_string(d, v, &kp).map(ReloadSpec::Gitlab)
         }
-        "nginx" => no_options(d).then_some(ReloadSpec::Nginx),
-        "apache" => no_options(d).then_some(ReloadSpec::Apache),
+        "nginx" | "apache" => match &v.kind {
+            Kind::Map(m) if !m.is_empty() => {
+                let f = fields(d, v, &kp, SERVER_KEYS, &no_hint)?;
+                let n = f.get("config")?;
+                let cp = sub(&kp, "config");
+                let s = nonempty_string(d, n, &cp)?;
+                let p = PathBuf::from(&s);
+                if !p.is_absolute() {
+                    d.err(
+                        n.pos,
+                        format!("`{cp}` must be an absolute path, found `{s}`"),
+                    );
+                    return None;
+                }
+                Some(if kind == "nginx" {
+                    ReloadSpec::NginxConfig(p)
+                } else {
+                    ReloadSpec::ApacheConfig(p)
+                })
+            }
+            _ => no_options(d).then_some(if kind == "nginx" {
+                ReloadSpec::Nginx
+            } else {
+                ReloadSpec::Apache
+            }),
+        },
         "systemd" => {
             if v.is_null() {
                 d.err(
@@ -1190,6 +1239,85 @@ fn reload_one(d: &mut Diags, item: &Node, ip: &str) -> Option<ReloadSpec> {
             None
         }
     }
+}
+
+/// `hooks:` certbot-style deploy hooks: each item is a program path (a string, as certbot runs the
+/// scripts of `renewal-hooks/deploy/`), an argv list, or `{ argv: [...], timeout: 60s }`.
+fn hooks(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<ReloadSpec>> {
+    let Kind::Seq(items) = &node.kind else {
+        d.err(
+            node.pos,
+            format!(
+                "`{path}` must be a list such as `[/etc/letsencrypt/renewal-hooks/deploy/reload.sh]`, found {}",
+                node.kind_name()
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("{path}[{i}]");
+        let hook = match &item.kind {
+            Kind::Str(s) => {
+                let s = s.trim();
+                if s.is_empty() {
+                    d.err(
+                        item.pos,
+                        format!("`{ip}` is empty: give the hook's program path"),
+                    );
+                    None
+                } else if s.split_whitespace().nth(1).is_some() {
+                    let words: Vec<String> =
+                        s.split_whitespace().map(|w| format!("\"{w}\"")).collect();
+                    d.err(item.pos, format!("`{ip}`: a string is one program path and hooks run without a shell; write the command as a list, e.g. `- [{}]`", words.join(", ")));
+                    None
+                } else {
+                    Some(ReloadSpec::Hook {
+                        argv: vec![s.to_string()],
+                        timeout: DEFAULT_COMMAND_TIMEOUT,
+                    })
+                }
+            }
+            Kind::Seq(_) => argv(d, item, &ip).map(|argv| ReloadSpec::Hook {
+                argv,
+                timeout: DEFAULT_COMMAND_TIMEOUT,
+            }),
+            Kind::Map(_) => (|| {
+                let f = fields(d, item, &ip, COMMAND_KEYS, &no_hint)?;
+                let timeout = match f.get("timeout") {
+                    Some(t) => duration(d, t, &sub(&ip, "timeout")),
+                    None => Some(DEFAULT_COMMAND_TIMEOUT),
+                };
+                let argv = match f.get("argv") {
+                    Some(a) => argv(d, a, &sub(&ip, "argv")),
+                    None => {
+                        d.err(item.pos, format!("`{ip}` has no `argv`: write `{{ argv: [/path/to/hook], timeout: 60s }}`"));
+                        None
+                    }
+                };
+                Some(ReloadSpec::Hook {
+                    argv: argv?,
+                    timeout: timeout?,
+                })
+            })(),
+            _ => {
+                d.err(
+                    item.pos,
+                    format!(
+                        "`{ip}` must be a program path, an argv list or `{{ argv: [...], timeout: 60s }}`, found {}",
+                        item.kind_name()
+                    ),
+                );
+                None
+            }
+        };
+        match hook {
+            Some(h) => out.push(h),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 fn argv(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<String>> {
@@ -1306,7 +1434,11 @@ pub(crate) fn finish_spec(
         zone: p.zone.or_else(|| df.zone.clone()),
         renew_before: p.renew_before.or(df.renew_before),
         deploy: p.deploy.or_else(|| df.deploy.clone()).unwrap_or_default(),
-        reload: p.reload.or_else(|| df.reload.clone()).unwrap_or_default(),
+        reload: {
+            let mut reload = p.reload.or_else(|| df.reload.clone()).unwrap_or_default();
+            reload.extend(p.hooks.or_else(|| df.hooks.clone()).unwrap_or_default());
+            reload
+        },
     })
 }
 

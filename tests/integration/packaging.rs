@@ -99,7 +99,11 @@ fn every_config_example_mutated_with_an_unknown_key_fails_with_file_and_line() {
         let (code, out) = check(&global);
         assert_eq!(code, Some(2), "{}: {out}", dir.display());
         let at = format!("{}:{line}:", global.display());
-        assert!(out.contains(&at), "{}: expected {at} in {out}", dir.display());
+        assert!(
+            out.contains(&at),
+            "{}: expected {at} in {out}",
+            dir.display()
+        );
         fs::write(&global, text).unwrap();
 
         let spec = fs::read_dir(tmp.path().join("certs.d"))
@@ -153,5 +157,9 @@ fn bind_examples_pass_named_checkconf_and_checkzone() {
         .arg(bind.join("db._acme-challenge.gitlab.example.ac.jp"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod proc;
 pub mod renewd;
 pub mod topology;
+pub mod webservers;
 pub mod x509;
 
 use std::ffi::OsStr;

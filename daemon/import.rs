@@ -1,0 +1,1089 @@
+//! `renewd import certbot [DIR] [--write]`: turn a certbot `--dns-rfc2136` deployment into renewd's
+//! configuration, and make certbot's current certificates renewd's live ones (nothing is reissued).
+//!
+//! What is read (certbot's own layout under DIR, default `/etc/letsencrypt`):
+//! - `renewal/NAME.conf` (ConfigObj): the top-level `cert`/`privkey`/`chain`/`fullchain` paths and
+//!   `[renewalparams]` (`authenticator`, `dns_rfc2136_credentials`, `dns_rfc2136_propagation_seconds`,
+//!   `key_type`, `rsa_key_size`, `elliptic_curve`, `server`, `account`, `installer`, `renew_hook`, ...);
+//! - the credentials ini each conf names (`dns_rfc2136_server`, `_port`, `_name`, `_secret`, `_algorithm`);
+//! - `renewal-hooks/deploy/*` (run by certbot after every renewal, in name order);
+//! - `accounts/<server host/path>/<id>/regr.json` (the contact addresses).
+//!
+//! What is produced: the global file (one `accounts:` entry per `server`, one `dns_servers:` entry per
+//! distinct credentials ini), one `certs.d/NAME.yaml` per certificate (domains from the certificate: CN
+//! first, then the other SANs), a BIND key file per DNS server (0600) and, with `--write`, the
+//! certificates installed into `state_dir` with [`StateDir::install`].
+//!
+//! The ACME account is **not** carried over: instant-acme signs with ECDSA P-256 account keys only, and
+//! certbot's account keys are RSA. renewd registers a new account on its first renewal, with EAB when the
+//! CA requires it; certbot stores neither the EAB key id nor the HMAC key, so the user passes `--eab-kid`
+//! and puts the HMAC key into the file the import names. Secrets are never printed: the dry run shows
+//! key files by name only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::certs;
+use crate::state::{self, CertFiles, StateDir};
+
+/// Where `renewd import certbot` reads and writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// certbot's configuration directory (`/etc/letsencrypt`).
+    pub certbot_dir: PathBuf,
+    /// renewd's global file to write; specs and secrets go next to it.
+    pub config: PathBuf,
+    /// `state_dir:` of the new configuration (default `/var/lib/renewd`).
+    pub state_dir: Option<PathBuf>,
+    /// The CA's EAB key id (certbot does not store it).
+    pub eab_kid: Option<String>,
+    /// Extra roots for the ACME server's TLS (`trust:`). Default: `REQUESTS_CA_BUNDLE`, which certbot honours.
+    pub trust: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{} has no renewal/*.conf: is it certbot's configuration directory (--config-dir)?", .0.display())]
+    NoRenewalConfs(PathBuf),
+    #[error("nothing could be converted (see above); nothing was written")]
+    NothingConverted,
+    #[error("refusing to overwrite existing files (move them away, or import into another directory with --config):\n{}",
+        .0.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
+    Exists(Vec<PathBuf>),
+    #[error("installing certificate `{name}` into {}: {source}", state.display())]
+    Install {
+        name: String,
+        state: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// One file the import writes.
+#[derive(Clone)]
+pub struct PlannedFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    contents: String,
+    /// Holds a secret: the dry run shows `summary` instead of the contents.
+    secret: bool,
+    summary: String,
+}
+
+impl std::fmt::Debug for PlannedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedFile")
+            .field("path", &self.path)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl PlannedFile {
+    /// The contents, unless it holds a secret.
+    pub fn text(&self) -> Option<&str> {
+        (!self.secret).then_some(self.contents.as_str())
+    }
+}
+
+/// One certbot certificate that becomes renewd's live one.
+#[derive(Debug, Clone)]
+pub struct Install {
+    pub name: String,
+    pub version: String,
+    pub serial: String,
+    pub not_after: SystemTime,
+    pub source: PathBuf,
+    files: CertFiles,
+}
+
+/// Everything the import would do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub files: Vec<PlannedFile>,
+    pub state_dir: PathBuf,
+    pub installs: Vec<Install>,
+    /// `what: why` for each thing left out.
+    pub not_converted: Vec<String>,
+    /// Things the user must do before `renewd check` passes / before switching.
+    pub todo: Vec<String>,
+    /// How renewd behaves differently (propagation check instead of a sleep, hook environment, ...).
+    pub notes: Vec<String>,
+}
+
+// ---------------------------------------------------------------- ConfigObj / ini
+
+/// A ConfigObj file as certbot writes it: `key = value` lines, `[section]` headers, `#` comments,
+/// values optionally quoted. Top-level keys are in section "".
+#[derive(Debug, Default, Clone)]
+pub struct ConfigObj {
+    sections: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ConfigObj {
+    pub fn parse(text: &str) -> ConfigObj {
+        let mut c = ConfigObj::default();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if line.starts_with('[') {
+                section = line
+                    .trim_matches(|ch| ch == '[' || ch == ']')
+                    .trim()
+                    .to_string();
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            c.sections
+                .entry(section.clone())
+                .or_default()
+                .insert(k.trim().to_string(), unquote(v.trim()));
+        }
+        c
+    }
+
+    pub fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.sections
+            .get(section)
+            .and_then(|s| s.get(key))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty() && *v != "None")
+    }
+}
+
+/// A ConfigObj value: `"a"`, `'a'` or `a  # comment`.
+fn unquote(v: &str) -> String {
+    for q in ['"', '\''] {
+        if let Some(rest) = v.strip_prefix(q) {
+            if let Some(end) = rest.find(q) {
+                return rest[..end].to_string();
+            }
+        }
+    }
+    match v.find(" #") {
+        Some(i) => v[..i].trim_end().to_string(),
+        None => v.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- planning
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DnsEntry {
+    name: String,
+    address: String,
+    key_name: String,
+    algorithm: &'static str,
+    secret: String,
+    ini: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct AccountEntry {
+    name: String,
+    directory: String,
+    contact: Vec<String>,
+}
+
+/// Read certbot's configuration and work out what to write. Reads files only.
+pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
+    let cb = &opts.certbot_dir;
+    let config_dir = opts
+        .config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config_dir = std::path::absolute(&config_dir).unwrap_or(config_dir);
+    let secrets = config_dir.join("secrets");
+    let certs_d = config_dir.join("certs.d");
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/renewd"));
+    let trust = opts
+        .trust
+        .clone()
+        .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from));
+
+    let renewal_dir = cb.join("renewal");
+    let mut confs: Vec<PathBuf> = match fs::read_dir(&renewal_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ImportError::NoRenewalConfs(cb.clone()))
+        }
+        Err(source) => {
+            return Err(ImportError::Read {
+                path: renewal_dir,
+                source,
+            })
+        }
+    };
+    confs.sort();
+    if confs.is_empty() {
+        return Err(ImportError::NoRenewalConfs(cb.clone()));
+    }
+
+    let mut p = Plan {
+        files: Vec::new(),
+        state_dir: state_dir.clone(),
+        installs: Vec::new(),
+        not_converted: Vec::new(),
+        todo: Vec::new(),
+        notes: Vec::new(),
+    };
+    let hooks = deploy_hooks(cb, &mut p)?;
+    for d in ["pre", "post"] {
+        let dir = cb.join("renewal-hooks").join(d);
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                p.not_converted.push(format!(
+                    "{}: renewd has no {d}-hooks (it never stops a server: DNS-01 needs no port); \
+                     a deploy hook (`hooks:`) or a `reload:` entry runs after each renewal",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+
+    let mut accounts: Vec<AccountEntry> = Vec::new();
+    let mut dns: Vec<DnsEntry> = Vec::new();
+    let mut specs: Vec<(String, String)> = Vec::new();
+    let mut propagation_seen = Vec::new();
+
+    for conf in &confs {
+        let text = fs::read_to_string(conf).map_err(|source| ImportError::Read {
+            path: conf.clone(),
+            source,
+        })?;
+        let c = ConfigObj::parse(&text);
+        let lineage = conf
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let what = format!("{} (certificate `{lineage}`)", conf.display());
+        let rp = |k: &str| c.get("renewalparams", k);
+
+        // Authenticator: only dns-rfc2136 maps onto renewd.
+        let auth = rp("authenticator").unwrap_or("(none)");
+        if auth != "dns-rfc2136" {
+            let why = match auth {
+                "webroot" | "standalone" | "nginx" | "apache" => format!(
+                    "authenticator `{auth}` proves control with http-01; renewd uses dns-01 only \
+                     (RFC 2136 to a hidden primary): set up an `_acme-challenge` zone and write the spec by hand"
+                ),
+                "manual" => "authenticator `manual` (--manual-auth-hook scripts): renewd publishes TXT records itself \
+                     with RFC 2136 and has no auth hooks"
+                    .to_string(),
+                other => format!(
+                    "authenticator `{other}`: renewd only speaks RFC 2136 (certbot's dns-rfc2136 plugin)"
+                ),
+            };
+            p.not_converted.push(format!("{what}: {why}"));
+            continue;
+        }
+
+        // DNS server from the credentials ini.
+        let Some(ini_path) = rp("dns_rfc2136_credentials").map(PathBuf::from) else {
+            p.not_converted.push(format!(
+                "{what}: no `dns_rfc2136_credentials` in [renewalparams]"
+            ));
+            continue;
+        };
+        let dns_name = match dns_entry(&ini_path, &mut dns) {
+            Ok(n) => n,
+            Err(why) => {
+                p.not_converted.push(format!("{what}: {why}"));
+                continue;
+            }
+        };
+        if let Some(s) = rp("dns_rfc2136_propagation_seconds") {
+            propagation_seen.push(s.to_string());
+        }
+
+        // Key.
+        let key_yaml = match key_yaml(&c) {
+            Ok(k) => k,
+            Err(why) => {
+                p.not_converted.push(format!("{what}: {why}"));
+                continue;
+            }
+        };
+
+        // The current certificate.
+        let read = |k: &str| -> Result<(PathBuf, String), String> {
+            let path = c
+                .get("", k)
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("no `{k}` path at the top of the file"))?;
+            fs::read_to_string(&path)
+                .map(|t| (path.clone(), t))
+                .map_err(|e| format!("cannot read {} ({k}): {e}", path.display()))
+        };
+        let files = (|| -> Result<(PathBuf, CertFiles), String> {
+            let (cert_path, cert) = read("cert")?;
+            let (_, privkey) = read("privkey")?;
+            let (_, chain) = read("chain")?;
+            let (_, fullchain) = read("fullchain")?;
+            Ok((
+                cert_path,
+                CertFiles {
+                    cert,
+                    chain,
+                    fullchain,
+                    privkey,
+                },
+            ))
+        })();
+        let (cert_path, files) = match files {
+            Ok(f) => f,
+            Err(why) => {
+                p.not_converted.push(format!("{what}: {why}"));
+                continue;
+            }
+        };
+        let facts =
+            match certs::pem_certificates(&files.cert).and_then(|ders| certs::facts(&ders[0], 0)) {
+                Ok(f) => f,
+                Err(e) => {
+                    p.not_converted
+                        .push(format!("{what}: {}: {e}", cert_path.display()));
+                    continue;
+                }
+            };
+        match certs::public_key_of_pem(&files.privkey) {
+            Ok(pk) if pk == facts.public_key => {}
+            Ok(_) => {
+                p.not_converted.push(format!(
+                    "{what}: the private key does not belong to the certificate {}",
+                    cert_path.display()
+                ));
+                continue;
+            }
+            Err(e) => {
+                p.not_converted.push(format!("{what}: private key: {e}"));
+                continue;
+            }
+        }
+        let mut domains = Vec::new();
+        if let Some(cn) = common_name(&facts.subject) {
+            if facts.dns_names.contains(&cn) {
+                domains.push(cn);
+            }
+        }
+        for d in &facts.dns_names {
+            if !domains.contains(d) {
+                domains.push(d.clone());
+            }
+        }
+        if domains.is_empty() {
+            p.not_converted.push(format!(
+                "{what}: the certificate has no DNS names in subjectAltName"
+            ));
+            continue;
+        }
+
+        // Account.
+        let Some(server) = rp("server") else {
+            p.not_converted
+                .push(format!("{what}: no `server` (ACME directory URL)"));
+            continue;
+        };
+        let account_name = account_entry(cb, server, rp("account"), &mut accounts, &mut p);
+
+        // Spec.
+        let name = spec_name(&lineage);
+        let mut y = format!(
+            "# Imported from certbot: {}\n# (certbot's certificate {}: serial {}, expires {})\n",
+            conf.display(),
+            cert_path.display(),
+            facts.serial,
+            facts.not_after_rfc3339()
+        );
+        let _ = writeln!(
+            y,
+            "domains: [{}]",
+            domains.iter().map(q).collect::<Vec<_>>().join(", ")
+        );
+        let _ = writeln!(y, "account: {}", q(&account_name));
+        let _ = writeln!(y, "key: {key_yaml}");
+        let _ = writeln!(y, "dns: {}", q(&dns_name));
+        let live = state_dir.join("live").join(&name);
+        let _ = writeln!(
+            y,
+            "# Servers that read {}/{{fullchain,privkey}}.pem: point them at {}/ or add a `deploy:` entry.",
+            Path::new(c.get("", "fullchain").unwrap_or(""))
+                .parent()
+                .unwrap_or(Path::new(""))
+                .display(),
+            live.display()
+        );
+        match rp("installer") {
+            Some("nginx") => y.push_str("reload:\n  - nginx: {}\n"),
+            Some("apache") => y.push_str("reload:\n  - apache: {}\n"),
+            Some(other) => p.not_converted.push(format!(
+                "{what}: installer `{other}`: renewd does not edit server configurations; add a `reload:` entry"
+            )),
+            None => {}
+        }
+        let mut spec_hooks: Vec<String> = hooks.iter().map(|h| format!("  - {}\n", q(h))).collect();
+        if let Some(cmd) = rp("renew_hook") {
+            // certbot runs it with a shell; renewd runs argv without one, so the shell is explicit.
+            spec_hooks.push(format!("  - [\"/bin/sh\", \"-c\", {}]\n", q(cmd)));
+        }
+        if !spec_hooks.is_empty() {
+            y.push_str(
+                "# certbot deploy hooks: RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
+            );
+            for h in spec_hooks {
+                y.push_str(&h);
+            }
+        }
+        for (k, why) in [
+            (
+                "pre_hook",
+                "renewd has no pre-hooks (dns-01 needs no port freed)",
+            ),
+            (
+                "post_hook",
+                "renewd has no post-hooks; use `hooks:` (after each renewal) or `reload:`",
+            ),
+            ("preferred_chain", "renewd takes the CA's default chain"),
+            ("must_staple", "renewd does not request OCSP must-staple"),
+        ] {
+            if let Some(v) = rp(k) {
+                if k != "must_staple" || v.eq_ignore_ascii_case("true") {
+                    p.not_converted.push(format!("{what}: `{k} = {v}`: {why}"));
+                }
+            }
+        }
+        if rp("reuse_key").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            p.not_converted.push(format!(
+                "{what}: `reuse_key = True`: renewd generates a new key for every certificate"
+            ));
+        }
+        if specs.iter().any(|(n, _)| *n == name) {
+            p.not_converted
+                .push(format!("{what}: a second certificate named `{name}`"));
+            continue;
+        }
+        p.installs.push(Install {
+            name: name.clone(),
+            version: state::version_name(
+                facts
+                    .not_before
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                &facts.serial,
+            ),
+            serial: facts.serial.clone(),
+            not_after: facts.not_after,
+            source: cert_path,
+            files,
+        });
+        specs.push((name, y));
+    }
+
+    if specs.is_empty() {
+        return Ok(p);
+    }
+
+    // Global file.
+    let mut g = format!(
+        "# Written by `renewd import certbot {}`.\nstate_dir: {}\naccounts:\n",
+        cb.display(),
+        qp(&state_dir)
+    );
+    for a in &accounts {
+        let _ = writeln!(g, "  {}:\n    directory: {}", a.name, q(&a.directory));
+        if !a.contact.is_empty() {
+            let _ = writeln!(
+                g,
+                "    contact: [{}]",
+                a.contact.iter().map(q).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if let Some(kid) = &opts.eab_kid {
+            let f = secrets.join(format!("{}.eab", a.name));
+            let _ = writeln!(
+                g,
+                "    eab: {{ kid: {}, hmac_key_file: {} }}",
+                q(kid),
+                qp(&f)
+            );
+            p.todo.push(format!(
+                "certbot does not store the EAB HMAC key: put the key your CA gave you (base64url, one line) into {} \
+                 and `chmod 600` it; renewd registers a new account with it on its first renewal",
+                f.display()
+            ));
+        }
+        if let Some(t) = &trust {
+            let _ = writeln!(g, "    trust: {}", qp(t));
+        }
+    }
+    if opts.eab_kid.is_none() {
+        p.notes.push(
+            "certbot stores neither the EAB key id nor the HMAC key: if your CA requires External Account Binding \
+             (SECOM, ZeroSSL, ...), import again with `--eab-kid KID`, or add `eab: { kid: KID, hmac_key_file: FILE }` \
+             to the account"
+                .into(),
+        );
+    }
+    if let Some(t) = &trust {
+        p.notes.push(format!(
+            "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from REQUESTS_CA_BUNDLE or --trust)",
+            t.display()
+        ));
+    }
+    g.push_str("dns_servers:\n");
+    for d in &dns {
+        let key_file = secrets.join(format!("{}.key", d.name));
+        let _ = writeln!(
+            g,
+            "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: 60",
+            d.name,
+            q(&d.address),
+            qp(&key_file)
+        );
+        p.files.push(PlannedFile {
+            path: key_file,
+            mode: 0o600,
+            contents: format!(
+                "key \"{}\" {{\n\talgorithm {};\n\tsecret \"{}\";\n}};\n",
+                d.key_name, d.algorithm, d.secret
+            ),
+            secret: true,
+            summary: format!(
+                "BIND key \"{}\" ({}), secret from {}",
+                d.key_name,
+                d.algorithm,
+                d.ini.display()
+            ),
+        });
+    }
+    if !propagation_seen.is_empty() {
+        propagation_seen.sort();
+        propagation_seen.dedup();
+        p.notes.push(format!(
+            "dns_rfc2136_propagation_seconds ({}): dropped; renewd waits until every authoritative server serves \
+             the TXT record (at most `propagation.timeout`, default 5m) instead of sleeping",
+            propagation_seen.join(", ")
+        ));
+    }
+    p.files.insert(
+        0,
+        PlannedFile {
+            path: opts.config.clone(),
+            mode: 0o644,
+            contents: g,
+            secret: false,
+            summary: String::new(),
+        },
+    );
+    for (name, y) in specs {
+        p.files.push(PlannedFile {
+            path: certs_d.join(format!("{name}.yaml")),
+            mode: 0o644,
+            contents: y,
+            secret: false,
+            summary: String::new(),
+        });
+    }
+    Ok(p)
+}
+
+/// Executable files of `renewal-hooks/deploy/`, sorted (certbot's order).
+fn deploy_hooks(cb: &Path, p: &mut Plan) -> Result<Vec<String>, ImportError> {
+    let dir = cb.join("renewal-hooks").join("deploy");
+    let mut v: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ImportError::Read { path: dir, source }),
+    };
+    v.sort();
+    let mut out = Vec::new();
+    for h in v {
+        let exec = fs::metadata(&h)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if exec {
+            out.push(h.to_string_lossy().into_owned());
+        } else {
+            p.not_converted.push(format!(
+                "{}: not an executable file (certbot skips it too)",
+                h.display()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The `dns_servers` entry for a credentials ini (one per distinct server + key); its name.
+fn dns_entry(ini: &Path, dns: &mut Vec<DnsEntry>) -> Result<String, String> {
+    let text = fs::read_to_string(ini)
+        .map_err(|e| format!("cannot read the credentials file {}: {e}", ini.display()))?;
+    let c = ConfigObj::parse(&text);
+    let get = |k: &str| {
+        c.get("", k)
+            .ok_or_else(|| format!("{}: no `{k}`", ini.display()))
+    };
+    let server = get("dns_rfc2136_server")?;
+    let port = c.get("", "dns_rfc2136_port").unwrap_or("53");
+    let key_name = get("dns_rfc2136_name")?.trim_end_matches('.').to_string();
+    let secret = get("dns_rfc2136_secret")?.to_string();
+    // certbot's default algorithm is HMAC-MD5.
+    let alg_in = c.get("", "dns_rfc2136_algorithm").unwrap_or("HMAC-MD5");
+    let algorithm = match alg_in
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "hmac-sha256" => "hmac-sha256",
+        "hmac-sha384" => "hmac-sha384",
+        "hmac-sha512" => "hmac-sha512",
+        other => {
+            return Err(format!(
+                "{}: TSIG algorithm {other} is not supported (renewd signs with hmac-sha256/384/512): \
+                 make a new key with `tsig-keygen -a hmac-sha256 {key_name}`, grant it in the zone's update-policy, \
+                 and import again",
+                ini.display()
+            ))
+        }
+    };
+    if crate::config::parse_tsig_keys(
+        ini,
+        &format!("key \"{key_name}\" {{ algorithm {algorithm}; secret \"{secret}\"; }};"),
+    )
+    .is_err()
+    {
+        return Err(format!(
+            "{}: `dns_rfc2136_secret` is not valid base64, or `dns_rfc2136_name` is not a valid key name",
+            ini.display()
+        ));
+    }
+    let port: u16 = port.parse().map_err(|_| {
+        format!(
+            "{}: `dns_rfc2136_port` `{port}` is not a port",
+            ini.display()
+        )
+    })?;
+    let address = if server.contains(':') {
+        format!("[{server}]:{port}")
+    } else {
+        format!("{server}:{port}")
+    };
+    let stem = ini
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rfc2136".into());
+    let mut entry = DnsEntry {
+        name: spec_name(&stem),
+        address,
+        key_name,
+        algorithm,
+        secret,
+        ini: ini.to_path_buf(),
+    };
+    if let Some(e) = dns.iter().find(|e| {
+        e.address == entry.address
+            && e.key_name == entry.key_name
+            && e.secret == entry.secret
+            && e.algorithm == entry.algorithm
+    }) {
+        return Ok(e.name.clone());
+    }
+    let base = entry.name.clone();
+    let mut n = 2;
+    while dns.iter().any(|e| e.name == entry.name) {
+        entry.name = format!("{base}-{n}");
+        n += 1;
+    }
+    let name = entry.name.clone();
+    dns.push(entry);
+    Ok(name)
+}
+
+/// `key:` of a spec from `key_type` / `rsa_key_size` / `elliptic_curve`.
+fn key_yaml(c: &ConfigObj) -> Result<String, String> {
+    let rp = |k: &str| c.get("renewalparams", k);
+    // Before certbot 2.0 there was no key_type and keys were RSA.
+    match rp("key_type")
+        .unwrap_or("rsa")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "rsa" => {
+            let bits = rp("rsa_key_size").unwrap_or("2048");
+            match bits {
+                "2048" | "3072" | "4096" => Ok(format!("{{ type: rsa, bits: {bits} }}")),
+                _ => Err(format!(
+                    "rsa_key_size {bits}: renewd makes RSA keys of 2048, 3072 or 4096 bits"
+                )),
+            }
+        }
+        "ecdsa" => match rp("elliptic_curve").unwrap_or("secp256r1") {
+            "secp256r1" => Ok("{ type: ecdsa, curve: p256 }".into()),
+            "secp384r1" => Ok("{ type: ecdsa, curve: p384 }".into()),
+            other => Err(format!(
+                "elliptic_curve {other}: renewd makes ECDSA keys on P-256 or P-384"
+            )),
+        },
+        other => Err(format!("key_type `{other}` is not rsa or ecdsa")),
+    }
+}
+
+/// The `accounts` entry for `server`; its name.
+fn account_entry(
+    cb: &Path,
+    server: &str,
+    account_id: Option<&str>,
+    accounts: &mut Vec<AccountEntry>,
+    p: &mut Plan,
+) -> String {
+    if let Some(a) = accounts.iter().find(|a| a.directory == server) {
+        return a.name.clone();
+    }
+    let rest = server
+        .strip_prefix("https://")
+        .or_else(|| server.strip_prefix("http://"))
+        .unwrap_or(server);
+    let host = rest.split('/').next().unwrap_or(rest);
+    let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let mut name = if host_only.ends_with("letsencrypt.org") {
+        if host_only.contains("staging") {
+            "letsencrypt-staging".to_string()
+        } else {
+            "letsencrypt".to_string()
+        }
+    } else {
+        spec_name(host_only.trim_matches(|c| c == '[' || c == ']'))
+    };
+    if accounts.iter().any(|a| a.name == name) {
+        name = format!("{name}-{}", accounts.len() + 1);
+    }
+    // certbot keeps accounts under accounts/<host[:port]><path>/<id>/. Since certbot 0.x regr.json has an
+    // empty body (no contact); meta.json's register_to_eff holds the address when it was shared with EFF.
+    let mut contact = Vec::new();
+    let mut key_kind = None;
+    if let Some(id) = account_id {
+        let adir = cb
+            .join("accounts")
+            .join(rest.trim_end_matches('/'))
+            .join(id);
+        let json = |f: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&fs::read(adir.join(f)).ok()?).ok()
+        };
+        if let Some(regr) = json("regr.json") {
+            if let Some(list) = regr["body"]["contact"].as_array() {
+                contact = list
+                    .iter()
+                    .filter_map(|c| c.as_str())
+                    .filter(|c| c.starts_with("mailto:"))
+                    .map(str::to_string)
+                    .collect();
+            }
+        } else {
+            p.notes.push(format!(
+                "certbot account {id}: no readable {}",
+                adir.join("regr.json").display()
+            ));
+        }
+        if contact.is_empty() {
+            if let Some(mail) = json("meta.json")
+                .and_then(|m| m["register_to_eff"].as_str().map(str::to_string))
+                .filter(|m| m.contains('@'))
+            {
+                contact.push(format!("mailto:{mail}"));
+            }
+        }
+        // Only the key type is looked at, never the key.
+        key_kind = json("private_key.json").and_then(|k| {
+            let kty = k["kty"].as_str()?.to_string();
+            Some(match k["crv"].as_str() {
+                Some(crv) => format!("{kty} {crv}"),
+                None => kty,
+            })
+        });
+    }
+    if contact.is_empty() {
+        p.todo.push(format!(
+            "certbot does not keep the account's e-mail address locally: add `contact: [\"mailto:you@example.org\"]` \
+             to `accounts.{name}` if you want the CA's notices"
+        ));
+    }
+    p.notes.push(format!(
+        "certbot's ACME account{} is not reused: renewd (instant-acme) signs with ECDSA P-256 account keys in its own \
+         format, and certbot's key is {}; renewd registers a new account for `accounts.{name}` on its first renewal \
+         (certificates already issued stay valid)",
+        account_id.map(|i| format!(" {i}")).unwrap_or_default(),
+        key_kind.as_deref().unwrap_or("unknown")
+    ));
+    accounts.push(AccountEntry {
+        name: name.clone(),
+        directory: server.to_string(),
+        contact,
+    });
+    name
+}
+
+/// `CN=...` of an RFC 4514-ish subject string.
+fn common_name(subject: &str) -> Option<String> {
+    subject
+        .split([',', '+'])
+        .map(str::trim)
+        .find_map(|rdn| rdn.strip_prefix("CN="))
+        .map(|s| s.to_ascii_lowercase())
+}
+
+/// A valid renewd name (`[a-z0-9][a-z0-9._-]*`) from a certbot lineage or file name.
+fn spec_name(s: &str) -> String {
+    let mut n: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while n.starts_with(['.', '_', '-']) {
+        n.remove(0);
+    }
+    if n.is_empty() {
+        "imported".into()
+    } else {
+        n
+    }
+}
+
+/// A YAML scalar (JSON strings are valid YAML double-quoted strings).
+fn q(s: impl AsRef<str>) -> String {
+    serde_json::to_string(s.as_ref()).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn qp(p: &Path) -> String {
+    q(p.to_string_lossy())
+}
+
+// ---------------------------------------------------------------- output
+
+impl Plan {
+    /// Whether anything can be imported.
+    pub fn is_empty(&self) -> bool {
+        self.installs.is_empty()
+    }
+
+    /// The dry run: every file as it would be written (secret files by name only), the certificates
+    /// that would become live, then what was not converted and what to do.
+    pub fn render_dry_run(&self) -> String {
+        let mut s = String::from(
+            "# renewd import certbot: dry run, nothing written (add --write to write these files)\n",
+        );
+        for f in &self.files {
+            let _ = writeln!(s, "\n# ---- {} (mode {:04o})", f.path.display(), f.mode);
+            match f.text() {
+                Some(t) => s.push_str(t),
+                None => {
+                    let _ = writeln!(s, "# {} (not shown)", f.summary);
+                }
+            }
+        }
+        s.push('\n');
+        for i in &self.installs {
+            let _ = writeln!(
+                s,
+                "# live certificate `{}` would be {}/live/{} (from {}, serial {}, expires {})",
+                i.name,
+                self.state_dir.display(),
+                i.name,
+                i.source.display(),
+                i.serial,
+                humantime::format_rfc3339_seconds(i.not_after)
+            );
+        }
+        s.push_str(&self.render_report());
+        s
+    }
+
+    /// Not converted / notes / to do.
+    pub fn render_report(&self) -> String {
+        let mut s = String::new();
+        for (title, list) in [
+            ("Not converted", &self.not_converted),
+            ("Notes", &self.notes),
+            ("To do", &self.todo),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(s, "\n{title}:");
+            for item in list {
+                let _ = writeln!(s, "  - {item}");
+            }
+        }
+        s
+    }
+
+    /// Write every file (refusing if any exists) and install the certificates. Returns one line per
+    /// thing done.
+    pub fn write(&self) -> Result<Vec<String>, ImportError> {
+        let existing: Vec<PathBuf> = self
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(
+                self.installs
+                    .iter()
+                    .map(|i| self.state_dir.join("live").join(&i.name)),
+            )
+            .filter(|p| fs::symlink_metadata(p).is_ok())
+            .collect();
+        if !existing.is_empty() {
+            return Err(ImportError::Exists(existing));
+        }
+        let mut done = Vec::new();
+        for f in &self.files {
+            let dir = f.path.parent().unwrap_or(Path::new("."));
+            let mkdir = if f.secret {
+                state::create_private_dir(dir)
+            } else {
+                fs::create_dir_all(dir)
+            };
+            mkdir.map_err(|source| ImportError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let err = |source| ImportError::Write {
+                path: f.path.clone(),
+                source,
+            };
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(f.mode)
+                .open(&f.path)
+                .map_err(err)?;
+            file.write_all(f.contents.as_bytes()).map_err(err)?;
+            file.sync_all().map_err(err)?;
+            // create_new honours the umask; set the mode exactly.
+            fs::set_permissions(&f.path, fs::Permissions::from_mode(f.mode)).map_err(err)?;
+            done.push(format!("wrote {}", f.path.display()));
+        }
+        let st = StateDir::new(&self.state_dir);
+        for i in &self.installs {
+            st.install(&i.name, &i.version, &i.files)
+                .map_err(|source| ImportError::Install {
+                    name: i.name.clone(),
+                    state: self.state_dir.clone(),
+                    source,
+                })?;
+            done.push(format!(
+                "installed {} as {}/live/{} (serial {}, expires {})",
+                i.source.display(),
+                self.state_dir.display(),
+                i.name,
+                i.serial,
+                humantime::format_rfc3339_seconds(i.not_after)
+            ));
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configobj_reads_sections_quotes_and_comments() {
+        let c = ConfigObj::parse(
+            "# renew_before_expiry = 30 days\nversion = 2.1.0\narchive_dir = /etc/letsencrypt/archive/a\n\
+             cert = \"/x y/cert1.pem\"\n\n[renewalparams]\nkey_type = rsa\nrenew_hook = 'systemctl reload nginx'\n\
+             server = https://acme/dir  # trailing\npref_challs = dns-01,\n",
+        );
+        assert_eq!(c.get("", "version"), Some("2.1.0"));
+        assert_eq!(c.get("", "cert"), Some("/x y/cert1.pem"));
+        assert_eq!(c.get("renewalparams", "key_type"), Some("rsa"));
+        assert_eq!(
+            c.get("renewalparams", "renew_hook"),
+            Some("systemctl reload nginx")
+        );
+        assert_eq!(c.get("renewalparams", "server"), Some("https://acme/dir"));
+        assert_eq!(c.get("renewalparams", "renew_before_expiry"), None);
+    }
+
+    #[test]
+    fn key_types_map_and_unsupported_ones_are_refused() {
+        let k = |s: &str| key_yaml(&ConfigObj::parse(&format!("[renewalparams]\n{s}")));
+        assert_eq!(
+            k("key_type = rsa\nrsa_key_size = 3072").unwrap(),
+            "{ type: rsa, bits: 3072 }"
+        );
+        assert_eq!(k("").unwrap(), "{ type: rsa, bits: 2048 }");
+        assert_eq!(
+            k("key_type = ecdsa\nelliptic_curve = secp384r1").unwrap(),
+            "{ type: ecdsa, curve: p384 }"
+        );
+        assert!(k("key_type = ecdsa\nelliptic_curve = secp521r1").is_err());
+        assert!(k("key_type = rsa\nrsa_key_size = 1024").is_err());
+    }
+
+    #[test]
+    fn hmac_md5_is_not_converted_and_the_secret_is_not_in_the_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ini = tmp.path().join("rfc2136.ini");
+        fs::write(
+            &ini,
+            "dns_rfc2136_server = 192.0.2.1\ndns_rfc2136_name = k\ndns_rfc2136_secret = c2VjcmV0c2VjcmV0\n\
+             dns_rfc2136_algorithm = HMAC-MD5\n",
+        )
+        .unwrap();
+        let err = dns_entry(&ini, &mut Vec::new()).unwrap_err();
+        assert!(err.contains("hmac-md5"), "{err}");
+        assert!(!err.contains("c2VjcmV0c2VjcmV0"), "{err}");
+
+        fs::write(
+            &ini,
+            "dns_rfc2136_server = 2001:db8::1\ndns_rfc2136_port = 5353\ndns_rfc2136_name = k.\n\
+             dns_rfc2136_secret = c2VjcmV0c2VjcmV0\ndns_rfc2136_algorithm = HMAC-SHA512\n",
+        )
+        .unwrap();
+        let mut dns = Vec::new();
+        assert_eq!(dns_entry(&ini, &mut dns).unwrap(), "rfc2136");
+        assert_eq!(dns[0].address, "[2001:db8::1]:5353");
+        assert_eq!(dns[0].key_name, "k");
+        // The same credentials again share the entry.
+        assert_eq!(dns_entry(&ini, &mut dns).unwrap(), "rfc2136");
+        assert_eq!(dns.len(), 1);
+    }
+
+    #[test]
+    fn names_are_made_valid() {
+        assert_eq!(spec_name("Host1.Example.TEST"), "host1.example.test");
+        assert_eq!(spec_name("_x y"), "x-y");
+        assert_eq!(
+            common_name("C=JP, CN=GitLab.example.test"),
+            Some("gitlab.example.test".into())
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! `renewd import certbot` against a configuration made by Debian's real certbot (with its dns-rfc2136
+//! plugin) issuing from the reference deployment: import, `renewd check`, the certificate stays certbot's
+//! (not due, not reissued), then `renew --force` issues a new one and runs the converted deploy hook.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::proc::output_with_timeout;
+use crate::support::renewd::{mode, Renewd};
+use crate::support::topology::{domain, write_secret, Topology, TopologyOptions, MASTER_IP};
+use crate::support::x509::{cert_sans, cert_serial, private_key_type};
+use crate::support::{assert_success, output_text};
+
+/// certbot (Python start-up, account registration, one order with a 2 s propagation sleep).
+const CERTBOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The `secret "..."` of a BIND key file.
+fn tsig_secret(key_file: &Path) -> String {
+    let text = fs::read_to_string(key_file).unwrap();
+    let start = text.find("secret \"").expect("secret in key file") + "secret \"".len();
+    let end = start + text[start..].find('"').unwrap();
+    text[start..end].to_string()
+}
+
+#[test]
+fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 1,
+        // certbot sleeps a fixed time and does not check the secondaries: let NOTIFY go at once.
+        notify_delay: Some(0),
+        ..TopologyOptions::default()
+    });
+    let host = domain("host1");
+    let cb = topo.dir().join("certbot");
+    let cb_config = cb.join("config");
+    fs::create_dir_all(cb_config.join("renewal-hooks/deploy")).unwrap();
+
+    // The seed's rfc2136.ini, with the topology's TSIG key.
+    let secret = tsig_secret(&topo.tsig_key_file());
+    let ini = cb.join("rfc2136.ini");
+    write_secret(
+        &ini,
+        format!(
+            "dns_rfc2136_server = {MASTER_IP}\ndns_rfc2136_port = 53\ndns_rfc2136_name = acme-update\n\
+             dns_rfc2136_secret = {secret}\ndns_rfc2136_algorithm = HMAC-SHA256\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // The seed's deploy hook (there: reload GitLab's nginx); here it records what it was given.
+    let marker = cb.join("hook-ran");
+    let hook = cb_config.join("renewal-hooks/deploy/gitlab-reload.sh");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$RENEWED_LINEAGE $RENEWED_DOMAINS\" >> {}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // certbot certonly --dns-rfc2136, as in the seed (60 s sleep shortened to 2 s).
+    let mut certbot = topo.command("certbot");
+    certbot
+        .env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
+        .args(["certonly", "-n", "--agree-tos", "-m", "pki@example.test"])
+        .args(["--server", &topo.acme_directory_url()])
+        .args(["--eab-kid", topo.eab_kid()])
+        .args(["--eab-hmac-key", topo.eab_hmac_b64url()])
+        .args(["--authenticator", "dns-rfc2136"])
+        .arg("--dns-rfc2136-credentials")
+        .arg(&ini)
+        .args(["--dns-rfc2136-propagation-seconds", "2"])
+        .args(["--key-type", "rsa", "--rsa-key-size", "2048"])
+        .args(["-d", &host, "--cert-name", &host])
+        .arg("--config-dir")
+        .arg(&cb_config)
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"));
+    let out = output_with_timeout(&mut certbot, CERTBOT_TIMEOUT).expect("certbot runs");
+    assert_success("certbot certonly --dns-rfc2136", &out);
+    let certbot_cert = cb_config.join("live").join(&host).join("cert.pem");
+    let certbot_serial = cert_serial(&certbot_cert);
+
+    // A second lineage that cannot be converted (http-01).
+    fs::write(
+        cb_config.join("renewal/www.example.test.conf"),
+        "version = 2.1.0\ncert = /nonexistent/cert.pem\n[renewalparams]\nauthenticator = webroot\n\
+         webroot_path = /var/www/html,\nserver = https://127.0.0.1:14000/dir\n",
+    )
+    .unwrap();
+
+    let dir = topo.dir().join("renewd");
+    fs::create_dir_all(&dir).unwrap();
+    let r = Renewd { topo: &topo, dir };
+    let import = |extra: &[&str]| {
+        let mut cmd = topo.command(crate::support::renewd_bin());
+        cmd.env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
+            .arg("--config")
+            .arg(r.config())
+            .args(["import", "certbot"])
+            .arg(&cb_config)
+            .arg("--state-dir")
+            .arg(r.state())
+            .args(["--eab-kid", topo.eab_kid()])
+            .args(extra);
+        output_with_timeout(&mut cmd, Duration::from_secs(60)).expect("renewd import runs")
+    };
+
+    // Dry run: the YAML, secrets by file name only, and what was not converted.
+    let dry = import(&[]);
+    assert_success("renewd import certbot (dry run)", &dry);
+    let text = output_text(&dry);
+    eprintln!("--- dry run\n{text}");
+    assert!(!text.contains(&secret), "the TSIG secret was printed");
+    assert!(
+        !text.contains(topo.eab_hmac_b64url()),
+        "the EAB key was printed"
+    );
+    for want in [
+        "dns_servers:",
+        "address: \"127.0.0.12:53\"",
+        &format!("domains: [\"{host}\"]"),
+        "key: { type: rsa, bits: 2048 }",
+        "gitlab-reload.sh",
+        "www.example.test.conf",
+        "http-01",
+        "EAB HMAC key",
+    ] {
+        assert!(text.contains(want), "dry run lacks `{want}`:\n{text}");
+    }
+    assert!(
+        !r.config().exists(),
+        "the dry run wrote {}",
+        r.config().display()
+    );
+
+    // --write.
+    let written = import(&["--write"]);
+    assert_success("renewd import certbot --write", &written);
+    eprintln!("--- --write\n{}", output_text(&written));
+    let key_file = r.dir.join("secrets/rfc2136.key");
+    assert_eq!(mode(&key_file), 0o600);
+    let key_text = fs::read_to_string(&key_file).unwrap();
+    assert!(key_text.contains("key \"acme-update\""), "{key_text}");
+    assert!(key_text.contains("algorithm hmac-sha256;"), "{key_text}");
+    assert!(key_text.contains(&secret));
+    let spec = fs::read_to_string(r.spec_path(&host)).unwrap();
+    assert!(spec.contains(&hook.display().to_string()), "{spec}");
+
+    // A second --write refuses and names every file it would have overwritten.
+    let again = import(&["--write"]);
+    assert_eq!(again.status.code(), Some(1), "{}", output_text(&again));
+    let again = output_text(&again);
+    for f in [r.config(), key_file.clone(), r.spec_path(&host)] {
+        assert!(
+            again.contains(&f.display().to_string()),
+            "refusal does not name {}:\n{again}",
+            f.display()
+        );
+    }
+
+    // The import asked for the EAB HMAC key (certbot does not keep it).
+    write_secret(
+        &r.dir.join("secrets/127.0.0.1.eab"),
+        format!("{}\n", topo.eab_hmac_b64url()).as_bytes(),
+    )
+    .unwrap();
+    r.run(&["check"]).expect_code(0);
+
+    // certbot's certificate is renewd's live one, and it is not due: nothing is reissued.
+    let live_cert = r.live(&host, "cert.pem");
+    assert_eq!(cert_serial(&live_cert), certbot_serial);
+    assert_eq!(mode(&r.live(&host, "privkey.pem")), 0o600);
+    let not_due = r.run(&["renew"]);
+    not_due.expect_code(0);
+    eprintln!("--- renew\n{}", not_due.stdout);
+    assert!(
+        not_due.line(&host).contains("not due"),
+        "{}",
+        not_due.stdout
+    );
+    assert_eq!(cert_serial(&live_cert), certbot_serial);
+    assert!(!marker.exists(), "a hook ran without a renewal");
+
+    // --force issues a new certificate with the imported settings (new account with EAB, RSA 2048).
+    let forced = r.run(&["renew", "--force"]);
+    forced.expect_code(0);
+    eprintln!("--- renew --force\n{}", forced.stdout);
+    assert!(forced.line(&host).contains("renewed"), "{}", forced.stdout);
+    let new_serial = cert_serial(&live_cert);
+    assert_ne!(new_serial, certbot_serial, "renew --force did not reissue");
+    assert_eq!(cert_sans(&live_cert), vec![host.clone()]);
+    assert_eq!(private_key_type(&r.live(&host, "privkey.pem")), "rsa2048");
+    let ran = fs::read_to_string(&marker).expect("the converted deploy hook ran");
+    assert!(
+        ran.contains(&format!(
+            "{} {host}",
+            r.state().join("live").join(&host).display()
+        )),
+        "hook saw: {ran}"
+    );
+}
