@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{self, CertSpec, ConfigErrors, Settings};
+use crate::deploy;
 use crate::logging::message_id;
 use crate::metrics::{CertSnapshot, Metrics};
 use crate::renew::{read_live, Engine, LiveCert, RenewError, Renewed};
@@ -81,9 +82,32 @@ struct Cert {
     ari_fetching: bool,
     /// Without a window: do not ask before this moment (the last request failed, or no ARI).
     ari_retry_at: Option<SystemTime>,
+    /// The live files still have to be installed on the deploy targets (see [`deploy::needs_redeploy`]).
+    redeploy: bool,
+    /// Retry the redeploy at once (SIGHUP: the administrator fixed the server's configuration).
+    redeploy_now: bool,
 }
 
 impl Cert {
+    /// When to install the live files on the deploy targets again: at once, or after the scheduler's
+    /// backoff from the last failure (SIGHUP skips the wait). None: nothing to redeploy.
+    fn redeploy_at(&self, now: SystemTime) -> Option<SystemTime> {
+        if !self.redeploy {
+            return None;
+        }
+        if self.redeploy_now || self.history.consecutive_failures == 0 {
+            return Some(now);
+        }
+        let failure = self.history.last_failure.as_ref()?;
+        let time_left = self
+            .live
+            .as_ref()
+            .ok()
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.facts.not_after.duration_since(now).ok());
+        Some(failure.at + scheduler::backoff(self.history.consecutive_failures, time_left))
+    }
+
     /// The live certificate, when it is one the CA can be asked about (it names its issuer's key).
     fn ari_subject(&self) -> Option<&crate::certs::CertFacts> {
         self.live
@@ -165,7 +189,16 @@ fn random_moment(start: SystemTime, end: SystemTime) -> SystemTime {
 struct Done {
     name: String,
     spec: Arc<CertSpec>,
-    result: Result<Renewed, RenewError>,
+    outcome: Outcome,
+}
+
+/// What a worker did.
+enum Outcome {
+    /// A renewal (order, validation, install, deploy).
+    Renewal(Result<Renewed, RenewError>),
+    /// The live files installed again on the deploy targets, with their reloads, without a new order
+    /// (after a failed configuration test or reload, or when a target differs from `live/`).
+    Redeploy(Result<(), RenewError>),
 }
 
 /// The configuration currently in force, and the specs that failed to load (kept at their last
@@ -332,6 +365,30 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                 now,
             );
             let blocked = cert.not_before.is_some_and(|t| t > now);
+            let redeploy_due = cert.redeploy_at(now).is_some_and(|t| t <= now);
+            if decision.at > now && redeploy_due && !blocked {
+                if let Ok(permit) = pool.clone().try_acquire_owned() {
+                    cert.running = true;
+                    cert.redeploy_now = false;
+                    let spec = cert.spec.clone();
+                    let name = name.clone();
+                    let done = done_tx.clone();
+                    let state = state.clone();
+                    tracing::info!(cert_name = %name, "installing the live certificate on the deploy targets again");
+                    tasks.spawn(async move {
+                        let result = redeploy(&state, &spec).await;
+                        drop(permit);
+                        let outcome = Outcome::Redeploy(result);
+                        let _ = done
+                            .send(Done {
+                                name,
+                                spec,
+                                outcome,
+                            })
+                            .await;
+                    });
+                }
+            }
             if decision.at <= now && !blocked {
                 if let Ok(permit) = pool.clone().try_acquire_owned() {
                     cert.running = true;
@@ -344,7 +401,14 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     tasks.spawn(async move {
                         let result = engine.renew_cancellable(&spec, cancel).await;
                         drop(permit);
-                        let _ = done.send(Done { name, spec, result }).await;
+                        let outcome = Outcome::Renewal(result);
+                        let _ = done
+                            .send(Done {
+                                name,
+                                spec,
+                                outcome,
+                            })
+                            .await;
                     });
                 }
             }
@@ -393,6 +457,11 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             }
             _ = sighup.recv() => {
                 notifier.reloading();
+                // The administrator may have fixed a server's configuration: retry pending deploys now.
+                for cert in certs.values_mut() {
+                    cert.redeploy = needs_redeploy(&state, &cert.spec);
+                    cert.redeploy_now = cert.redeploy;
+                }
                 match load_all(config_path, Some(&loaded)) {
                     Ok((new, spec_errors)) => {
                         let certs_dir_changed = new.settings.certs_dir != loaded.settings.certs_dir;
@@ -599,6 +668,7 @@ fn sync_certs(
                     cert.history = History::default();
                     cert.live = read_live(state, name);
                     cert.drop_ari();
+                    cert.redeploy = needs_redeploy(state, spec);
                 }
             }
             None => {
@@ -618,6 +688,8 @@ fn sync_certs(
                         ari: None,
                         ari_fetching: false,
                         ari_retry_at: None,
+                        redeploy: needs_redeploy(state, spec),
+                        redeploy_now: false,
                     },
                 );
             }
@@ -641,8 +713,16 @@ fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, metrics: &mut Me
     };
     cert.running = false;
     let spec = &done.spec;
-    metrics.record(&done.name, &spec.account, &done.result);
-    match &done.result {
+    let result = match done.outcome {
+        Outcome::Renewal(result) => result,
+        Outcome::Redeploy(result) => {
+            finish_redeploy(cert, state, &done.name, result, now);
+            return;
+        }
+    };
+    metrics.record(&done.name, &spec.account, &result);
+    cert.redeploy = needs_redeploy(state, spec);
+    match &result {
         Ok(r) => {
             cert.history = History {
                 consecutive_failures: 0,
@@ -695,6 +775,68 @@ fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, metrics: &mut Me
                 done.name
             );
         }
+    }
+}
+
+/// Record the end of a redeploy: success clears the failure history; a failure backs off like a failed
+/// renewal (the deploy module has logged it with MESSAGE_ID reload-failed).
+fn finish_redeploy(
+    cert: &mut Cert,
+    state: &StateDir,
+    name: &str,
+    result: Result<(), RenewError>,
+    now: SystemTime,
+) {
+    match result {
+        Ok(()) => {
+            cert.history.consecutive_failures = 0;
+            cert.history.last_failure = None;
+            cert.history.last_success = Some(now);
+            tracing::info!(cert_name = %name, "the live certificate is deployed");
+        }
+        Err(RenewError::Busy) => cert.not_before = Some(now + BUSY_RETRY),
+        Err(e) => {
+            let (kind, retry_after) = scheduler::classify(&e, now);
+            cert.history.consecutive_failures += 1;
+            cert.history.last_failure = Some(Failure {
+                at: now,
+                kind,
+                retry_after,
+                message: e.to_string(),
+            });
+        }
+    }
+    cert.redeploy = needs_redeploy(state, &cert.spec);
+}
+
+/// Install the live files of `spec` on its deploy targets again, with reloads (holding its lock).
+async fn redeploy(state: &StateDir, spec: &CertSpec) -> Result<(), RenewError> {
+    let Some(_lock) = state
+        .lock_cert(&spec.name)
+        .map_err(|source| RenewError::Io {
+            context: format!("cannot lock {}", spec.name),
+            source,
+        })?
+    else {
+        return Err(RenewError::Busy);
+    };
+    let files = state
+        .read_live(&spec.name)
+        .map_err(|source| RenewError::Io {
+            context: format!("cannot read the live files of {}", spec.name),
+            source,
+        })?;
+    match files {
+        Some(files) => Ok(deploy::install(spec, &files, &state.live_dir(&spec.name)).await?),
+        None => Ok(()),
+    }
+}
+
+/// Whether the live files of `spec` still have to be installed on its deploy targets.
+fn needs_redeploy(state: &StateDir, spec: &CertSpec) -> bool {
+    match state.read_live(&spec.name) {
+        Ok(Some(files)) => deploy::needs_redeploy(spec, &files, &state.live_dir(&spec.name)),
+        _ => false,
     }
 }
 
@@ -754,6 +896,7 @@ fn next_wake(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Duration {
                 Some(nb) if nb > at => nb,
                 _ => at,
             };
+            let at = c.redeploy_at(now).map_or(at, |r| r.min(at));
             Some(c.ari_wake().map_or(at, |ari| ari.min(at)))
         })
         .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))

@@ -5,9 +5,11 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::proc::output_with_timeout;
-use crate::support::renewd::{mode, Renewd, Run};
+use crate::support::proc::poll_until;
+use crate::support::renewd::{mode, signal, Renewd, Run};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::webservers::{self_signed, WebServer};
 use crate::support::x509::cert_serial;
@@ -143,7 +145,7 @@ fn real_nginx_and_apache_serve_the_renewed_certificate() {
 /// nginx's config broken before a renewal: `nginx -t` fails, nothing is reloaded, the previous files are
 /// back byte for byte, nginx still serves the old certificate, and renewd says why.
 #[test]
-fn a_broken_nginx_config_puts_the_previous_files_back() {
+fn a_broken_nginx_config_puts_the_previous_files_back_and_the_daemon_retries_after_the_fix() {
     let topo = topology();
     let h1 = domain("host1");
     let web = topo.dir().join("web");
@@ -208,6 +210,61 @@ fn a_broken_nginx_config_puts_the_previous_files_back() {
     );
     assert_eq!(nginx.serial(&topo).as_deref(), Some(good.as_str()));
     assert_no_leftovers(&ssl);
+
+    // The daemon retries the deploy of the live certificate without a new order: it fails while nginx's
+    // configuration is broken (status.json says why, nginx keeps the old certificate), and succeeds at
+    // once on SIGHUP after the administrator fixed nginx.
+    let new_serial = cert_serial(&r.live("host1", "cert.pem"));
+    let log = topo.dir().join("daemon.log");
+    let mut daemon = r.spawn_logged(&["run"], &log, &[]);
+    let status = || -> serde_json::Value {
+        fs::read_to_string(r.state().join("status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let failing = poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let st = status();
+        let err = st["certificates"]["host1"]["last_error"]
+            .as_str()?
+            .to_string();
+        err.starts_with("reload failed: ").then_some(err)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status.json never said why: {}\n{}",
+            status(),
+            log_text(&log)
+        )
+    });
+    assert!(failing.contains("bogus_directive"), "{failing}");
+    assert_eq!(nginx.serial(&topo).as_deref(), Some(good.as_str()));
+
+    let text = fs::read_to_string(&site).unwrap();
+    fs::write(&site, text.replace("bogus_directive on;\n", "")).unwrap();
+    signal(daemon.id(), libc::SIGHUP);
+    nginx.wait_for_serial(&topo, &new_serial);
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        status()["certificates"]["host1"]["last_error"]
+            .is_null()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the failure is still reported: {}", status()));
+    assert_eq!(
+        cert_serial(&r.live("host1", "cert.pem")),
+        new_serial,
+        "no new order: the live certificate was deployed"
+    );
+    signal(daemon.id(), libc::SIGTERM);
+    let exited = poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
+        daemon.try_wait().ok().flatten()
+    })
+    .expect("daemon exits");
+    assert!(exited.success());
+}
+
+fn log_text(log: &Path) -> String {
+    fs::read_to_string(log).unwrap_or_default()
 }
 
 /// `gitlab` and `systemd` through stand-in tools on the documented PATH override, a `command` with
