@@ -424,3 +424,69 @@ fn renew_skips_a_certificate_another_process_is_renewing() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+/// `renewd status` after the daemon failed a certificate (a zone the key is not granted): the row says
+/// failed with the first line of the error, JSON too, and the exit status is 1.
+#[test]
+fn status_shows_a_failing_certificate_with_its_error() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        denied_hosts: vec!["denied1".into()],
+        ..Default::default()
+    });
+    let (h1, denied) = (domain("host1"), domain("denied1"));
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("web", &[&h1]),
+            SpecFixture::new("locked", &[&denied]),
+        ],
+    );
+    let log = topo.dir().join("daemon.log");
+    let mut daemon = r.spawn_logged(&["run"], &log, &[]);
+    let status_file = r.state().join("status.json");
+    poll_until(Duration::from_secs(40), Duration::from_millis(50), || {
+        let st: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&status_file).ok()?).ok()?;
+        let certs = &st["certificates"];
+        (certs["locked"]["last_result"] == "failed" && certs["web"]["last_result"] == "ok")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no failure recorded:\n{}",
+            fs::read_to_string(&log).unwrap()
+        )
+    });
+    crate::support::renewd::signal(daemon.id(), libc::SIGTERM);
+    daemon.wait().unwrap();
+
+    let json = r.run(&["status", "--json"]);
+    json.expect_code(1);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let rows = doc["certificates"].as_array().unwrap();
+    let locked = rows.iter().find(|r| r["name"] == "locked").unwrap();
+    assert_eq!(locked["last_result"], "failed");
+    assert_eq!(locked["consecutive_failures"], 1);
+    assert!(
+        locked["last_error"].as_str().unwrap().contains("REFUSED"),
+        "{locked}"
+    );
+    assert!(!locked["last_error"].as_str().unwrap().contains('\n'));
+    let web = rows.iter().find(|r| r["name"] == "web").unwrap();
+    assert_eq!(web["last_result"], "ok");
+    assert_eq!(web["needs_attention"], false);
+
+    let text = r.run(&["status"]);
+    text.expect_code(1);
+    let row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("locked"))
+        .unwrap_or_else(|| panic!("{}", text.stdout));
+    assert!(
+        row.contains("failed (1x)") && row.contains("REFUSED"),
+        "{row}"
+    );
+}
