@@ -375,17 +375,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     let done = done_tx.clone();
                     let state = state.clone();
                     tracing::info!(cert_name = %name, "installing the live certificate on the deploy targets again");
-                    tasks.spawn(async move {
-                        let result = redeploy(&state, &spec).await;
-                        drop(permit);
-                        let outcome = Outcome::Redeploy(result);
-                        let _ = done
-                            .send(Done {
-                                name,
-                                spec,
-                                outcome,
-                            })
-                            .await;
+                    let work_spec = spec.clone();
+                    spawn_worker(&mut tasks, done, permit, name, spec, async move {
+                        Outcome::Redeploy(redeploy(&state, &work_spec).await)
                     });
                 }
             }
@@ -398,17 +390,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     let done = done_tx.clone();
                     let cancel = cancel_rx.clone();
                     tracing::info!(cert_name = %name, reason = %decision.summary, "renewal starts");
-                    tasks.spawn(async move {
-                        let result = engine.renew_cancellable(&spec, cancel).await;
-                        drop(permit);
-                        let outcome = Outcome::Renewal(result);
-                        let _ = done
-                            .send(Done {
-                                name,
-                                spec,
-                                outcome,
-                            })
-                            .await;
+                    let work_spec = spec.clone();
+                    spawn_worker(&mut tasks, done, permit, name, spec, async move {
+                        Outcome::Renewal(engine.renew_cancellable(&work_spec, cancel).await)
                     });
                 }
             }
@@ -776,6 +760,28 @@ fn finish(certs: &mut BTreeMap<String, Cert>, state: &StateDir, metrics: &mut Me
             );
         }
     }
+}
+
+/// Run one worker job on the pool; its outcome goes back to the loop, and the permit is released first.
+fn spawn_worker(
+    tasks: &mut JoinSet<()>,
+    done: mpsc::Sender<Done>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    name: String,
+    spec: Arc<CertSpec>,
+    work: impl std::future::Future<Output = Outcome> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        let outcome = work.await;
+        drop(permit);
+        let _ = done
+            .send(Done {
+                name,
+                spec,
+                outcome,
+            })
+            .await;
+    });
 }
 
 /// Record the end of a redeploy: success clears the failure history; a failure backs off like a failed

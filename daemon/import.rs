@@ -855,25 +855,7 @@ fn common_name(subject: &str) -> Option<String> {
 
 /// A valid renewd name (`[a-z0-9][a-z0-9._-]*`) from a certbot lineage or file name.
 fn spec_name(s: &str) -> String {
-    let mut n: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while n.starts_with(['.', '_', '-']) {
-        n.remove(0);
-    }
-    if n.is_empty() {
-        "imported".into()
-    } else {
-        n
-    }
+    crate::config::spec_name(s, "imported")
 }
 
 /// A YAML scalar (JSON strings are valid YAML double-quoted strings).

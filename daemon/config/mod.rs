@@ -446,7 +446,13 @@ fn load_one_spec(
 }
 
 fn suggest_name(name: &str) -> String {
-    let mut s: String = name
+    spec_name(name, "mycert")
+}
+
+/// A valid certificate name (`[a-z0-9][a-z0-9._-]*`) made from `s` (lower-cased, other characters
+/// replaced by `-`, leading punctuation dropped), or `fallback` when nothing is left.
+pub fn spec_name(s: &str, fallback: &str) -> String {
+    let mut n: String = s
         .to_ascii_lowercase()
         .chars()
         .map(|c| {
@@ -457,12 +463,12 @@ fn suggest_name(name: &str) -> String {
             }
         })
         .collect();
-    while s.starts_with(['.', '_', '-']) {
-        s.remove(0);
+    while n.starts_with(['.', '_', '-']) {
+        n.remove(0);
     }
-    if s.is_empty() {
-        "mycert".into()
+    if n.is_empty() {
+        fallback.into()
     } else {
-        s
+        n
     }
 }
