@@ -440,19 +440,26 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-        // Gone, or a zombie waiting for whoever inherited it.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        assert!(
-            state.is_none() || state == Some('Z'),
-            "grandchild still runs: {stat}"
-        );
+        // SIGKILL is delivered asynchronously: poll (bounded) until the grandchild is gone or a zombie
+        // waiting for whoever inherited it.
+        let dead = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            (state.is_none() || state == Some('Z'), stat)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dead().0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (gone, stat) = dead();
+        assert!(gone, "grandchild still runs: {stat}");
     }
 
     #[test]
