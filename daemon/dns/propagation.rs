@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use tokio::time::Instant;
 
@@ -11,7 +11,7 @@ use super::discovery::AuthServer;
 use super::error::{DnsError, Lagging, ServerRef};
 use super::name::{self, from_wire};
 use super::resolver::rcode_name;
-use super::transport::{exchange, Timeouts};
+use super::transport::{query_direct, Timeouts};
 
 /// How long each server took to serve every value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,23 +205,8 @@ pub(crate) async fn query_txt_at(
     owner: &str,
     timeouts: Timeouts,
 ) -> Result<Vec<String>, DnsError> {
-    let qname = name::to_fqdn(owner)?;
     let owner = name::normalize(owner)?;
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = false;
-    msg.add_query(Query::query(qname, RecordType::TXT));
-    let mut edns = hickory_proto::op::Edns::new();
-    edns.set_max_payload(1232);
-    msg.set_edns(edns);
-    let request = msg.to_vec().map_err(|e| DnsError::InvalidName {
-        name: owner.clone(),
-        reason: e.to_string(),
-    })?;
-    let raw = exchange(server, &request, timeouts).await?;
-    let answer = Message::from_vec(&raw).map_err(|e| DnsError::Malformed {
-        server: server.clone(),
-        reason: e.to_string(),
-    })?;
+    let answer = query_direct(server, &owner, RecordType::TXT, timeouts).await?;
     let failed = |served: String| DnsError::QueryFailed {
         server: server.clone(),
         owner: owner.clone(),

@@ -1,13 +1,13 @@
 //! One non-recursive SOA query to one server: does it serve the zone authoritatively, and with
 //! which serial? (`renewd dns-test` compares the secondaries with the primary this way.)
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::error::{DnsError, ServerRef};
 use super::name::{self, from_wire};
 use super::resolver::rcode_name;
-use super::transport::{exchange, Timeouts};
+use super::transport::{query_direct, Timeouts};
 
 /// What a server said when asked (RD=0) for the SOA of a zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,21 +26,7 @@ pub async fn query_soa(
     timeouts: Timeouts,
 ) -> Result<SoaAnswer, DnsError> {
     let zone = name::normalize(zone)?;
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = false;
-    msg.add_query(Query::query(name::to_fqdn(&zone)?, RecordType::SOA));
-    let mut edns = Edns::new();
-    edns.set_max_payload(1232);
-    msg.set_edns(edns);
-    let request = msg.to_vec().map_err(|e| DnsError::InvalidName {
-        name: zone.clone(),
-        reason: e.to_string(),
-    })?;
-    let raw = exchange(server, &request, timeouts).await?;
-    let answer = Message::from_vec(&raw).map_err(|e| DnsError::Malformed {
-        server: server.clone(),
-        reason: e.to_string(),
-    })?;
+    let answer = query_direct(server, &zone, RecordType::SOA, timeouts).await?;
     Ok(judge_soa(&answer, &zone))
 }
 

@@ -179,6 +179,32 @@ fn io_error(server: &ServerRef, e: io::Error) -> DnsError {
     }
 }
 
+/// Ask one server directly (RD=0, EDNS payload 1232) for `name`/`rtype` and parse its answer: how
+/// renewd talks to authoritative servers (propagation polls, SOA serial checks).
+pub async fn query_direct(
+    server: &ServerRef,
+    name: &str,
+    rtype: hickory_proto::rr::RecordType,
+    timeouts: Timeouts,
+) -> Result<hickory_proto::op::Message, DnsError> {
+    use hickory_proto::op::{Edns, Message, Query};
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(super::name::to_fqdn(name)?, rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    msg.set_edns(edns);
+    let request = msg.to_vec().map_err(|e| DnsError::InvalidName {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
+    let raw = exchange(server, &request, timeouts).await?;
+    Message::from_vec(&raw).map_err(|e| DnsError::Malformed {
+        server: server.clone(),
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
