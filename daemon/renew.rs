@@ -639,21 +639,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeySpec;
 
     fn spec(renew_before: Option<Duration>) -> CertSpec {
-        CertSpec {
-            name: "web".into(),
-            file: "/dev/null".into(),
-            domains: vec!["a.example.test".into()],
-            account: "ca".into(),
-            key: KeySpec::EcdsaP256,
-            dns: "primary".into(),
-            zone: None,
-            renew_before,
-            deploy: vec![],
-            reload: vec![],
-        }
+        CertSpec::for_test("web", "a.example.test", renew_before)
     }
 
     fn live(days: u64, names: &[&str], key_matches: bool) -> Result<Option<LiveCert>, String> {

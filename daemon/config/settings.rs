@@ -144,6 +144,25 @@ pub struct CertSpec {
     pub reload: Vec<ReloadSpec>,
 }
 
+#[cfg(test)]
+impl CertSpec {
+    /// A minimal spec for unit tests: one domain, ECDSA P-256, no deploy or reload.
+    pub(crate) fn for_test(name: &str, domain: &str, renew_before: Option<Duration>) -> CertSpec {
+        CertSpec {
+            name: name.into(),
+            file: "/dev/null".into(),
+            domains: vec![domain.into()],
+            account: "ca".into(),
+            key: KeySpec::EcdsaP256,
+            dns: "primary".into(),
+            zone: None,
+            renew_before,
+            deploy: vec![],
+            reload: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeployTarget {
     pub fullchain: Option<PathBuf>,

@@ -11,7 +11,7 @@ use tokio::time::{advance, sleep_until, Instant};
 
 use super::*;
 use crate::certs::CertFacts;
-use crate::config::{CertSpec, KeySpec};
+use crate::config::CertSpec;
 use crate::renew::LiveCert;
 
 const MIN: Duration = Duration::from_secs(60);
@@ -19,18 +19,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86400);
 
 fn spec(renew_before: Option<Duration>) -> CertSpec {
-    CertSpec {
-        name: "gitlab".into(),
-        file: "/dev/null".into(),
-        domains: vec!["gitlab.example.test".into()],
-        account: "ca".into(),
-        key: KeySpec::EcdsaP256,
-        dns: "primary".into(),
-        zone: None,
-        renew_before,
-        deploy: vec![],
-        reload: vec![],
-    }
+    CertSpec::for_test("gitlab", "gitlab.example.test", renew_before)
 }
 
 fn live(not_before: SystemTime, lifetime: Duration) -> Result<Option<LiveCert>, String> {

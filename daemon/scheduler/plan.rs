@@ -407,7 +407,6 @@ fn in_text(at: SystemTime, now: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::certs::CertFacts;
-    use crate::config::KeySpec;
 
     const MIN: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
@@ -419,18 +418,7 @@ mod tests {
     }
 
     fn spec(renew_before: Option<Duration>) -> CertSpec {
-        CertSpec {
-            name: "web".into(),
-            file: "/dev/null".into(),
-            domains: vec!["a.example.test".into()],
-            account: "ca".into(),
-            key: KeySpec::EcdsaP256,
-            dns: "primary".into(),
-            zone: None,
-            renew_before,
-            deploy: vec![],
-            reload: vec![],
-        }
+        CertSpec::for_test("web", "a.example.test", renew_before)
     }
 
     fn cert(
