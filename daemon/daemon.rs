@@ -404,7 +404,12 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             &metric_snapshots(&certs, now),
             loaded.settings.metrics_file.as_deref(),
         );
-        let text = status_text(&certs, config_error.as_deref(), now);
+        let text = status_text(
+            &certs,
+            &loaded.settings.certs_dir,
+            config_error.as_deref(),
+            now,
+        );
         if text != last_status {
             notifier.status(&text);
             last_status = text;
@@ -954,9 +959,17 @@ impl Drop for AbortOnDrop {
 
 fn status_text(
     certs: &BTreeMap<String, Cert>,
+    certs_dir: &Path,
     config_error: Option<&str>,
     now: SystemTime,
 ) -> String {
+    if certs.is_empty() && config_error.is_none() {
+        // A fresh install: say what to do rather than "0 certificates".
+        return format!(
+            "no certificates yet: add one NAME.yaml spec per certificate to {}",
+            certs_dir.display()
+        );
+    }
     let decisions: Vec<(String, Decision, bool)> = certs
         .iter()
         .filter_map(|(n, c)| {

@@ -1,6 +1,7 @@
 //! renewd: keeps certificates valid with ACME DNS-01 through RFC 2136 (TSIG) updates to a hidden primary.
 //!
 //! Module map (see ARCHITECTURE.md for the invariants each one keeps):
+//! - [`cli`]: the command line definitions (clap), also the source of the man page and completions.
 //! - [`config`]: raw YAML → validated [`config::Settings`]; the only place that reads config files.
 //! - [`dns`]: zone discovery, RFC 2136 + TSIG updates, propagation checks against authoritative servers.
 //! - [`dnstest`]: `renewd dns-test`: add, time on every authoritative server, and delete a test TXT; explain failures.
@@ -19,6 +20,7 @@
 
 pub mod acme;
 pub mod certs;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;

@@ -1,89 +1,14 @@
 //! The `renewd` command line. Only argument parsing and output live here; the work is in the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use renewd::cli::{Cli, Command};
 use renewd::config::{self, Severity};
 use renewd::renew::{Engine, Outcome};
-
-/// Keeps certificates valid: ACME (with EAB) + DNS-01 through RFC 2136 / TSIG updates to a hidden primary.
-#[derive(Parser, Debug)]
-#[command(name = "renewd", version, about)]
-struct Cli {
-    /// The global configuration file.
-    #[arg(long, global = true, default_value = "/etc/renewd/renewd.yaml")]
-    config: PathBuf,
-    /// More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// The daemon (what renewd.service starts): plans, renews, watches the specs, reloads on SIGHUP.
-    Run,
-    /// Validate the global configuration and every spec, without touching the network.
-    Check,
-    /// One row per certificate: expiry, days left, next renewal, last result. Exits 1 when any
-    /// certificate is failing or has less than --warn left (a monitoring check).
-    Status {
-        /// Print the stable JSON document instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Time left below which a certificate needs attention.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-        warn: std::time::Duration,
-    },
-    /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
-    Renew {
-        /// Certificate names (spec file stems). Default: every spec.
-        names: Vec<String>,
-        /// Renew even if not due.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Add a test TXT record with a dns server's TSIG key, time every authoritative server until it
-    /// serves it, delete it again, and explain whatever failed. Exits 1 unless every check passed.
-    DnsTest {
-        /// A `dns_servers` entry of the configuration.
-        server: String,
-        /// The zone to update. Default: the spec's `zone:`, else discovered (SOA, following CNAMEs).
-        #[arg(long)]
-        zone: Option<String>,
-        /// The domain to test (`_acme-challenge.` is prepended unless present). Default: the first
-        /// domain of the first spec that uses SERVER.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Turn a certbot --dns-rfc2136 setup into renewd's configuration; its certificates become
-    /// renewd's live ones (nothing is reissued). Prints the files; --write writes them next to --config.
-    Import {
-        /// What to import from.
-        #[arg(value_parser = ["certbot"])]
-        from: String,
-        /// certbot's configuration directory (its --config-dir).
-        #[arg(default_value = "/etc/letsencrypt")]
-        dir: PathBuf,
-        /// Write the files (never overwriting any) and install the certificates into state_dir.
-        #[arg(long)]
-        write: bool,
-        /// `state_dir:` of the new configuration.
-        #[arg(long, default_value = "/var/lib/renewd")]
-        state_dir: PathBuf,
-        /// The CA's External Account Binding key id (certbot does not store it).
-        #[arg(long)]
-        eab_kid: Option<String>,
-        /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
-        #[arg(long)]
-        trust: Option<PathBuf>,
-    },
-}
 
 /// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
 const EXIT_FAILED: u8 = 1;

@@ -636,15 +636,36 @@ fn all_errors_from_all_files_are_reported() {
 }
 
 #[test]
-fn global_requires_accounts_and_dns_servers() {
+fn missing_accounts_and_dns_servers_warn_but_a_spec_needing_them_fails() {
+    // A fresh install: no accounts, no DNS servers, no specs → valid, with two warnings.
     let fx = Fx::new("workers: 2\n");
-    fx.spec("a", "domains: [a.example.org]\n");
-    let text = ConfigErrors(fx.errors()).to_string();
+    let loaded = fx.load().expect("valid without accounts and dns_servers");
+    let text: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    let text = text.join("\n");
     assert!(
-        text.contains("no ACME account defined: add one, e.g."),
+        text.contains(
+            "no ACME account defined yet: nothing can be renewed until you add one, e.g."
+        ),
         "{text}"
     );
-    assert!(text.contains("no DNS server defined"), "{text}");
+    assert!(text.contains("no DNS server defined yet"), "{text}");
+    assert!(loaded.settings.certs.is_empty());
+    // The same file with a spec: the spec cannot be renewed, so it is an error naming the global file.
+    fx.spec("a", "domains: [a.example.org]\n");
+    let text = ConfigErrors(fx.errors()).to_string();
+    assert!(text.contains("a.yaml: error: no `account`: "), "{text}");
+    assert!(
+        text.contains("defines no accounts; add one under `accounts:` there first"),
+        "{text}"
+    );
+    assert!(text.contains("no `dns`: "), "{text}");
+}
+
+#[test]
+fn an_all_comment_global_file_is_valid_with_warnings() {
+    let fx = Fx::new("# nothing configured yet\n# accounts: ...\n");
+    let loaded = fx.load().expect("valid");
+    assert_eq!(loaded.warnings.len(), 3, "{:?}", loaded.warnings); // accounts, dns_servers, no specs
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
 const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust"];
 const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
 const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
+const NO_ACCOUNT: &str = "no ACME account defined yet: nothing can be renewed until you add one, e.g. `accounts: { myca: { directory: https://acme.ca.example/directory, contact: [mailto:admin@example.org] } }`";
+const NO_DNS_SERVER: &str = "no DNS server defined yet: add the RFC 2136 primary that takes the updates, e.g. `dns_servers: { primary: { address: ns1.example.org, tsig_key_file: /etc/renewd/secrets/acme-update.key } }`";
 const PROPAGATION_KEYS: &[&str] = &["timeout", "nameservers"];
 const KEY_KEYS: &[&str] = &["type", "bits", "curve"];
 const DEPLOY_KEYS: &[&str] = &[
@@ -351,10 +353,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
         dns_names: BTreeSet::new(),
     };
     if root.is_null() {
-        d.err(
-            None,
-            "the file is empty: it needs at least `accounts:` and `dns_servers:` (see `renewd check` docs)",
-        );
+        // A fresh install's file is all comments: valid, with nothing to renew yet.
+        d.warn(None, NO_ACCOUNT);
+        d.warn(None, NO_DNS_SERVER);
         return out;
     }
     let spec_hint = |k: &str| {
@@ -409,10 +410,8 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
 
     // accounts
     match f.get("accounts") {
-        None => d.err(
-            f.has("accounts").then(|| f.key_pos("accounts")),
-            "no ACME account defined: add one, e.g. `accounts: { myca: { directory: https://acme.ca.example/directory, contact: [mailto:admin@example.org] } }`",
-        ),
+        // Not an error: a fresh install has none yet. A spec that needs one fails on its own.
+        None => d.warn(f.has("accounts").then(|| f.key_pos("accounts")), NO_ACCOUNT),
         Some(n) => {
             if let Some(accts) = name_map(d, n, "accounts") {
                 for (name, kpos, v) in accts {
@@ -426,9 +425,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
     }
     // dns_servers
     match f.get("dns_servers") {
-        None => d.err(
+        None => d.warn(
             f.has("dns_servers").then(|| f.key_pos("dns_servers")),
-            "no DNS server defined: add the RFC 2136 primary that takes the updates, e.g. `dns_servers: { primary: { address: ns1.example.org, tsig_key_file: /etc/renewd/secrets/acme-update.key } }`",
+            NO_DNS_SERVER,
         ),
         Some(n) => {
             if let Some(servers) = name_map(d, n, "dns_servers") {
@@ -1391,6 +1390,16 @@ pub(crate) fn finish_spec(
         }
         if set.len() == 1 {
             return set.iter().next().cloned();
+        }
+        if set.is_empty() {
+            d.err(
+                None,
+                format!(
+                    "no `{key}`: {} defines no {what}; add one under `{what}:` there first",
+                    cx.config_path.display()
+                ),
+            );
+            return None;
         }
         d.err(
             None,

@@ -1,0 +1,97 @@
+//! The command line definitions, shared by the binary and the packaging generator (man page and
+//! shell completions are rendered from these, see packaging/docs.rs).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps certificates valid: ACME (with EAB) + DNS-01 through RFC 2136 / TSIG updates to a hidden primary.
+///
+/// renewd renews certificates for servers the internet cannot reach. `renewd run` is the daemon that
+/// renewd.service starts: it reads the global configuration (accounts, DNS servers, defaults) and one
+/// spec per certificate in certs.d, renews each certificate when it is due (a third of its lifetime
+/// left, or the CA's ARI window), proves control of the names with DNS-01 TXT records sent as
+/// TSIG-signed RFC 2136 updates to the zone's primary, waits until every authoritative server serves
+/// them, writes the certificate and key atomically, deploys them and reloads the web servers.
+/// The other commands validate the configuration, show status, renew by hand, test the DNS path and
+/// import a certbot setup.
+#[derive(Parser, Debug)]
+#[command(name = "renewd", version, about)]
+pub struct Cli {
+    /// The global configuration file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/renewd/renewd.yaml"
+    )]
+    pub config: PathBuf,
+    /// More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The daemon (what renewd.service starts): plans, renews, watches the specs, reloads on SIGHUP.
+    Run,
+    /// Validate the global configuration and every spec, without touching the network.
+    Check,
+    /// One row per certificate: expiry, days left, next renewal, last result. Exits 1 when any
+    /// certificate is failing or has less than --warn left (a monitoring check).
+    Status {
+        /// Print the stable JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Time left below which a certificate needs attention.
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        warn: std::time::Duration,
+    },
+    /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
+    Renew {
+        /// Certificate names (spec file stems). Default: every spec.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Renew even if not due.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a test TXT record with a dns server's TSIG key, time every authoritative server until it
+    /// serves it, delete it again, and explain whatever failed. Exits 1 unless every check passed.
+    DnsTest {
+        /// A `dns_servers` entry of the configuration.
+        #[arg(value_name = "SERVER")]
+        server: String,
+        /// The zone to update. Default: the spec's `zone:`, else discovered (SOA, following CNAMEs).
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
+        /// The domain to test (`_acme-challenge.` is prepended unless present). Default: the first
+        /// domain of the first spec that uses SERVER.
+        #[arg(long, value_name = "DOMAIN")]
+        name: Option<String>,
+    },
+    /// Turn a certbot --dns-rfc2136 setup into renewd's configuration; its certificates become
+    /// renewd's live ones (nothing is reissued). Prints the files; --write writes them next to --config.
+    Import {
+        /// What to import from.
+        #[arg(value_parser = ["certbot"])]
+        from: String,
+        /// certbot's configuration directory (its --config-dir).
+        #[arg(value_name = "DIR", default_value = "/etc/letsencrypt")]
+        dir: PathBuf,
+        /// Write the files (never overwriting any) and install the certificates into state_dir.
+        #[arg(long)]
+        write: bool,
+        /// `state_dir:` of the new configuration.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/renewd")]
+        state_dir: PathBuf,
+        /// The CA's External Account Binding key id (certbot does not store it).
+        #[arg(long, value_name = "KID")]
+        eab_kid: Option<String>,
+        /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+}
