@@ -354,6 +354,18 @@ fn debian_package_builds_installs_upgrades_and_purges_cleanly() {
             "unexpected file {f} in the package"
         );
     }
+    // Debian's own package checker: no error or warning (info-level tags are allowed).
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .expect("lintian runs (installed by .ci/install-deps)");
+    let tags = String::from_utf8_lossy(&lint.stdout);
+    let bad: Vec<&str> = tags
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    assert!(bad.is_empty(), "lintian:\n{}", bad.join("\n"));
     let conffiles = ok(
         "dpkg-deb --info conffiles",
         Command::new("dpkg-deb")
