@@ -277,20 +277,18 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let watchdog = notifier.watchdog_interval();
     let mut next_ping = tokio::time::Instant::now();
     let mut metrics = Metrics::new();
-    // The listener is bound once, at start (a changed `metrics_listen` takes effect at restart); it
-    // serves the text the loop last published and is aborted when `run` returns.
-    let _metrics_server = match loaded.settings.metrics_listen {
-        Some(addr) => {
-            let context = format!("metrics_listen: cannot listen on {addr}");
-            let listener = tokio::net::TcpListener::bind(addr)
+    // The listener serves the text the loop last published; it is replaced when a reload changes
+    // `metrics_listen` and aborted when `run` returns. At start, an address that cannot be bound stops
+    // the daemon; on reload it refuses the new configuration.
+    let mut _metrics_server = match loaded.settings.metrics_listen {
+        Some(addr) => Some(
+            serve_metrics(addr, &metrics)
                 .await
-                .map_err(io(&context))?;
-            tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
-            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
-                listener,
-                metrics.subscribe(),
-            ))))
-        }
+                .map_err(|e| DaemonError::Io {
+                    context: format!("metrics_listen: cannot listen on {addr}"),
+                    source: e,
+                })?,
+        ),
         None => None,
     };
     let mut ready_sent = false;
@@ -457,8 +455,26 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                         // Windows come from an account's CA: another CA or account, other windows.
                         let accounts_changed = format!("{:?}", new.settings.accounts)
                             != format!("{:?}", loaded.settings.accounts);
-                        match Engine::new(new.settings.clone()) {
-                            Ok(e) => {
+                        let listen_changed =
+                            new.settings.metrics_listen != loaded.settings.metrics_listen;
+                        let new_engine = Engine::new(new.settings.clone()).map_err(|e| e.to_string());
+                        let new_server = match (&new_engine, new.settings.metrics_listen) {
+                            // Bound before the old listener closes: a refused reload keeps it.
+                            (Ok(_), Some(addr)) if listen_changed => {
+                                serve_metrics(addr, &metrics).await.map(Some).map_err(|e| {
+                                    format!("metrics_listen: cannot listen on {addr}: {e}")
+                                })
+                            }
+                            _ => Ok(None),
+                        };
+                        match new_engine.and_then(|e| new_server.map(|srv| (e, srv))) {
+                            Ok((e, srv)) => {
+                                if listen_changed {
+                                    if srv.is_none() {
+                                        tracing::info!("metrics listener stopped (metrics_listen removed)");
+                                    }
+                                    _metrics_server = srv;
+                                }
                                 engine = Arc::new(e);
                                 if new.settings.workers != loaded.settings.workers {
                                     pool = Arc::new(Semaphore::new(new.settings.workers));
@@ -946,6 +962,19 @@ fn metric_snapshots(certs: &BTreeMap<String, Cert>, now: SystemTime) -> Vec<Cert
             }
         })
         .collect()
+}
+
+/// Binds `addr` and serves the metrics the loop publishes there.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &Metrics,
+) -> std::io::Result<AbortOnDrop> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+    Ok(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.subscribe(),
+    ))))
 }
 
 /// Aborts the task when dropped (the metrics listener ends with `run`).

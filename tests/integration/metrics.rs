@@ -19,6 +19,8 @@ use crate::support::x509::openssl;
 use crate::support::SpecFixture;
 
 const LISTEN: &str = "127.0.0.1:9469";
+/// Where a SIGHUP moves the listener.
+const LISTEN2: &str = "127.0.0.1:9470";
 
 /// Prints the samples of the exposition on stdin as JSON; argv[1]: `openmetrics` or `prometheus`.
 const PARSE: &str = r#"
@@ -111,13 +113,20 @@ fn not_after(cert: &Path) -> f64 {
 
 /// `curl -i URL` inside the namespace: (status line, headers and body).
 fn curl(topo: &Topology, url: &str) -> (String, String) {
+    try_curl(topo, url).unwrap_or_else(|e| panic!("curl {url}: {e}"))
+}
+
+/// [`curl`], or curl's error (e.g. connection refused).
+fn try_curl(topo: &Topology, url: &str) -> Result<(String, String), String> {
     let mut cmd = topo.command("curl");
     cmd.args(["-sS", "-i", "--max-time", "5", url]);
     let out = topo.run(&mut cmd);
-    assert!(out.status.success(), "curl {url}: {out:?}");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let text = String::from_utf8(out.stdout).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    (head.to_string(), body.to_string())
+    Ok((head.to_string(), body.to_string()))
 }
 
 /// What both the textfile and the listener must say once host1 was issued.
@@ -258,6 +267,42 @@ fn daemon_exports_metrics_as_textfile_and_on_loopback_listener() {
     assert!(parse(&text, "openmetrics").is_empty(), "{text}");
     let (_, body) = curl(&topo, &format!("http://{LISTEN}/metrics"));
     assert!(!body.contains("host1"), "{body}");
+
+    // SIGHUP with another `metrics_listen`: the listener moves, the old address is closed.
+    let config = fs::read_to_string(r.config()).unwrap();
+    fs::write(r.config(), config.replace(LISTEN, LISTEN2)).unwrap();
+    signal(daemon.id(), libc::SIGHUP);
+    let moved = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        try_curl(&topo, &format!("http://{LISTEN2}/metrics")).ok()
+    })
+    .unwrap_or_else(|| panic!("nothing on {LISTEN2} after SIGHUP:\n{}", log_text()));
+    assert!(moved.0.starts_with("HTTP/1.1 200 OK"), "{}", moved.0);
+    // curl exit 7: could not connect.
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        try_curl(&topo, &format!("http://{LISTEN}/metrics"))
+            .is_err_and(|e| e.starts_with("curl: (7)"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{LISTEN} still answers after the move"));
+    // An address that cannot be bound (Pebble's): the reload is refused and the listener stays.
+    let taken = topo
+        .acme_directory_url()
+        .split('/')
+        .nth(2)
+        .expect("host:port in the directory URL")
+        .to_string();
+    fs::write(r.config(), config.replace(LISTEN, &taken)).unwrap();
+    signal(daemon.id(), libc::SIGHUP);
+    let refused = format!("metrics_listen: cannot listen on {taken}: Address already in use");
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        log_text()
+            .lines()
+            .any(|l| l.contains("reload refused") && l.contains(&refused))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no {refused:?} in the daemon log:\n{}", log_text()));
+    let (head, _) = curl(&topo, &format!("http://{LISTEN2}/metrics"));
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
 
     signal(daemon.id(), libc::SIGTERM);
     let status = poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
