@@ -274,6 +274,8 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let (ari_tx, mut ari_rx) = mpsc::channel::<AriDone>(64);
     let ari_pool = Arc::new(Semaphore::new(ARI_FETCHES));
     let mut ari_tasks: JoinSet<()> = JoinSet::new();
+    let mut ari_failures = AriFailures::default();
+    let mut status_written: Option<Vec<u8>> = None;
     let watchdog = notifier.watchdog_interval();
     let mut next_ping = tokio::time::Instant::now();
     let mut metrics = Metrics::new();
@@ -397,7 +399,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             cert.decision = Some(decision);
         }
         let config_error = join_errors(&reload_error, &spec_error);
-        write_status(&state, &certs, config_error.as_deref());
+        write_status(&state, &certs, config_error.as_deref(), &mut status_written);
         metrics.publish(
             &metric_snapshots(&certs, now),
             loaded.settings.metrics_file.as_deref(),
@@ -435,7 +437,13 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
             Some(done) = done_rx.recv() => finish(&mut certs, &state, &mut metrics, done),
-            Some(ari) = ari_rx.recv() => apply_ari(&mut certs, ari),
+            Some(ari) = ari_rx.recv() => {
+                // Every answer already there in one pass: one replan for many certificates.
+                apply_ari(&mut certs, &mut ari_failures, ari);
+                while let Ok(ari) = ari_rx.try_recv() {
+                    apply_ari(&mut certs, &mut ari_failures, ari);
+                }
+            }
             Some(()) = spec_rx.recv() => {
                 match reload_specs(&mut loaded, &state, &mut certs) {
                     Ok(errors) => spec_error = errors,
@@ -544,6 +552,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         &state,
         &certs,
         join_errors(&reload_error, &spec_error).as_deref(),
+        &mut status_written,
     );
     metrics.publish(
         &metric_snapshots(&certs, SystemTime::now()),
@@ -867,12 +876,105 @@ fn needs_redeploy(state: &StateDir, spec: &CertSpec) -> bool {
     }
 }
 
+/// renewalInfo failures per ACME account. When a CA is unreachable every certificate of the account fails
+/// the same way: the first failure is logged with its reason, the rest are counted and summed up once
+/// an hour, and the recovery is logged once (not one warning per certificate per hour).
+#[derive(Debug, Default)]
+struct AriFailures(BTreeMap<String, AriOutage>);
+
+#[derive(Debug)]
+struct AriOutage {
+    /// Failures since the last line about this account.
+    unreported: usize,
+    /// Failures since the outage began.
+    total: usize,
+    since: SystemTime,
+    reported_at: SystemTime,
+    last_error: String,
+}
+
+/// Between two summaries of a continuing outage.
+const ARI_FAILURE_SUMMARY: Duration = Duration::from_secs(3600);
+
+impl AriFailures {
+    /// A failed request for `account`: the line to log now, if any.
+    fn failed(
+        &mut self,
+        account: &str,
+        cert: &str,
+        error: &str,
+        now: SystemTime,
+    ) -> Option<String> {
+        match self.0.get_mut(account) {
+            None => {
+                self.0.insert(
+                    account.to_string(),
+                    AriOutage {
+                        unreported: 0,
+                        total: 1,
+                        since: now,
+                        reported_at: now,
+                        last_error: error.to_string(),
+                    },
+                );
+                Some(format!(
+                    "cannot fetch the CA's renewal window (ARI) for {cert} (account {account}): {error}; asking again in 1h (further failures of this account are summed up hourly)"
+                ))
+            }
+            Some(o) => {
+                o.unreported += 1;
+                o.total += 1;
+                o.last_error = error.to_string();
+                let due =
+                    now.duration_since(o.reported_at).unwrap_or_default() >= ARI_FAILURE_SUMMARY;
+                due.then(|| {
+                    let line = format!(
+                        "renewal windows (ARI) of account {account} still failing: {} more failure(s) since the last report, {} since {}; last: {}",
+                        o.unreported,
+                        o.total,
+                        humantime::format_rfc3339_seconds(o.since),
+                        o.last_error
+                    );
+                    o.unreported = 0;
+                    o.reported_at = now;
+                    line
+                })
+            }
+        }
+    }
+
+    /// A successful request for `account`: the line to log if it ends an outage.
+    fn succeeded(&mut self, account: &str) -> Option<String> {
+        self.0.remove(account).map(|o| {
+            format!(
+                "renewal windows (ARI) of account {account} answer again, after {} failure(s) since {}",
+                o.total,
+                humantime::format_rfc3339_seconds(o.since)
+            )
+        })
+    }
+}
+
 /// Record a renewalInfo answer (or failure) for the certificate it was asked for.
-fn apply_ari(certs: &mut BTreeMap<String, Cert>, done: AriDone) {
+fn apply_ari(certs: &mut BTreeMap<String, Cert>, failures: &mut AriFailures, done: AriDone) {
     let now = SystemTime::now();
     let Some(cert) = certs.get_mut(&done.name) else {
         return; // its spec was removed meanwhile
     };
+    let account = cert.spec.account.clone();
+    match &done.result {
+        Ok(_) => {
+            if let Some(line) = failures.succeeded(&account) {
+                tracing::info!("{line}");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(cert_name = %done.name, error = %e, "renewalInfo request failed");
+            if let Some(line) = failures.failed(&account, &done.name, e, now) {
+                tracing::warn!(cert_name = %done.name, acme_account = %account, "{line}");
+            }
+        }
+    }
     cert.ari_fetching = false;
     if cert.ari_subject().map(|f| &f.raw_serial) != Some(&done.serial) {
         return; // the certificate changed meanwhile; the new one is asked for
@@ -900,14 +1002,10 @@ fn apply_ari(certs: &mut BTreeMap<String, Cert>, done: AriDone) {
             cert.ari = None;
             cert.ari_retry_at = Some(now + ARI_UNSUPPORTED_RETRY);
         }
-        Err(e) => {
-            tracing::warn!(cert_name = %done.name, error = %e,
-                "cannot fetch the CA's renewal window (ARI); asking again in 1h");
-            match &mut cert.ari {
-                Some((_, w)) => w.refetch_at = now + ARI_ERROR_RETRY,
-                None => cert.ari_retry_at = Some(now + ARI_ERROR_RETRY),
-            }
-        }
+        Err(_) => match &mut cert.ari {
+            Some((_, w)) => w.refetch_at = now + ARI_ERROR_RETRY,
+            None => cert.ari_retry_at = Some(now + ARI_ERROR_RETRY),
+        },
     }
 }
 
@@ -1027,10 +1125,18 @@ fn read_status(state: &StateDir) -> BTreeMap<String, CertStatus> {
         .unwrap_or_default()
 }
 
-fn write_status(state: &StateDir, certs: &BTreeMap<String, Cert>, config_error: Option<&str>) {
+/// Write `status.json` when what it says changed since `written` (the last content written, without its
+/// time stamp): a loop iteration that changed nothing (an ARI answer of one certificate among 1000, say)
+/// costs no file write and no fsync.
+fn write_status(
+    state: &StateDir,
+    certs: &BTreeMap<String, Cert>,
+    config_error: Option<&str>,
+    written: &mut Option<Vec<u8>>,
+) {
     let ts = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    let file = StatusFile {
-        updated_at: Some(ts(SystemTime::now())),
+    let mut file = StatusFile {
+        updated_at: None,
         config_error: config_error.map(str::to_string),
         certificates: certs
             .iter()
@@ -1065,9 +1171,18 @@ fn write_status(state: &StateDir, certs: &BTreeMap<String, Cert>, config_error: 
             })
             .collect(),
     };
+    let content = serde_json::to_vec(&file).expect("status serializes");
+    if written.as_ref() == Some(&content) {
+        return;
+    }
+    file.updated_at = Some(ts(SystemTime::now()));
     let json = serde_json::to_vec_pretty(&file).expect("status serializes");
-    if let Err(e) = write_atomic(&state.status_file(), &json, 0o644) {
-        tracing::warn!(error = %e, "cannot write status.json");
+    match write_atomic(&state.status_file(), &json, 0o644) {
+        Ok(()) => *written = Some(content),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write status.json");
+            *written = None;
+        }
     }
 }
 
@@ -1115,6 +1230,51 @@ mod tests {
 
     fn never(_: SystemTime, _: SystemTime) -> SystemTime {
         panic!("an unchanged window keeps its moment")
+    }
+
+    #[test]
+    fn an_unreachable_ca_gives_one_ari_warning_per_account_then_hourly_summaries() {
+        let mut f = AriFailures::default();
+        let t0 = now();
+        // 1000 certificates of one account fail within the same minute: one line.
+        let first = f
+            .failed("ca", "cert0", "connection refused", t0)
+            .expect("first failure is logged");
+        assert!(
+            first.contains("cert0 (account ca): connection refused"),
+            "{first}"
+        );
+        for i in 1..1000 {
+            assert_eq!(
+                f.failed("ca", &format!("cert{i}"), "connection refused", t0 + MIN),
+                None
+            );
+        }
+        // Another account is reported on its own.
+        assert!(f.failed("other", "x", "timeout", t0 + MIN).is_some());
+        // An hour after the first line: one summary with the counts and the last reason.
+        let summary = f
+            .failed("ca", "cert0", "connection reset", t0 + HOUR)
+            .expect("hourly summary");
+        assert!(
+            summary.contains("1000 more failure(s) since the last report, 1001 since")
+                && summary.ends_with("last: connection reset"),
+            "{summary}"
+        );
+        assert_eq!(
+            f.failed("ca", "cert1", "connection reset", t0 + HOUR + MIN),
+            None
+        );
+        // Recovery is said once, with the outage's total; then a new outage is reported again.
+        let back = f.succeeded("ca").expect("recovery is logged");
+        assert!(
+            back.contains("account ca answer again, after 1002 failure(s)"),
+            "{back}"
+        );
+        assert_eq!(f.succeeded("ca"), None);
+        assert!(f
+            .failed("ca", "cert2", "connection refused", t0 + DAY)
+            .is_some());
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum RenewError {
     Cancelled,
     #[error("another renewd process is renewing this certificate right now")]
     Busy,
+    #[error("account `{account}` is unavailable: the attempt {} ago failed: {error}", humantime::format_duration(*.ago))]
+    AccountUnavailable {
+        account: String,
+        ago: Duration,
+        error: String,
+    },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RenewError {
@@ -138,8 +144,21 @@ pub struct Engine {
     pub state: StateDir,
     resolver: Resolver,
     journal: Journal,
-    accounts: Mutex<HashMap<String, AcmeAccount>>,
+    accounts: Mutex<Accounts>,
 }
+
+/// The engine's ACME accounts: loaded (or registered) once, then shared by every renewal.
+#[derive(Default)]
+struct Accounts {
+    ready: HashMap<String, AcmeAccount>,
+    /// The last failed attempt to load or register each account (when, and why).
+    failed: HashMap<String, (std::time::Instant, String)>,
+}
+
+/// After an account could not be loaded or registered (the CA unreachable, say), renewal-window requests
+/// of its other certificates fail at once for this long instead of each trying again (at 1000
+/// certificates that was 1000 connection attempts and ~12 s of CPU). Renewals always try.
+pub const ACCOUNT_FAILURE_HOLD: Duration = Duration::from_secs(60);
 
 /// One TXT value we published (or are about to).
 struct Published {
@@ -167,7 +186,7 @@ impl Engine {
             state,
             resolver,
             journal,
-            accounts: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(Accounts::default()),
         })
     }
 
@@ -239,9 +258,27 @@ impl Engine {
     }
 
     async fn account(&self, name: &str) -> Result<AcmeAccount, RenewError> {
+        self.account_unless_failed(name, None).await
+    }
+
+    /// The account `name`; with `hold`, fails at once when the last attempt failed less than `hold` ago.
+    async fn account_unless_failed(
+        &self,
+        name: &str,
+        hold: Option<Duration>,
+    ) -> Result<AcmeAccount, RenewError> {
         let mut accounts = self.accounts.lock().await;
-        if let Some(a) = accounts.get(name) {
+        if let Some(a) = accounts.ready.get(name) {
             return Ok(a.clone());
+        }
+        if let (Some(hold), Some((at, error))) = (hold, accounts.failed.get(name)) {
+            if at.elapsed() < hold {
+                return Err(RenewError::AccountUnavailable {
+                    account: name.to_string(),
+                    ago: Duration::from_secs(at.elapsed().as_secs()),
+                    error: error.clone(),
+                });
+            }
         }
         let settings = self
             .settings
@@ -251,9 +288,19 @@ impl Engine {
                 cert: String::new(),
                 problem: format!("account `{name}` is not defined"),
             })?;
-        let account = acme::account(settings, &self.state).await?;
-        accounts.insert(name.to_string(), account.clone());
-        Ok(account)
+        match acme::account(settings, &self.state).await {
+            Ok(account) => {
+                accounts.failed.remove(name);
+                accounts.ready.insert(name.to_string(), account.clone());
+                Ok(account)
+            }
+            Err(e) => {
+                accounts
+                    .failed
+                    .insert(name.to_string(), (std::time::Instant::now(), e.to_string()));
+                Err(e.into())
+            }
+        }
     }
 
     /// The CA's suggested renewal window (ARI) for `facts`, the live certificate of `spec`, through the
@@ -263,7 +310,9 @@ impl Engine {
         spec: &CertSpec,
         facts: &CertFacts,
     ) -> Result<Option<(SystemTime, SystemTime, Duration)>, RenewError> {
-        let account = self.account(&spec.account).await?;
+        let account = self
+            .account_unless_failed(&spec.account, Some(ACCOUNT_FAILURE_HOLD))
+            .await?;
         Ok(acme::renewal_window(&account, facts).await?)
     }
 
@@ -685,6 +734,61 @@ mod tests {
         let l = live(90, &["a.example.test"], true);
         let s = spec(Some(Duration::from_secs(10 * DAY)));
         assert_eq!(due(&s, &l, at(1)), Due::At(at(80)));
+    }
+
+    /// With the CA unreachable, the first renewal-window request tries (and fails), the next ones of
+    /// the same account fail at once for ACCOUNT_FAILURE_HOLD, and a renewal still tries for real.
+    #[tokio::test]
+    async fn a_failed_account_is_not_retried_by_every_renewal_window_request() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("certs.d")).unwrap();
+        let key = d.join("tsig.key");
+        std::fs::write(
+            &key,
+            "key \"k\" { algorithm hmac-sha256; secret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\"; };\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Port 9 on loopback: nothing listens, the connection is refused at once.
+        std::fs::write(
+            d.join("renewd.yaml"),
+            format!(
+                "state_dir: {}/state\naccounts: {{ ca: {{ directory: \"https://127.0.0.1:9/dir\" }} }}\n\
+                 dns_servers: {{ p: {{ address: 127.0.0.1, tsig_key_file: {} }} }}\nresolver: [127.0.0.1]\n",
+                d.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.join("certs.d/web.yaml"), "domains: [a.example.test]\n").unwrap();
+        let settings = crate::config::load(&d.join("renewd.yaml"))
+            .unwrap()
+            .settings;
+        let spec = settings.certs["web"].clone();
+        let engine = Engine::new(Arc::new(settings)).unwrap();
+        let facts = live(90, &["a.example.test"], true).unwrap().unwrap().facts;
+
+        let first = engine.renewal_window(&spec, &facts).await.unwrap_err();
+        assert!(matches!(first, RenewError::Acme(_)), "{first}");
+        let t = std::time::Instant::now();
+        let second = engine.renewal_window(&spec, &facts).await.unwrap_err();
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        let text = second.to_string();
+        assert!(
+            matches!(second, RenewError::AccountUnavailable { .. })
+                && text.starts_with("account `ca` is unavailable: the attempt 0s ago failed: ")
+                && text.contains("https://127.0.0.1:9/dir"),
+            "{text}"
+        );
+        // A renewal does not take the shortcut.
+        match engine.account("ca").await {
+            Err(RenewError::Acme(_)) => {}
+            Err(e) => panic!("a renewal got {e}"),
+            Ok(_) => panic!("nothing listens on 127.0.0.1:9"),
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub fn classify(err: &RenewError, now: SystemTime) -> (FailureKind, Option<Syste
         RenewError::Cancelled => FailureKind::Transient,
         // Another process holds the certificate's lock: its renewal decides; look again soon.
         RenewError::Busy => FailureKind::Transient,
+        // Only renewal-window requests get it (the account failed moments ago): like a CA outage.
+        RenewError::AccountUnavailable { .. } => FailureKind::Transient,
     };
     let retry_after = match err {
         RenewError::Acme(e) => e.retry_after().filter(|at| *at > now),
