@@ -124,6 +124,44 @@ impl Cert {
         self.ari_retry_at = None;
     }
 
+    /// Read `live/NAME` again; true when another process installed a different certificate there
+    /// (then the plan starts from it: no ARI window of the old one, no busy wait).
+    fn reread_live(&mut self, state: &StateDir, name: &str) -> bool {
+        let fresh = read_live(state, name);
+        let serial = |l: &Result<Option<LiveCert>, String>| {
+            l.as_ref()
+                .ok()
+                .and_then(|l| l.as_ref())
+                .map(|l| l.facts.raw_serial.clone())
+        };
+        if serial(&fresh) == serial(&self.live) {
+            return false;
+        }
+        if let Ok(Some(l)) = &fresh {
+            tracing::info!(cert_name = %name, cert_serial = %l.facts.serial,
+                cert_not_after = %humantime::format_rfc3339_seconds(l.facts.not_after),
+                "live certificate replaced by another process (renewd renew, import); replanned");
+        }
+        self.live = fresh;
+        self.drop_ari();
+        self.not_before = None;
+        true
+    }
+
+    /// The scheduler's decision for this certificate at `now`.
+    fn decide(&self, now: SystemTime) -> Decision {
+        scheduler::decide(
+            &CertInput {
+                spec: &self.spec,
+                live: &self.live,
+                ari: self.ari.as_ref().map(|(_, w)| w),
+                history: &self.history,
+                jitter: self.jitter,
+            },
+            now,
+        )
+    }
+
     /// Whether the renewalInfo of the live certificate should be requested now.
     fn ari_due(&self, now: SystemTime) -> bool {
         if self.running || self.ari_fetching || self.ari_subject().is_none() {
@@ -266,6 +304,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
 
     let (spec_tx, mut spec_rx) = mpsc::channel::<()>(1);
     let mut watcher = watch_specs(&loaded.settings.certs_dir, spec_tx.clone());
+    // live/NAME switched by another process (`renewd renew`, `renewd import`): re-read it.
+    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<Vec<String>>();
+    let _live_watcher = watch_live(&state.root().join("live"), live_tx);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut pool = Arc::new(Semaphore::new(loaded.settings.workers));
@@ -354,17 +395,13 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             if cert.running {
                 continue;
             }
-            let decision = scheduler::decide(
-                &CertInput {
-                    spec: &cert.spec,
-                    live: &cert.live,
-                    ari: cert.ari.as_ref().map(|(_, w)| w),
-                    history: &cert.history,
-                    jitter: cert.jitter,
-                },
-                now,
-            );
+            let mut decision = cert.decide(now);
             let blocked = cert.not_before.is_some_and(|t| t > now);
+            // Before ordering: another process may have renewed it meanwhile (the watcher on live/
+            // is not guaranteed to have told us yet, e.g. when our attempt found it locked).
+            if decision.at <= now && !blocked && cert.reread_live(&state, name) {
+                decision = cert.decide(now);
+            }
             let redeploy_due = cert.redeploy_at(now).is_some_and(|t| t <= now);
             if decision.at > now && redeploy_due && !blocked {
                 if let Ok(permit) = pool.clone().try_acquire_owned() {
@@ -444,6 +481,12 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     apply_ari(&mut certs, &mut ari_failures, ari);
                 }
             }
+            Some(names) = live_rx.recv() => {
+                refresh_live(&mut certs, &state, names);
+                while let Ok(names) = live_rx.try_recv() {
+                    refresh_live(&mut certs, &state, names);
+                }
+            }
             Some(()) = spec_rx.recv() => {
                 match reload_specs(&mut loaded, &state, &mut certs) {
                     Ok(errors) => spec_error = errors,
@@ -453,6 +496,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             _ = sighup.recv() => {
                 notifier.reloading();
                 // The administrator may have fixed a server's configuration: retry pending deploys now.
+                // And may have renewed by hand: look at live/ again.
+                let idle: Vec<String> = certs.iter().filter(|(_, c)| !c.running).map(|(n, _)| n.clone()).collect();
+                refresh_live(&mut certs, &state, idle);
                 for cert in certs.values_mut() {
                     cert.redeploy = needs_redeploy(&state, &cert.spec);
                     cert.redeploy_now = cert.redeploy;
@@ -1187,6 +1233,50 @@ fn write_status(
 }
 
 /// Watch `certs_dir` (non-recursive, debounced); any event means "rescan" (editors write via rename).
+/// Re-read `live/NAME` of the named certificates that are not renewing: when another process installed a
+/// new one, the plan, status and metrics follow it instead of the old certificate's expiry.
+fn refresh_live(certs: &mut BTreeMap<String, Cert>, state: &StateDir, names: Vec<String>) {
+    for name in names {
+        match certs.get_mut(&name) {
+            // A running renewal reads live/ itself when it finishes.
+            Some(cert) if !cert.running => {
+                cert.reread_live(state, &name);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Watch `live/` (one symlink per certificate, switched by rename) and send the names that changed.
+fn watch_live(
+    dir: &Path,
+    tx: mpsc::UnboundedSender<Vec<String>>,
+) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
+    let mut debouncer = notify_debouncer_mini::new_debouncer(
+        WATCH_DEBOUNCE,
+        move |res: notify_debouncer_mini::DebounceEventResult| {
+            if let Ok(events) = res {
+                let names: Vec<String> = events
+                    .iter()
+                    .filter_map(|e| e.path.file_name()?.to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                if !names.is_empty() {
+                    let _ = tx.send(names);
+                }
+            }
+        },
+    )
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch live/: certificates installed by other processes are seen at the next attempt or SIGHUP"))
+    .ok()?;
+    debouncer
+        .watcher()
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch live/: certificates installed by other processes are seen at the next attempt or SIGHUP"))
+        .ok()?;
+    Some(debouncer)
+}
+
 fn watch_specs(
     dir: &Path,
     tx: mpsc::Sender<()>,

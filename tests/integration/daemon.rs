@@ -345,3 +345,68 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
     let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
     assert!(status.success());
 }
+
+/// `renewd renew --force` by hand while the daemon runs: the daemon sees the new live certificate
+/// (watcher on live/), plans from its expiry and shows its serial, instead of renewing again at the old
+/// certificate's due time.
+#[test]
+fn daemon_follows_a_certificate_renewed_by_hand() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let h1 = domain("host1");
+    let r = Renewd::new(&topo, "30s", &[SpecFixture::new("host1", &[&h1])]);
+    let log = topo.dir().join("daemon.log");
+    let mut daemon = r.spawn_logged(&["run"], &log, &[]);
+    wait_issued(&r, "host1", &log);
+    let first = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        status_json(&r)["certificates"]["host1"]["serial"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no serial in status.json:\n{}", log_text(&log)));
+
+    let run = r.run(&["renew", "host1", "--force"]);
+    run.expect_code(0);
+    let line = run.line("host1");
+    let serial = line
+        .split("serial ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no serial in {line:?}"))
+        .to_string();
+    assert_ne!(serial, first);
+
+    let t0 = Instant::now();
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        (status_json(&r)["certificates"]["host1"]["serial"].as_str() == Some(serial.as_str()))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status.json still shows {first} after the manual renewal to {serial}:\n{}",
+            log_text(&log)
+        )
+    });
+    eprintln!(
+        "daemon followed the manual renewal after {:?}",
+        t0.elapsed()
+    );
+    let text = log_text(&log);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("replaced by another process") && l.contains(&serial)),
+        "{text}"
+    );
+    // One order by the daemon, one by hand: the daemon did not renew again.
+    assert_eq!(
+        text.matches("certificate renewed cert=host1").count(),
+        1,
+        "{text}"
+    );
+
+    signal(daemon.id(), libc::SIGTERM);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
+    assert!(status.success(), "{status}\n{}", log_text(&log));
+}
