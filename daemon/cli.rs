@@ -49,7 +49,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
         warn: std::time::Duration,
     },
-    /// Renew now the certificates that are due (all, or the NAMEs given), then exit.
+    /// Renew now the certificates that are due (all, or the NAMEs given), then exit. Due: the lifetime
+    /// rule, or earlier when the CA's renewal window (ARI) is open.
     Renew {
         /// Certificate names (spec file stems). Default: every spec.
         #[arg(value_name = "NAME")]

@@ -266,11 +266,16 @@ async fn renew(
                 r.elapsed.as_secs_f64(),
                 r.propagation.as_secs_f64()
             ),
-            Ok(Outcome::NotDue { not_after, due }) => println!(
-                "{name}: not due, expires {}, renewal due {} (in {})",
+            Ok(Outcome::NotDue {
+                not_after,
+                due,
+                ari,
+            }) => println!(
+                "{name}: not due, expires {}, renewal due {} (in {}{})",
                 humantime::format_rfc3339_seconds(not_after),
                 humantime::format_rfc3339_seconds(due),
-                approx(due)
+                approx(due),
+                if ari { ", the CA's renewal window" } else { "" }
             ),
             Err(renewd::renew::RenewError::Busy) => println!(
                 "{name}: skipped: another renewd process (the daemon?) is renewing it right now"

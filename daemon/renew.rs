@@ -135,8 +135,14 @@ pub enum Outcome {
     NotDue {
         not_after: SystemTime,
         due: SystemTime,
+        /// `due` is the start of the CA's renewal window (ARI), earlier than the lifetime rule.
+        ari: bool,
     },
 }
+
+/// How long `renewd renew` waits for the CA's renewal window of one certificate before it keeps to the
+/// lifetime rule.
+pub const ARI_CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a renewal needs that outlives one order: settings, state, resolver, journal, accounts.
 pub struct Engine {
@@ -249,9 +255,47 @@ impl Engine {
     pub async fn renew_if_due(&self, spec: &CertSpec, force: bool) -> Result<Outcome, RenewError> {
         if !force {
             let live = read_live(&self.state, &spec.name);
-            if let Due::At(at) = due(spec, &live, SystemTime::now()) {
-                let not_after = live.ok().flatten().map(|l| l.facts.not_after).unwrap_or(at);
-                return Ok(Outcome::NotDue { not_after, due: at });
+            let now = SystemTime::now();
+            if let (Due::At(at), Ok(Some(l))) = (due(spec, &live, now), &live) {
+                // Not due by its lifetime; the CA may want it sooner (ARI, RFC 9773 §4.2: a revocation
+                // ahead, say). A CA without renewalInfo, or one that does not answer, leaves the rule.
+                let window =
+                    tokio::time::timeout(ARI_CLI_TIMEOUT, self.renewal_window(spec, &l.facts));
+                let ari_start = match window.await {
+                    Ok(Ok(Some((start, _, _)))) => Some(start),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(e)) => {
+                        tracing::warn!(cert = %spec.name, error = %e,
+                            "cannot fetch the CA's renewal window (ARI); keeping to the lifetime rule");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(cert = %spec.name,
+                            "no renewal window (ARI) from the CA within {}s; keeping to the lifetime rule",
+                            ARI_CLI_TIMEOUT.as_secs());
+                        None
+                    }
+                };
+                let not_after = l.facts.not_after;
+                match ari_start {
+                    Some(start) if start <= now => {
+                        tracing::info!(cert = %spec.name, "the CA's renewal window (ARI) is open: renewing");
+                    }
+                    Some(start) if start < at => {
+                        return Ok(Outcome::NotDue {
+                            not_after,
+                            due: start,
+                            ari: true,
+                        });
+                    }
+                    _ => {
+                        return Ok(Outcome::NotDue {
+                            not_after,
+                            due: at,
+                            ari: false,
+                        })
+                    }
+                }
             }
         }
         self.renew(spec).await.map(Outcome::Renewed)

@@ -31,7 +31,7 @@ complete -c renewd -n "__fish_renewd_needs_command" -s V -l version -d 'Print ve
 complete -c renewd -n "__fish_renewd_needs_command" -f -a "run" -d 'The daemon (what renewd.service starts): plans, renews, watches the specs, reloads on SIGHUP'
 complete -c renewd -n "__fish_renewd_needs_command" -f -a "check" -d 'Validate the global configuration and every spec, without touching the network'
 complete -c renewd -n "__fish_renewd_needs_command" -f -a "status" -d 'One row per certificate: expiry, days left, next renewal, last result. Exits 1 when any certificate is failing or has less than --warn left (a monitoring check)'
-complete -c renewd -n "__fish_renewd_needs_command" -f -a "renew" -d 'Renew now the certificates that are due (all, or the NAMEs given), then exit'
+complete -c renewd -n "__fish_renewd_needs_command" -f -a "renew" -d 'Renew now the certificates that are due (all, or the NAMEs given), then exit. Due: the lifetime rule, or earlier when the CA\'s renewal window (ARI) is open'
 complete -c renewd -n "__fish_renewd_needs_command" -f -a "dns-test" -d 'Add a test TXT record with a dns server\'s TSIG key, time every authoritative server until it serves it, delete it again, and explain whatever failed. Exits 1 unless every check passed'
 complete -c renewd -n "__fish_renewd_needs_command" -f -a "import" -d 'Turn a certbot --dns-rfc2136 setup into renewd\'s configuration; its certificates become renewd\'s live ones (nothing is reissued). Prints the files; --write writes them next to --config'
 complete -c renewd -n "__fish_renewd_using_subcommand run" -l config -d 'The global configuration file' -r -F

@@ -282,3 +282,44 @@ fn retry_after_on_new_order_is_honoured_injected_by_a_stand_in() {
     );
     assert_eq!(ari.new_order_payloads().len(), 1, "one attempt only");
 }
+
+/// `renewd renew` without `--force` (the cron-style use, no daemon) asks the CA too: a window that opens
+/// before the lifetime rule's due time is reported as the due time, and an open window renews now,
+/// naming the replaced certificate.
+#[test]
+fn renew_cli_follows_the_ca_renewal_window_with_a_local_renewal_info_stand_in() {
+    let (topo, ari) = setup();
+    let r = renewd(&topo, &ari);
+    let first = issue_with_the_cli(&r, &ari);
+    let now = SystemTime::now();
+    let start = now + Duration::from_secs(20 * 86400);
+    ari.set_window(start, start + Duration::from_secs(86400));
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    let line = run.line("host1");
+    let want = format!(
+        "renewal due {} (in 19d 23h, the CA's renewal window)",
+        humantime::format_rfc3339_seconds(start)
+    );
+    assert!(line.contains("not due") && line.contains(&want), "{line}");
+    assert_eq!(ari.renewal_info_requests(), vec![first.clone()]);
+    assert_eq!(ari.new_order_payloads().len(), 1, "no order placed");
+
+    // The CA opens the window now (a revocation ahead): renewed at once, replacing the live one.
+    ari.set_window_for(
+        &first,
+        now - Duration::from_secs(3600),
+        now + Duration::from_secs(3600),
+    );
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(
+        run.line("host1").contains("renewed, serial"),
+        "{}",
+        run.stdout
+    );
+    let payloads = ari.new_order_payloads();
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert_eq!(payloads[1]["replaces"].as_str(), Some(first.as_str()));
+    assert_ne!(certificate_id(&r.live("host1", "cert.pem")), first);
+}
