@@ -511,7 +511,17 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                             != format!("{:?}", loaded.settings.accounts);
                         let listen_changed =
                             new.settings.metrics_listen != loaded.settings.metrics_listen;
-                        let new_engine = Engine::new(new.settings.clone()).map_err(|e| e.to_string());
+                        // The daemon's state (status.json, locks, the live/ watcher, the certificates
+                        // it plans from) lives in one directory for its whole run.
+                        let new_engine = if new.settings.state_dir != loaded.settings.state_dir {
+                            Err(format!(
+                                "state_dir changed from {} to {}: restart renewd (systemctl restart renewd) to move to the new state directory",
+                                loaded.settings.state_dir.display(),
+                                new.settings.state_dir.display()
+                            ))
+                        } else {
+                            Engine::new(new.settings.clone()).map_err(|e| e.to_string())
+                        };
                         let new_server = match (&new_engine, new.settings.metrics_listen) {
                             // Bound before the old listener closes: a refused reload keeps it.
                             (Ok(_), Some(addr)) if listen_changed => {

@@ -410,3 +410,52 @@ fn daemon_follows_a_certificate_renewed_by_hand() {
     let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
     assert!(status.success(), "{status}\n{}", log_text(&log));
 }
+
+/// A reload that moves `state_dir` is refused (with what to do) instead of half-applied: the daemon's
+/// status, locks and live/ watcher stay in the directory it started with.
+#[test]
+fn daemon_refuses_a_reload_that_moves_the_state_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs_d = tmp.path().join("certs.d");
+    fs::create_dir(&certs_d).unwrap();
+    let config = tmp.path().join("renewd.yaml");
+    let (old, new) = (tmp.path().join("state"), tmp.path().join("state2"));
+    fs::write(
+        &config,
+        format!("state_dir: {}\nworkers: 2\n", old.display()),
+    )
+    .unwrap();
+    let sock = NotifySocket::new();
+    let mut daemon = std::process::Command::new(crate::support::renewd_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .envs([sock.env()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_count(&sock, "READY=1", 1, Duration::from_secs(20));
+    fs::write(
+        &config,
+        format!("state_dir: {}\nworkers: 2\n", new.display()),
+    )
+    .unwrap();
+    signal(daemon.id(), libc::SIGHUP);
+    let want = format!(
+        "reload refused: state_dir changed from {} to {}: restart renewd (systemctl restart renewd) to move to the new state directory",
+        old.display(),
+        new.display()
+    );
+    sock.expect(
+        "STATUS with the refusal",
+        |m| {
+            m.lines()
+                .any(|l| l.starts_with("STATUS=") && l.contains(&want))
+        },
+        Duration::from_secs(10),
+    );
+    assert!(!new.exists(), "the new state directory was created");
+    signal(daemon.id(), libc::SIGTERM);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
+    assert!(status.success(), "{status}");
+}
