@@ -171,11 +171,7 @@ pub fn facts(der: &[u8], index: usize) -> Result<CertFacts, CertError> {
             _ => None,
         });
     Ok(CertFacts {
-        serial: cert
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect(),
+        serial: serial_hex(cert.raw_serial()),
         not_before: to_system(&cert.validity().not_before),
         not_after: to_system(&cert.validity().not_after),
         dns_names,
@@ -263,9 +259,39 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// A serial number as `openssl x509 -serial` prints it: upper-case hex of the integer, without the 0x00
+/// byte DER puts in front of a serial whose first byte has the high bit set (kept in `raw_serial`, which
+/// ARI's certificate identifier needs as encoded).
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    raw[start..].iter().map(|b| format!("{b:02X}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_is_shown_as_openssl_shows_it() {
+        // DER pads a serial whose first byte has the high bit set; openssl does not show the pad.
+        assert_eq!(serial_hex(&[0x00, 0xF2, 0xFE, 0x0A]), "F2FE0A");
+        assert_eq!(serial_hex(&[0x7F, 0x00]), "7F00");
+        assert_eq!(serial_hex(&[0x00]), "00");
+        // Through a real certificate whose serial needs the pad.
+        let key = NewKey::generate(KeySpec::EcdsaP256).unwrap();
+        let mut params = CertificateParams::new(vec!["a.example.test".to_string()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0x9A, 0x01]));
+        let pem = params.self_signed(&key.pair).unwrap().pem();
+        let der = pem_certificates(&pem).unwrap();
+        let f = facts(&der[0], 0).unwrap();
+        assert_eq!(
+            (f.serial.as_str(), f.raw_serial.as_slice()),
+            ("9A01", &[0x00, 0x9A, 0x01][..])
+        );
+    }
 
     fn self_signed(key: &NewKey, names: &[&str]) -> String {
         let params =
