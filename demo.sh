@@ -4,6 +4,6 @@
 # certificates for three hosts and prints their subject and expiry. Needs root (network namespace, named).
 set -euo pipefail
 cd "$(dirname "$0")"
-bash .ci/install-deps
+bash .ci/install-deps --demo
 cargo build --release --locked --bin renewd --example demo
 exec target/release/examples/demo "$@"
