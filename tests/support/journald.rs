@@ -472,6 +472,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
     use renewd::logging::{self, message_id, Sink};
+    use std::os::unix::process::ExitStatusExt;
 
     // Generous: journald writes asynchronously and the full suite loads both cores.
     const WAIT: Duration = Duration::from_secs(30);
@@ -499,13 +500,35 @@ mod tests {
         cat.args(["-t", &tag, "echo", "via systemd-cat"]);
         assert!(cat.status().unwrap().success());
 
-        let mut service = Command::new("sh");
-        service.args([
-            "-c",
-            r#"echo "<3>stderr line, JOURNAL_STREAM=$JOURNAL_STREAM" >&2; echo stdout line"#,
-        ]);
-        journal.attach_as_service(&mut service, &tag).unwrap();
-        assert!(service.status().unwrap().success());
+        // The "service". journald (systemd 252) has, under load, closed such a fresh stdout stream
+        // before the shell wrote to it: about 2 runs in 100 with a release build beside the tests,
+        // the shell then dies of SIGPIPE (systemd itself runs services with SIGPIPE ignored for this
+        // reason). Root cause not found; a second attempt on a new stream (own identifier, so a
+        // half-delivered first attempt cannot be counted) keeps the harness check meaningful.
+        let mut svc_tag = String::new();
+        for attempt in 1..=2 {
+            svc_tag = format!("{tag}-svc{attempt}");
+            let mut service = Command::new("sh");
+            service.args([
+                "-c",
+                r#"echo "<3>stderr line, JOURNAL_STREAM=$JOURNAL_STREAM" >&2; echo stdout line"#,
+            ]);
+            journal.attach_as_service(&mut service, &svc_tag).unwrap();
+            let status = service.status().unwrap();
+            if attempt == 1 && status.signal() == Some(libc::SIGPIPE) {
+                eprintln!(
+                    "journald closed the service's stdout stream (SIGPIPE); trying a new stream"
+                );
+                continue;
+            }
+            assert!(
+                status.success(),
+                "the service shell: {status:?}; journald alive: {:?}\njournald:\n{}",
+                journal.check_alive(),
+                journal.log_tail()
+            );
+            break;
+        }
 
         let native = journal.wait_for(&[&format!("CERT_NAME={tag}")], |e| e.len() == 1, WAIT);
         assert_eq!(native[0].message().as_deref(), Some("native hello"));
@@ -515,22 +538,27 @@ mod tests {
             Some(message_id::RENEWED)
         );
 
-        let tagged = journal.wait_for(
+        let cat = journal.wait_for(
             &[&format!("SYSLOG_IDENTIFIER={tag}"), "_TRANSPORT=stdout"],
-            |e| e.len() == 3,
+            |e| e.len() == 1,
+            WAIT,
+        );
+        assert_eq!(cat[0].message().as_deref(), Some("via systemd-cat"));
+        let tagged = journal.wait_for(
+            &[&format!("SYSLOG_IDENTIFIER={svc_tag}"), "_TRANSPORT=stdout"],
+            |e| e.len() == 2,
             WAIT,
         );
         let msgs: Vec<String> = tagged.iter().filter_map(JournalEntry::message).collect();
-        assert_eq!(msgs[0], "via systemd-cat");
         assert!(
-            msgs[1].starts_with("stderr line, JOURNAL_STREAM=")
-                && msgs[1].split('=').nth(1).is_some_and(|v| v.contains(':')),
+            msgs[0].starts_with("stderr line, JOURNAL_STREAM=")
+                && msgs[0].split('=').nth(1).is_some_and(|v| v.contains(':')),
             "{msgs:?}"
         );
         // "<3>" is a level prefix: it sets the priority and is not part of the message.
-        assert_eq!(tagged[1].get("PRIORITY").as_deref(), Some("3"));
-        assert_eq!(msgs[2], "stdout line");
-        assert_eq!(tagged[2].get("PRIORITY").as_deref(), Some("6"));
+        assert_eq!(tagged[0].get("PRIORITY").as_deref(), Some("3"));
+        assert_eq!(msgs[1], "stdout line");
+        assert_eq!(tagged[1].get("PRIORITY").as_deref(), Some("6"));
 
         // The host's /run is untouched.
         assert_eq!(
