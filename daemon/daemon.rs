@@ -497,8 +497,8 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                 notifier.reloading();
                 // The administrator may have fixed a server's configuration: retry pending deploys now.
                 // And may have renewed by hand: look at live/ again.
-                let idle: Vec<String> = certs.iter().filter(|(_, c)| !c.running).map(|(n, _)| n.clone()).collect();
-                refresh_live(&mut certs, &state, idle);
+                let names: Vec<String> = certs.keys().cloned().collect();
+                refresh_live(&mut certs, &state, names);
                 for cert in certs.values_mut() {
                     cert.redeploy = needs_redeploy(&state, &cert.spec);
                     cert.redeploy_now = cert.redeploy;
@@ -1258,50 +1258,54 @@ fn refresh_live(certs: &mut BTreeMap<String, Cert>, state: &StateDir, names: Vec
 }
 
 /// Watch `live/` (one symlink per certificate, switched by rename) and send the names that changed.
-fn watch_live(
-    dir: &Path,
-    tx: mpsc::UnboundedSender<Vec<String>>,
-) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    let mut debouncer = notify_debouncer_mini::new_debouncer(
-        WATCH_DEBOUNCE,
-        move |res: notify_debouncer_mini::DebounceEventResult| {
-            if let Ok(events) = res {
-                let names: Vec<String> = events
-                    .iter()
-                    .filter_map(|e| e.path.file_name()?.to_str().map(str::to_string))
-                    .filter(|n| !n.starts_with('.'))
-                    .collect();
-                if !names.is_empty() {
-                    let _ = tx.send(names);
-                }
+fn watch_live(dir: &Path, tx: mpsc::UnboundedSender<Vec<String>>) -> Option<Watcher> {
+    watch_dir(
+        dir,
+        "cannot watch live/: certificates installed by other processes are seen at the next attempt or SIGHUP",
+        move |events| {
+            let names: Vec<String> = events
+                .iter()
+                .filter_map(|e| e.path.file_name()?.to_str().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            if !names.is_empty() {
+                let _ = tx.send(names);
             }
         },
     )
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch live/: certificates installed by other processes are seen at the next attempt or SIGHUP"))
-    .ok()?;
-    debouncer
-        .watcher()
-        .watch(dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch live/: certificates installed by other processes are seen at the next attempt or SIGHUP"))
-        .ok()?;
-    Some(debouncer)
 }
 
-fn watch_specs(
+fn watch_specs(dir: &Path, tx: mpsc::Sender<()>) -> Option<Watcher> {
+    watch_dir(
+        dir,
+        "cannot watch the certs directory; use SIGHUP after changes",
+        move |_| {
+            let _ = tx.try_send(());
+        },
+    )
+}
+
+type Watcher = notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>;
+
+/// A debounced, non-recursive watcher on `dir` calling `on_events`; None (after a warning saying
+/// `unavailable`) when it cannot be set up.
+fn watch_dir(
     dir: &Path,
-    tx: mpsc::Sender<()>,
-) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    let mut debouncer = match notify_debouncer_mini::new_debouncer(
+    unavailable: &str,
+    mut on_events: impl FnMut(Vec<notify_debouncer_mini::DebouncedEvent>) + Send + 'static,
+) -> Option<Watcher> {
+    let debouncer = notify_debouncer_mini::new_debouncer(
         WATCH_DEBOUNCE,
         move |res: notify_debouncer_mini::DebounceEventResult| {
-            if res.is_ok() {
-                let _ = tx.try_send(());
+            if let Ok(events) = res {
+                on_events(events);
             }
         },
-    ) {
+    );
+    let mut debouncer = match debouncer {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the certs directory; use SIGHUP after changes");
+            tracing::warn!(error = %e, "{unavailable}");
             return None;
         }
     };
@@ -1309,8 +1313,7 @@ fn watch_specs(
         .watcher()
         .watch(dir, notify::RecursiveMode::NonRecursive)
     {
-        tracing::warn!(dir = %dir.display(), error = %e,
-            "cannot watch the certs directory; use SIGHUP after changes");
+        tracing::warn!(dir = %dir.display(), error = %e, "{unavailable}");
         return None;
     }
     Some(debouncer)

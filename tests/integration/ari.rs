@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::ari::{certificate_id, AriStandIn};
 use crate::support::proc::poll_until;
-use crate::support::renewd::{signal, Renewd};
+use crate::support::renewd::{signal, wait_exit, Renewd};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::SpecFixture;
 
@@ -53,10 +53,8 @@ fn time(v: &serde_json::Value) -> SystemTime {
 
 fn stop(mut daemon: Child, log: &Path) {
     signal(daemon.id(), libc::SIGTERM);
-    let status = poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        daemon.try_wait().ok().flatten()
-    })
-    .unwrap_or_else(|| panic!("daemon did not exit\n{}", log_text(log)));
+    let status = wait_exit(&mut daemon, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("daemon did not exit\n{}", log_text(log)));
     assert!(status.success(), "exit {status}\n{}", log_text(log));
 }
 

@@ -3,24 +3,17 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::support::notify::NotifySocket;
 use crate::support::proc::poll_until;
-use crate::support::renewd::{signal, wait_published, Renewd};
+use crate::support::renewd::{signal, spawn_run, wait_exit, wait_published, Renewd};
 use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
 use crate::support::x509::cert_sans;
 use crate::support::SpecFixture;
 
 /// A new spec must be planned within 2 s (issue 4); issuing it takes a few seconds more.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    poll_until(timeout, Duration::from_millis(20), || {
-        child.try_wait().ok().flatten()
-    })
-}
 
 fn log_text(log: &Path) -> String {
     fs::read_to_string(log).unwrap_or_default()
@@ -426,14 +419,7 @@ fn daemon_refuses_a_reload_that_moves_the_state_dir() {
     )
     .unwrap();
     let sock = NotifySocket::new();
-    let mut daemon = std::process::Command::new(crate::support::renewd_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .envs([sock.env()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = spawn_run(&config, &sock);
     wait_count(&sock, "READY=1", 1, Duration::from_secs(20));
     fs::write(
         &config,

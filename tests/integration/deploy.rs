@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::proc::output_with_timeout;
 use crate::support::proc::poll_until;
-use crate::support::renewd::{mode, signal, Renewd, Run};
+use crate::support::renewd::{mode, signal, wait_exit, Renewd, Run};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::webservers::{self_signed, WebServer};
 use crate::support::x509::cert_serial;
@@ -256,10 +256,7 @@ fn a_broken_nginx_config_puts_the_previous_files_back_and_the_daemon_retries_aft
         "no new order: the live certificate was deployed"
     );
     signal(daemon.id(), libc::SIGTERM);
-    let exited = poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        daemon.try_wait().ok().flatten()
-    })
-    .expect("daemon exits");
+    let exited = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
     assert!(exited.success());
 }
 

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::proc::poll_until;
-use crate::support::renewd::{mode, signal, Renewd};
+use crate::support::renewd::{mode, signal, wait_exit, Renewd};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::x509::openssl;
 use crate::support::SpecFixture;
@@ -305,9 +305,6 @@ fn daemon_exports_metrics_as_textfile_and_on_loopback_listener() {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
 
     signal(daemon.id(), libc::SIGTERM);
-    let status = poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        daemon.try_wait().ok().flatten()
-    })
-    .expect("daemon exits");
+    let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
     assert!(status.success(), "exit status {status}\n{}", log_text());
 }

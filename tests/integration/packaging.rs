@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::proc::poll_until;
-use crate::support::{output_text, renewd_bin};
+use crate::support::{assert_success, output_text, renewd_bin};
 
 #[path = "../../packaging/docs.rs"]
 mod docs;
@@ -229,13 +229,8 @@ fn man_pages_and_completions_match_the_cli() {
 /// Runs a command, panics with its output unless it succeeds; returns stdout + stderr.
 fn ok(what: &str, cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = output_text(&out);
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{text}",
-        out.status
-    );
-    text
+    assert_success(what, &out);
+    output_text(&out)
 }
 
 fn dpkg_status() -> Option<String> {
@@ -589,14 +584,7 @@ fn shipped_default_config_starts_the_daemon_with_nothing_to_do() {
     )
     .unwrap();
     let sock = NotifySocket::new();
-    let mut child = Command::new(renewd_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .envs([sock.env()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::renewd::spawn_run(&config, &sock);
     let timeout = std::time::Duration::from_secs(20);
     sock.expect("READY=1", |m| m.contains("READY=1"), timeout);
     let want = format!(
@@ -611,9 +599,6 @@ fn shipped_default_config_starts_the_daemon_with_nothing_to_do() {
     crate::support::renewd::signal(child.id(), libc::SIGTERM);
     sock.expect("STOPPING=1", |m| m.contains("STOPPING=1"), timeout);
     let status =
-        crate::support::proc::poll_until(timeout, std::time::Duration::from_millis(20), || {
-            child.try_wait().ok().flatten()
-        })
-        .expect("renewd exits after SIGTERM");
+        crate::support::renewd::wait_exit(&mut child, timeout).expect("renewd exits after SIGTERM");
     assert!(status.success(), "{status}");
 }

@@ -161,6 +161,26 @@ pub fn mode(path: &Path) -> u32 {
         & 0o7777
 }
 
+/// `renewd --config CONFIG run` outside any topology (a daemon with no certificate to issue, or none it
+/// can reach), reporting to `sock`; its log is discarded.
+pub fn spawn_run(config: &Path, sock: &super::notify::NotifySocket) -> Child {
+    std::process::Command::new(renewd_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .envs([sock.env()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("renewd run starts")
+}
+
+/// Poll until `child` exits (reaping it); None after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    super::proc::poll_until(timeout, Duration::from_millis(20), || {
+        child.try_wait().ok().flatten()
+    })
+}
+
 /// Send `sig` to the process `pid` (one we started).
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a child PID we own.
