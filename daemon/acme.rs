@@ -1,5 +1,6 @@
-//! ACME accounts: the HTTP client (system roots plus `trust:`), registration with External Account Binding,
-//! and credentials persisted 0600 under `state_dir/accounts/` and reused.
+//! ACME accounts: the HTTP client (system roots plus `trust:`, every request bounded), registration with
+//! External Account Binding, credentials persisted 0600 under `state_dir/accounts/` and reused, ARI
+//! renewal windows, and errors that name the CA, the phase and the CA's problem as data.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -11,13 +12,42 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use instant_acme::{
     Account, AccountCredentials, BodyWrapper, BytesResponse, CertificateIdentifier,
-    ExternalAccountKey, HttpClient, NewAccount,
+    ExternalAccountKey, HttpClient, NewAccount, Problem,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::certs::CertFacts;
 use crate::config::AccountSettings;
+use crate::fsread;
+use crate::phase::Phase;
 use crate::state::{write_atomic, StateDir};
+
+/// How long a TCP connection (and TLS handshake) to the CA may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request to the CA may take, from sending it to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The CA behind one of renewd's accounts, as errors name it: "account `pebble` (https://…/dir)".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ca {
+    pub account: String,
+    pub directory: String,
+}
+
+impl Ca {
+    pub fn of(settings: &AccountSettings) -> Ca {
+        Ca {
+            account: settings.name.clone(),
+            directory: settings.directory.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "account `{}` ({})", self.account, self.directory)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -39,44 +69,69 @@ pub enum AcmeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("account `{account}`: registration at {directory} failed: {}{}", describe(.source), retry_text(.retry_after))]
-    Register {
-        account: String,
-        directory: String,
+    /// A request to the CA failed: no answer in time, a refused connection, TLS, or a problem document.
+    #[error("{ca}: {phase}: {}{}", describe(.source), retry_text(.retry_after))]
+    Request {
+        ca: Ca,
+        phase: Phase,
         source: Box<instant_acme::Error>,
         /// The CA's Retry-After, when it refused with 429/503 or rateLimited and sent one.
         retry_after: Option<SystemTime>,
     },
-    #[error("{context}: {}{}", describe(.source), retry_text(.retry_after))]
-    Protocol {
-        context: String,
-        source: Box<instant_acme::Error>,
-        /// The CA's Retry-After, when it refused with 429/503 or rateLimited and sent one.
-        retry_after: Option<SystemTime>,
+    /// The CA offers no dns-01 challenge for a name.
+    #[error("{ca}: the CA offers no dns-01 challenge for {domain} (it offers: {})", list_or_none(.offered))]
+    NoDnsChallenge {
+        ca: Ca,
+        domain: String,
+        offered: Vec<String>,
     },
-    #[error("the CA rejected the challenge for {domain}: {detail}")]
-    ChallengeInvalid { domain: String, detail: String },
-    #[error("order {url} became invalid: {detail}")]
-    OrderInvalid { url: String, detail: String },
+    /// The CA marked a name's authorization (or its challenge) invalid.
+    #[error("{ca}: the CA rejected {domain}: {}", problem_text(.problem.as_deref(), .status))]
+    Rejected {
+        ca: Ca,
+        domain: String,
+        /// The authorization's status as the CA gave it (`invalid`, `revoked`, `expired`, ...).
+        status: String,
+        /// The failed challenge's error, when the CA gave one.
+        problem: Option<Box<Problem>>,
+    },
+    /// The order became invalid.
+    #[error("{ca}: order {url} became invalid: {}", order_text(.problem.as_deref(), .rejected))]
+    OrderInvalid {
+        ca: Ca,
+        url: String,
+        /// The order's own error.
+        problem: Option<Box<Problem>>,
+        /// The names whose challenge failed, with the CA's error for each.
+        rejected: Vec<(String, Problem)>,
+    },
 }
 
 impl AcmeError {
-    /// A failed ACME call, without a Retry-After (see [`AcmeAccount::error`] for one that knows it).
-    pub fn protocol(context: impl Into<String>, source: instant_acme::Error) -> Self {
-        AcmeError::Protocol {
-            context: context.into(),
-            source: Box::new(source),
-            retry_after: None,
-        }
-    }
-
     /// The CA's Retry-After attached to this error, if any.
     pub fn retry_after(&self) -> Option<SystemTime> {
         match self {
-            AcmeError::Register { retry_after, .. } | AcmeError::Protocol { retry_after, .. } => {
-                *retry_after
-            }
+            AcmeError::Request { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// Every problem document the CA sent with this error (for the retry policy).
+    pub fn problems(&self) -> Vec<&Problem> {
+        match self {
+            AcmeError::Request { source, .. } => match source.as_ref() {
+                instant_acme::Error::Api(p) => vec![p],
+                _ => Vec::new(),
+            },
+            AcmeError::Rejected { problem, .. } => problem.iter().map(|p| p.as_ref()).collect(),
+            AcmeError::OrderInvalid {
+                problem, rejected, ..
+            } => problem
+                .iter()
+                .map(|p| p.as_ref())
+                .chain(rejected.iter().map(|(_, p)| p))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -89,6 +144,35 @@ fn retry_text(at: &Option<SystemTime>) -> String {
         ),
         None => String::new(),
     }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn problem_text(p: Option<&Problem>, status: &str) -> String {
+    match p {
+        Some(p) => describe_problem(p),
+        None => format!("authorization {status}, no error given"),
+    }
+}
+
+fn order_text(p: Option<&Problem>, rejected: &[(String, Problem)]) -> String {
+    let mut parts: Vec<String> = rejected
+        .iter()
+        .map(|(d, p)| format!("{d}: {}", describe_problem(p)))
+        .collect();
+    if parts.is_empty() {
+        parts.push(match p {
+            Some(p) => describe_problem(p),
+            None => "no reason given".into(),
+        });
+    }
+    parts.join("; ")
 }
 
 /// Whether an instant-acme error is the CA asking us to slow down: a problem document with HTTP status
@@ -104,7 +188,7 @@ pub fn is_rate_limited(e: &instant_acme::Error) -> bool {
 }
 
 /// The Retry-After of the last 429/503 answer an account's HTTP client saw (shared by the account's
-/// clones). instant-acme drops the headers of error responses, so [`RetryAfterClient`] keeps this one.
+/// clones). instant-acme drops the headers of error responses, so [`CaClient`] keeps this one.
 #[derive(Clone, Debug, Default)]
 pub struct RetryAfterSlot(Arc<Mutex<Option<SystemTime>>>);
 
@@ -145,21 +229,46 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
-/// An [`HttpClient`] that records the Retry-After of every 429/503 answer into a [`RetryAfterSlot`].
-struct RetryAfterClient {
+/// A request to the CA that got no complete answer within [`REQUEST_TIMEOUT`] (carried inside
+/// `instant_acme::Error::Other`).
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {}", humantime::format_duration(*.0))]
+pub struct NoAnswer(pub Duration);
+
+/// renewd's [`HttpClient`]: every request (connection, TLS, headers and the whole body) is bounded by
+/// `timeout`, and the Retry-After of every 429/503 answer is recorded into a [`RetryAfterSlot`].
+struct CaClient {
     inner: Box<dyn HttpClient>,
     slot: RetryAfterSlot,
+    timeout: Duration,
 }
 
-impl HttpClient for RetryAfterClient {
+impl HttpClient for CaClient {
     fn request(
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = self.inner.request(req);
         let slot = self.slot.clone();
+        let limit = self.timeout;
         Box::pin(async move {
-            let rsp = fut.await?;
+            let whole = async move {
+                let mut rsp = fut.await?;
+                // The body is read here, inside the bound: a CA that sends headers and then stalls
+                // must not hold the renewal.
+                let body = rsp
+                    .body
+                    .into_bytes()
+                    .await
+                    .map_err(instant_acme::Error::Other)?;
+                Ok::<_, instant_acme::Error>(BytesResponse {
+                    parts: rsp.parts,
+                    body: Box::new(body),
+                })
+            };
+            let rsp = tokio::time::timeout(limit, whole)
+                .await
+                .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer(limit))))??;
             let status = rsp.parts.status.as_u16();
             if status == 429 || status == 503 {
                 let at = rsp
@@ -175,19 +284,22 @@ impl HttpClient for RetryAfterClient {
     }
 }
 
-/// An ACME account together with the Retry-After its HTTP client recorded.
+/// An ACME account together with its CA and the Retry-After its HTTP client recorded.
 #[derive(Clone)]
 pub struct AcmeAccount {
     pub account: Account,
+    pub ca: Ca,
     pub retry_after: RetryAfterSlot,
 }
 
 impl AcmeAccount {
-    /// A failed call of this account, with the CA's Retry-After attached when it was a rate limit.
-    pub fn error(&self, context: impl Into<String>, source: instant_acme::Error) -> AcmeError {
+    /// A failed request of this account in `phase`, with the CA's Retry-After attached when it was a
+    /// rate limit.
+    pub fn error(&self, phase: Phase, source: instant_acme::Error) -> AcmeError {
         let retry_after = self.retry_after.for_error(&source);
-        AcmeError::Protocol {
-            context: context.into(),
+        AcmeError::Request {
+            ca: self.ca.clone(),
+            phase,
             source: Box::new(source),
             retry_after,
         }
@@ -222,61 +334,76 @@ pub async fn renewal_window(
             let start = SystemTime::from(info.suggested_window.start);
             let end = SystemTime::from(info.suggested_window.end);
             if end < start {
-                return Err(AcmeError::protocol(
-                    format!("renewalInfo for {id}"),
+                return Err(account.error(
+                    Phase::RenewalInfo,
                     instant_acme::Error::Str("the suggested window ends before it starts"),
                 ));
             }
             Ok(Some((start, end, retry_after)))
         }
         Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-        Err(e) => Err(account.error(format!("renewalInfo for {id}"), e)),
+        Err(e) => Err(account.error(Phase::RenewalInfo, e)),
     }
+}
+
+/// Say what a problem document means: "the CA answered TYPE (HTTP STATUS): DETAIL; SUBPROBLEMS".
+pub fn describe_problem(p: &Problem) -> String {
+    let kind = problem_type(p);
+    let mut s = format!(
+        "the CA answered {}",
+        if kind.is_empty() { "error" } else { kind }
+    );
+    if let Some(status) = p.status {
+        s.push_str(&format!(" (HTTP {status})"));
+    }
+    if let Some(d) = &p.detail {
+        s.push_str(&format!(": {d}"));
+    }
+    for sub in &p.subproblems {
+        s.push_str(&format!("; {sub}"));
+    }
+    if kind == "externalAccountRequired" {
+        s.push_str(" — check `eab.kid` and the key in `eab.hmac_key_file`");
+    }
+    s
+}
+
+/// The short type of a problem document (`rateLimited` for `urn:ietf:params:acme:error:rateLimited`);
+/// empty when it has none.
+pub fn problem_type(p: &Problem) -> &str {
+    p.r#type
+        .as_deref()
+        .unwrap_or("")
+        .trim_start_matches("urn:ietf:params:acme:error:")
 }
 
 /// Say what an instant-acme error means, with the CA's problem type and detail when there is one.
 pub fn describe(e: &instant_acme::Error) -> String {
-    match e {
-        instant_acme::Error::Api(p) => {
-            let kind = p
-                .r#type
-                .as_deref()
-                .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
-                .unwrap_or("error");
-            let mut s = format!("the CA answered {kind}");
-            if let Some(status) = p.status {
-                s.push_str(&format!(" (HTTP {status})"));
-            }
-            if let Some(d) = &p.detail {
-                s.push_str(&format!(": {d}"));
-            }
-            for sub in &p.subproblems {
-                s.push_str(&format!("; {sub}"));
-            }
-            if kind == "externalAccountRequired" || kind == "unauthorized" && s.contains("xternal")
-            {
-                s.push_str(" — check `eab.kid` and the key in `eab.hmac_key_file`");
-            }
-            s
-        }
-        other => {
-            // Walk the source chain: hyper/rustls put the useful part (e.g. "UnknownIssuer") deep inside.
-            let mut s = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(inner) = src {
-                let text = inner.to_string();
-                if !s.contains(&text) {
-                    s.push_str(": ");
-                    s.push_str(&text);
-                }
-                src = inner.source();
-            }
-            if s.contains("UnknownIssuer") || s.contains("invalid peer certificate") {
-                s.push_str(" — the ACME server's TLS certificate is not trusted: add its root with `trust:`");
-            }
-            s
-        }
+    if let instant_acme::Error::Api(p) = e {
+        return describe_problem(p);
     }
+    // Walk the source chain: hyper/rustls put the useful part (e.g. "UnknownIssuer") deep inside.
+    let mut s = e.to_string();
+    let mut untrusted = false;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        untrusted |= matches!(
+            inner.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        );
+        src = inner.source();
+    }
+    if untrusted {
+        s.push_str(
+            " — the ACME server's TLS certificate is not trusted: add its root with `trust:`",
+        );
+    }
+    s
 }
 
 /// What `accounts/NAME.json` holds.
@@ -287,8 +414,9 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// The HTTP client for one account: system roots plus the account's `trust:` file; it records the
-/// Retry-After of 429/503 answers into `slot`.
+/// The HTTP client for one account: system roots plus the account's `trust:` file, connections bounded
+/// by [`CONNECT_TIMEOUT`] and requests by [`REQUEST_TIMEOUT`]; it records the Retry-After of 429/503
+/// answers into `slot`.
 fn http_client(
     settings: &AccountSettings,
     slot: &RetryAfterSlot,
@@ -304,7 +432,8 @@ fn http_client(
             path: path.clone(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text =
+            fsread::read_text_capped(path, fsread::TEXT_MAX).map_err(|e| err(e.to_string()))?;
         let ders = crate::certs::pem_certificates(&text).map_err(|e| err(e.to_string()))?;
         for der in ders {
             roots
@@ -315,46 +444,68 @@ fn http_client(
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
+        .wrap_connector(http);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
-    Ok(Box::new(RetryAfterClient {
+    Ok(Box::new(CaClient {
         inner: Box::new(client),
         slot: slot.clone(),
+        timeout: REQUEST_TIMEOUT,
     }))
 }
 
 /// Load the account from `accounts/NAME.json`, or register it (with EAB when configured) and save it 0600.
+/// Blocking file work runs off the async runtime. `on_phase` is told when the account goes from
+/// loading to registering.
 ///
 /// Stored credentials are reused only when they were made for the same directory URL; a changed
 /// `directory:` registers anew (the old file is kept as `NAME.json.old`).
 pub async fn account(
     settings: &AccountSettings,
     state: &StateDir,
+    on_phase: impl Fn(Phase),
 ) -> Result<AcmeAccount, AcmeError> {
     let slot = RetryAfterSlot::default();
+    let ca = Ca::of(settings);
     let path = state.account_file(&settings.name);
-    if let Some(stored) = read_stored(settings, &path)? {
+    let (stored, client) = {
+        let (settings, path, slot) = (settings.clone(), path.clone(), slot.clone());
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, AcmeError>((
+                read_stored(&settings, &path)?,
+                http_client(&settings, &slot)?,
+            ))
+        })
+        .await
+        .expect("reading the account does not panic")?
+    };
+    let fail = |phase, source: instant_acme::Error| AcmeError::Request {
+        ca: ca.clone(),
+        phase,
+        retry_after: slot.for_error(&source),
+        source: Box::new(source),
+    };
+    if let Some(stored) = stored {
         if stored.directory == settings.directory {
-            let builder = Account::builder_with_http(http_client(settings, &slot)?);
-            return match builder.from_credentials(stored.credentials).await {
-                Ok(account) => Ok(AcmeAccount {
-                    account,
-                    retry_after: slot,
-                }),
-                Err(source) => Err(AcmeError::Register {
-                    account: settings.name.clone(),
-                    directory: settings.directory.clone(),
-                    retry_after: slot.for_error(&source),
-                    source: Box::new(source),
-                }),
-            };
+            on_phase(Phase::LoadingAccount);
+            let account = Account::builder_with_http(client)
+                .from_credentials(stored.credentials)
+                .await
+                .map_err(|e| fail(Phase::LoadingAccount, e))?;
+            return Ok(AcmeAccount {
+                account,
+                ca,
+                retry_after: slot,
+            });
         }
         tracing::warn!(
             account = %settings.name,
@@ -364,9 +515,16 @@ pub async fn account(
         );
         let _ = std::fs::rename(&path, path.with_extension("json.old"));
     }
-    let account = register(settings, state, &path, &slot).await?;
+    on_phase(Phase::Registering);
+    let account = register(settings, state, &path, client)
+        .await
+        .map_err(|e| match e {
+            Registration::Ca(source) => fail(Phase::Registering, source),
+            Registration::Local(e) => e,
+        })?;
     Ok(AcmeAccount {
         account,
+        ca,
         retry_after: slot,
     })
 }
@@ -375,36 +533,38 @@ fn read_stored(
     settings: &AccountSettings,
     path: &Path,
 ) -> Result<Option<StoredAccount>, AcmeError> {
-    match std::fs::read(path) {
+    let unreadable = |reason: String| AcmeError::Credentials {
+        account: settings.name.clone(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    match fsread::read_capped(path, fsread::SECRET_MAX) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| AcmeError::Credentials {
-                account: settings.name.clone(),
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AcmeError::Credentials {
-            account: settings.name.clone(),
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+            .map_err(|e| unreadable(e.to_string())),
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(unreadable(e.to_string())),
     }
+}
+
+/// Why a registration failed: the CA's answer, or saving the credentials.
+enum Registration {
+    Ca(instant_acme::Error),
+    Local(AcmeError),
 }
 
 async fn register(
     settings: &AccountSettings,
     state: &StateDir,
     path: &Path,
-    slot: &RetryAfterSlot,
-) -> Result<Account, AcmeError> {
+    client: Box<dyn HttpClient>,
+) -> Result<Account, Registration> {
     let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
     let eab = settings
         .eab
         .as_ref()
         .map(|e| ExternalAccountKey::new(e.kid.clone(), e.hmac_key.expose()));
-    let builder = Account::builder_with_http(http_client(settings, slot)?);
-    let (account, credentials) = builder
+    let (account, credentials) = Account::builder_with_http(client)
         .create(
             &NewAccount {
                 contact: &contact,
@@ -415,28 +575,27 @@ async fn register(
             eab.as_ref(),
         )
         .await
-        .map_err(|source| AcmeError::Register {
-            account: settings.name.clone(),
-            directory: settings.directory.clone(),
-            retry_after: slot.for_error(&source),
-            source: Box::new(source),
-        })?;
+        .map_err(Registration::Ca)?;
     let stored = StoredAccount {
         directory: settings.directory.clone(),
         eab_kid: settings.eab.as_ref().map(|e| e.kid.clone()),
         credentials,
     };
     let json = serde_json::to_vec_pretty(&stored).expect("account credentials serialize");
-    state.ensure().map_err(|source| AcmeError::Save {
-        account: settings.name.clone(),
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_atomic(path, &json, 0o600).map_err(|source| AcmeError::Save {
-        account: settings.name.clone(),
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (state, path_owned, name) = (state.clone(), path.to_path_buf(), settings.name.clone());
+    tokio::task::spawn_blocking(move || {
+        state
+            .ensure()
+            .and_then(|()| write_atomic(&path_owned, &json, 0o600))
+            .map_err(|source| AcmeError::Save {
+                account: name,
+                path: path_owned,
+                source,
+            })
+    })
+    .await
+    .expect("saving the account does not panic")
+    .map_err(Registration::Local)?;
     tracing::info!(account = %settings.name, id = %account.id(), "registered ACME account");
     Ok(account)
 }
@@ -501,7 +660,7 @@ mod tests {
         }
     }
 
-    async fn ask(client: &RetryAfterClient) {
+    async fn ask(client: &CaClient) {
         let req = http::Request::builder()
             .uri("https://acme.ca.example/new-order")
             .body(BodyWrapper::default())
@@ -521,9 +680,10 @@ mod tests {
     #[tokio::test]
     async fn the_client_records_retry_after_of_429_and_503_only() {
         let slot = RetryAfterSlot::default();
-        let client = |status, headers| RetryAfterClient {
+        let client = |status, headers| CaClient {
             inner: Box::new(Canned { status, headers }),
             slot: slot.clone(),
+            timeout: REQUEST_TIMEOUT,
         };
         ask(&client(200, vec![("retry-after", "60")])).await;
         assert_eq!(slot.for_error(&limited()), None);

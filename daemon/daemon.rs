@@ -30,7 +30,7 @@ use crate::config::{self, CertSpec, ConfigErrors, Settings};
 use crate::deploy;
 use crate::logging::message_id;
 use crate::metrics::{CertSnapshot, Metrics};
-use crate::renew::{read_live, Engine, LiveCert, RenewError, Renewed};
+use crate::renew::{read_live, Engine, LiveCert, LiveError, RenewError, Renewed};
 use crate::scheduler::{self, AriWindow, CertInput, Decision, Failure, FailureKind, History};
 use crate::state::{write_atomic, StateDir};
 use crate::systemd::Notifier;
@@ -69,7 +69,7 @@ pub enum DaemonError {
 /// What the loop knows about one certificate.
 struct Cert {
     spec: Arc<CertSpec>,
-    live: Result<Option<LiveCert>, String>,
+    live: Result<Option<LiveCert>, LiveError>,
     history: History,
     jitter: Duration,
     running: bool,
@@ -128,7 +128,7 @@ impl Cert {
     /// (then the plan starts from it: no ARI window of the old one, no busy wait).
     fn reread_live(&mut self, state: &StateDir, name: &str) -> bool {
         let fresh = read_live(state, name);
-        let serial = |l: &Result<Option<LiveCert>, String>| {
+        let serial = |l: &Result<Option<LiveCert>, LiveError>| {
             l.as_ref()
                 .ok()
                 .and_then(|l| l.as_ref())
@@ -507,8 +507,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     Ok((new, spec_errors)) => {
                         let certs_dir_changed = new.settings.certs_dir != loaded.settings.certs_dir;
                         // Windows come from an account's CA: another CA or account, other windows.
-                        let accounts_changed = format!("{:?}", new.settings.accounts)
-                            != format!("{:?}", loaded.settings.accounts);
+                        let accounts_changed = new.settings.accounts != loaded.settings.accounts;
                         let listen_changed =
                             new.settings.metrics_listen != loaded.settings.metrics_listen;
                         // The daemon's state (status.json, locks, the live/ watcher, the certificates
@@ -520,7 +519,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                                 new.settings.state_dir.display()
                             ))
                         } else {
-                            Engine::new(new.settings.clone()).map_err(|e| e.to_string())
+                            engine.reconfigured(new.settings.clone()).map_err(|e| e.to_string())
                         };
                         let new_server = match (&new_engine, new.settings.metrics_listen) {
                             // Bound before the old listener closes: a refused reload keeps it.
@@ -768,7 +767,7 @@ fn sync_certs(
 }
 
 fn same_spec(a: &CertSpec, b: &CertSpec) -> bool {
-    format!("{a:?}") == format!("{b:?}")
+    a == b
 }
 
 fn random_jitter() -> Duration {
@@ -857,17 +856,26 @@ fn spawn_worker(
     spec: Arc<CertSpec>,
     work: impl std::future::Future<Output = Outcome> + Send + 'static,
 ) {
-    tasks.spawn(async move {
-        let outcome = work.await;
-        drop(permit);
-        let _ = done
-            .send(Done {
-                name,
-                spec,
-                outcome,
-            })
-            .await;
-    });
+    let span = tracing::info_span!(
+        "renewal",
+        cert_name = %spec.name,
+        cert_domains = %spec.domains.join(","),
+        acme_account = %spec.account
+    );
+    tasks.spawn(tracing::Instrument::instrument(
+        async move {
+            let outcome = work.await;
+            drop(permit);
+            let _ = done
+                .send(Done {
+                    name,
+                    spec,
+                    outcome,
+                })
+                .await;
+        },
+        span,
+    ));
 }
 
 /// Record the end of a redeploy: success clears the failure history; a failure backs off like a failed

@@ -5,7 +5,10 @@
 //! - [`config`]: raw YAML → validated [`config::Settings`]; the only place that reads config files.
 //! - [`dns`]: zone discovery, RFC 2136 + TSIG updates, propagation checks against authoritative servers.
 //! - [`dnstest`]: `renewd dns-test`: add, time on every authoritative server, and delete a test TXT; explain failures.
-//! - [`acme`]: ACME accounts (EAB, credentials on disk), orders, challenges, finalization.
+//! - [`acme`]: ACME accounts (EAB, credentials on disk), the bounded HTTP client, ARI, the CA's errors as data.
+//! - [`phase`]: the phases of a renewal attempt, named by every error and deadline.
+//! - [`fsread`]: every file renewd reads: capped in size, regular files only.
+//! - [`live`]: the live certificate a plan starts from (facts, key match) and why it may be unusable.
 //! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
 //! - [`state`]: the state directory layout and atomic file writes.
 //! - [`journal`]: the cleanup journal of published TXT values (crash safety).
@@ -26,10 +29,13 @@ pub mod daemon;
 pub mod deploy;
 pub mod dns;
 pub mod dnstest;
+pub mod fsread;
 pub mod import;
 pub mod journal;
+pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod phase;
 pub mod reload;
 pub mod renew;
 pub mod scheduler;

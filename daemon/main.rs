@@ -249,11 +249,20 @@ async fn renew(
         let engine = engine.clone();
         let limit = limit.clone();
         let spec = settings.certs[&name].clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = engine.renew_if_due(&spec, force).await;
-            (name, result)
-        });
+        let span = tracing::info_span!(
+            "renewal",
+            cert_name = %spec.name,
+            cert_domains = %spec.domains.join(","),
+            acme_account = %spec.account
+        );
+        tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let _permit = limit.acquire_owned().await;
+                let result = engine.renew_if_due(&spec, force).await;
+                (name, result)
+            },
+            span,
+        ));
     }
     let mut failures = 0;
     while let Some(joined) = tasks.join_next().await {

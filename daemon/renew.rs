@@ -1,26 +1,35 @@
-//! One renewal from start to finish ([`Engine::renew`]), and the due rule ([`due`]).
+//! One renewal attempt from start to finish ([`Engine::renew_cancellable`]), bounded by `attempt_timeout`.
 //!
-//! Order of a renewal (DESIGN.md "How a renewal goes"): account → order → for every authorization find the
-//! zone and publish the TXT value (journal first, then RFC 2136 append) → wait until every authoritative
-//! server of every zone serves every value → tell the CA → finalize with our own key and CSR → check the
-//! chain → install into `live/` → deploy targets → delete exactly our TXT values (also on failure).
+//! Order of an attempt (DESIGN.md "How a renewal goes"), one method per phase ([`Phase`]): account → order
+//! → the dns-01 values of every pending authorization → find each value's zone and publish it (journal
+//! first, then RFC 2136 append) → wait until every authoritative server of every zone serves every value →
+//! answer the challenges and poll the authorizations (a rejected name ends the attempt at once) → the
+//! order → finalize with our own key and CSR → check the chain → install into `live/` → deploy targets →
+//! delete exactly our TXT values (also on failure, cancellation and timeout).
+//!
+//! Blocking work (key generation, journal records, the state directory, the live files) runs on tokio's
+//! blocking pool. Every request to the CA is bounded ([`crate::acme::REQUEST_TIMEOUT`]), every DNS query
+//! too, and the whole attempt by `attempt_timeout`; accounts are loaded once per account at a time
+//! (single flight), never under a lock shared with other accounts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use instant_acme::{
-    AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, Problem, RetryPolicy,
 };
-use tokio::sync::Mutex;
 
-use crate::acme::{self, AcmeAccount, AcmeError};
+use crate::acme::{self, AcmeAccount, AcmeError, Ca};
 use crate::certs::{self, CertError, CertFacts, NewKey};
-use crate::config::{CertSpec, Settings};
+use crate::config::{AccountSettings, CertSpec, DnsServerSettings, Settings};
+use crate::deploy::InstallError;
 use crate::dns::{self, DnsError, Resolver, Updater};
 use crate::journal::{self, Journal};
-use crate::scheduler;
+use crate::phase::{Phase, Progress};
 use crate::state::{self, CertFiles, StateDir};
+
+pub use crate::live::{read_live, LiveCert, LiveError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -28,30 +37,62 @@ pub enum RenewError {
     Dns(#[from] DnsError),
     #[error(transparent)]
     Acme(#[from] AcmeError),
+    /// The account could not be loaded or registered. `shared`: not this request's own failure but
+    /// the one of the request it waited for (single flight), or of one this long ago (renewal-window
+    /// requests do not retry a failed account for [`ACCOUNT_FAILURE_HOLD`]).
+    #[error("{source}{}", shared_text(.shared))]
+    Account {
+        source: Arc<AcmeError>,
+        shared: Option<Duration>,
+    },
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The state directory: locks, the cleanup journal, the new version.
     #[error("{context}: {source}")]
     Io {
         context: String,
         source: std::io::Error,
     },
+    /// Deploy targets, config tests, reloads, hooks.
+    #[error(transparent)]
+    Deploy(#[from] InstallError),
     #[error("spec `{cert}`: {problem}")]
     Spec { cert: String, problem: String },
+    /// The attempt ran past `attempt_timeout` (its TXT values were removed).
+    #[error("{party}: no result within {} (attempt_timeout) while {phase}; gave up, its TXT values were removed", humantime::format_duration(*.after))]
+    AttemptTimeout {
+        /// Who was being waited for: the CA (account and directory) or the DNS server.
+        party: String,
+        phase: Phase,
+        after: Duration,
+    },
     #[error("interrupted by shutdown; its TXT values were removed")]
     Cancelled,
     #[error("another renewd process is renewing this certificate right now")]
     Busy,
-    #[error("account `{account}` is unavailable: the attempt {} ago failed: {error}", humantime::format_duration(*.ago))]
-    AccountUnavailable {
-        account: String,
-        ago: Duration,
-        error: String,
-    },
+}
+
+fn shared_text(shared: &Option<Duration>) -> String {
+    match shared {
+        Some(ago) => format!(
+            " (the same account failed {} ago; asking again later)",
+            humantime::format_duration(Duration::from_secs(ago.as_secs()))
+        ),
+        None => String::new(),
+    }
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RenewError {
     let context = context.into();
     move |source| RenewError::Io { context, source }
+}
+
+/// Run blocking work on tokio's blocking pool, inside the caller's span.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Why a certificate is (or is not yet) due.
@@ -61,59 +102,6 @@ pub enum Due {
     Now(String),
     /// Not yet: due at this moment.
     At(SystemTime),
-}
-
-/// The due rule (DESIGN.md step 1) without ARI, jitter or failure history: `notAfter − renew_before` when
-/// set, else when a third of the lifetime is left (half, for lifetimes of 10 days or less). Missing,
-/// unreadable, mismatched-key or changed-names certificates are due now. The rule itself lives in
-/// [`crate::scheduler::decide`], which the daemon uses with ARI, jitter and history.
-pub fn due(spec: &CertSpec, current: &Result<Option<LiveCert>, String>, now: SystemTime) -> Due {
-    let history = scheduler::History::default();
-    let input = scheduler::CertInput {
-        spec,
-        live: current,
-        ari: None,
-        history: &history,
-        jitter: Duration::ZERO,
-    };
-    let decision = scheduler::decide(&input, now);
-    if decision.at > now {
-        return Due::At(decision.at);
-    }
-    match (&decision.reason, current) {
-        (scheduler::Reason::RenewBefore | scheduler::Reason::LifetimeFraction, Ok(Some(live))) => {
-            Due::Now(format!(
-                "expires {}",
-                humantime::format_rfc3339_seconds(live.facts.not_after)
-            ))
-        }
-        (scheduler::Reason::NamesChanged, _) => {
-            Due::Now(decision.summary.trim_start_matches("due now: ").to_string())
-        }
-        (reason, _) => Due::Now(reason.to_string()),
-    }
-}
-
-/// The live certificate of a spec, as read from `live/NAME/`.
-#[derive(Debug, Clone)]
-pub struct LiveCert {
-    pub facts: CertFacts,
-    pub key_matches: bool,
-}
-
-/// Read `live/NAME/` (Ok(None) when there is none yet; Err(reason) when it is unreadable).
-pub fn read_live(state: &StateDir, name: &str) -> Result<Option<LiveCert>, String> {
-    let files = match state.read_live(name) {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let ders = certs::pem_certificates(&files.cert).map_err(|e| e.to_string())?;
-    let facts = certs::facts(&ders[0], 0).map_err(|e| e.to_string())?;
-    let key_matches = certs::public_key_of_pem(&files.privkey)
-        .map(|k| k == facts.public_key)
-        .unwrap_or(false);
-    Ok(Some(LiveCert { facts, key_matches }))
 }
 
 /// What a successful renewal produced.
@@ -128,43 +116,18 @@ pub struct Renewed {
     pub elapsed: Duration,
 }
 
-/// The outcome of considering one certificate.
-#[derive(Debug)]
-pub enum Outcome {
-    Renewed(Renewed),
-    NotDue {
-        not_after: SystemTime,
-        due: SystemTime,
-        /// `due` is the start of the CA's renewal window (ARI), earlier than the lifetime rule.
-        ari: bool,
-    },
-}
-
-/// How long `renewd renew` waits for the CA's renewal window of one certificate before it keeps to the
-/// lifetime rule.
-pub const ARI_CLI_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Everything a renewal needs that outlives one order: settings, state, resolver, journal, accounts.
-pub struct Engine {
-    pub settings: Arc<Settings>,
-    pub state: StateDir,
-    resolver: Resolver,
-    journal: Journal,
-    accounts: Mutex<Accounts>,
-}
-
-/// The engine's ACME accounts: loaded (or registered) once, then shared by every renewal.
-#[derive(Default)]
-struct Accounts {
-    ready: HashMap<String, AcmeAccount>,
-    /// The last failed attempt to load or register each account (when, and why).
-    failed: HashMap<String, (std::time::Instant, String)>,
-}
-
 /// After an account could not be loaded or registered (the CA unreachable, say), renewal-window requests
 /// of its other certificates fail at once for this long instead of each trying again (at 1000
 /// certificates that was 1000 connection attempts and ~12 s of CPU). Renewals always try.
 pub const ACCOUNT_FAILURE_HOLD: Duration = Duration::from_secs(60);
+
+/// How long the CA may take to validate every name once the challenges are answered.
+pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the CA may take to issue after finalization.
+pub const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Polling the CA: first after this long, then 1.5 times longer each time, up to [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(250);
+const POLL_MAX: Duration = Duration::from_secs(5);
 
 /// One TXT value we published (or are about to).
 struct Published {
@@ -173,6 +136,36 @@ struct Published {
     owner: String,
     value: String,
     entry: Option<journal::Entry>,
+}
+
+/// A dns-01 value to publish for one name.
+struct Pending {
+    domain: String,
+    value: String,
+}
+
+/// One ACME account of the engine: loaded or registered at most once at a time (single flight); the
+/// lock is per account, so a CA that does not answer holds up only its own account's renewals.
+struct AccountSlot {
+    settings: AccountSettings,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    ready: Option<AcmeAccount>,
+    /// The last failed attempt to load or register it.
+    failed: Option<(Instant, Arc<AcmeError>)>,
+}
+
+/// Everything a renewal needs that outlives one attempt: settings, state, resolver, journal, accounts.
+pub struct Engine {
+    pub settings: Arc<Settings>,
+    pub state: StateDir,
+    resolver: Resolver,
+    journal: Arc<Journal>,
+    /// Never held across an await: it only hands out the per-account slots.
+    accounts: Mutex<HashMap<String, Arc<AccountSlot>>>,
 }
 
 impl Engine {
@@ -186,13 +179,36 @@ impl Engine {
             "cannot open the cleanup journal in {}",
             state.journal_dir().display()
         )))?;
+        Self::with(settings, state, Arc::new(journal), HashMap::new())
+    }
+
+    /// The engine for a reloaded configuration (same state directory): the journal stays, and so does
+    /// every account whose settings did not change (no new directory fetch, no new registration).
+    pub fn reconfigured(&self, settings: Arc<Settings>) -> Result<Self, RenewError> {
+        let kept = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(name, slot)| settings.accounts.get(*name) == Some(&slot.settings))
+            .map(|(name, slot)| (name.clone(), slot.clone()))
+            .collect();
+        Self::with(settings, self.state.clone(), self.journal.clone(), kept)
+    }
+
+    fn with(
+        settings: Arc<Settings>,
+        state: StateDir,
+        journal: Arc<Journal>,
+        accounts: HashMap<String, Arc<AccountSlot>>,
+    ) -> Result<Self, RenewError> {
         let resolver = Resolver::from_config(&settings.resolver)?;
         Ok(Engine {
             settings,
             state,
             resolver,
             journal,
-            accounts: Mutex::new(Accounts::default()),
+            accounts: Mutex::new(accounts),
         })
     }
 
@@ -203,7 +219,8 @@ impl Engine {
     /// Remove TXT values a killed run left behind. Returns (removed, failed) counts; failures stay in the
     /// journal for the next start.
     pub async fn recover(&self) -> (usize, usize) {
-        let stale = match self.journal.stale() {
+        let journal = self.journal.clone();
+        let stale = match blocking(move || journal.stale()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the cleanup journal");
@@ -236,9 +253,10 @@ impl Engine {
             };
             match updater.delete_txt(&rec.zone, &rec.owner, &rec.value).await {
                 Ok(()) => {
-                    tracing::info!(cert = %rec.cert, owner = %rec.owner, zone = %rec.zone,
+                    tracing::info!(cert_name = %rec.cert, owner = %rec.owner, zone = %rec.zone,
                         "removed a TXT value left behind by an interrupted run");
-                    let _ = self.journal.remove(&entry);
+                    let journal = self.journal.clone();
+                    let _ = blocking(move || journal.remove(&entry)).await;
                     removed += 1;
                 }
                 Err(e) => {
@@ -247,83 +265,53 @@ impl Engine {
                 }
             }
         }
-        self.journal.prune_locks();
+        let journal = self.journal.clone();
+        blocking(move || journal.prune_locks()).await;
         (removed, failed)
     }
 
-    /// Renew `spec` if due (or always, with `force`).
-    pub async fn renew_if_due(&self, spec: &CertSpec, force: bool) -> Result<Outcome, RenewError> {
-        if !force {
-            let live = read_live(&self.state, &spec.name);
-            let now = SystemTime::now();
-            if let (Due::At(at), Ok(Some(l))) = (due(spec, &live, now), &live) {
-                // Not due by its lifetime; the CA may want it sooner (ARI, RFC 9773 §4.2: a revocation
-                // ahead, say). A CA without renewalInfo, or one that does not answer, leaves the rule.
-                let window =
-                    tokio::time::timeout(ARI_CLI_TIMEOUT, self.renewal_window(spec, &l.facts));
-                let ari_start = match window.await {
-                    Ok(Ok(Some((start, _, _)))) => Some(start),
-                    Ok(Ok(None)) => None,
-                    Ok(Err(e)) => {
-                        tracing::warn!(cert = %spec.name, error = %e,
-                            "cannot fetch the CA's renewal window (ARI); keeping to the lifetime rule");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(cert = %spec.name,
-                            "no renewal window (ARI) from the CA within {}s; keeping to the lifetime rule",
-                            ARI_CLI_TIMEOUT.as_secs());
-                        None
-                    }
-                };
-                let not_after = l.facts.not_after;
-                match ari_start {
-                    Some(start) if start <= now => {
-                        tracing::info!(cert = %spec.name, "the CA's renewal window (ARI) is open: renewing");
-                    }
-                    Some(start) if start < at => {
-                        return Ok(Outcome::NotDue {
-                            not_after,
-                            due: start,
-                            ari: true,
-                        });
-                    }
-                    _ => {
-                        return Ok(Outcome::NotDue {
-                            not_after,
-                            due: at,
-                            ari: false,
-                        })
-                    }
-                }
-            }
-        }
-        self.renew(spec).await.map(Outcome::Renewed)
-    }
-
-    async fn account(&self, name: &str) -> Result<AcmeAccount, RenewError> {
-        self.account_unless_failed(name, None).await
-    }
-
-    /// The account `name`; with `hold`, fails at once when the last attempt failed less than `hold` ago.
-    async fn account_unless_failed(
+    /// The account `name` (loaded, or registered, once). `hold`: fail at once with the last failure
+    /// when it is younger than that (renewal-window requests); renewals pass None and always try, except
+    /// that requests which waited for another request's failed attempt share its result.
+    async fn account(
         &self,
         name: &str,
+        progress: &Progress,
         hold: Option<Duration>,
     ) -> Result<AcmeAccount, RenewError> {
-        let mut accounts = self.accounts.lock().await;
-        if let Some(a) = accounts.ready.get(name) {
+        let slot = self.account_slot(name)?;
+        let asked = Instant::now();
+        let mut st = slot.state.lock().await;
+        if let Some(a) = &st.ready {
             return Ok(a.clone());
         }
-        if let (Some(hold), Some((at, error))) = (hold, accounts.failed.get(name)) {
-            if at.elapsed() < hold {
-                return Err(RenewError::AccountUnavailable {
-                    account: name.to_string(),
-                    ago: Duration::from_secs(at.elapsed().as_secs()),
-                    error: error.clone(),
+        if let Some((at, e)) = &st.failed {
+            let waited_for_it = *at >= asked;
+            if waited_for_it || hold.is_some_and(|h| at.elapsed() < h) {
+                return Err(RenewError::Account {
+                    source: e.clone(),
+                    shared: Some(at.elapsed()),
                 });
             }
         }
+        match acme::account(&slot.settings, &self.state, |p| progress.enter(p)).await {
+            Ok(account) => {
+                st.failed = None;
+                st.ready = Some(account.clone());
+                Ok(account)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                st.failed = Some((Instant::now(), e.clone()));
+                Err(RenewError::Account {
+                    source: e,
+                    shared: None,
+                })
+            }
+        }
+    }
+
+    fn account_slot(&self, name: &str) -> Result<Arc<AccountSlot>, RenewError> {
         let settings = self
             .settings
             .accounts
@@ -332,19 +320,16 @@ impl Engine {
                 cert: String::new(),
                 problem: format!("account `{name}` is not defined"),
             })?;
-        match acme::account(settings, &self.state).await {
-            Ok(account) => {
-                accounts.failed.remove(name);
-                accounts.ready.insert(name.to_string(), account.clone());
-                Ok(account)
-            }
-            Err(e) => {
-                accounts
-                    .failed
-                    .insert(name.to_string(), (std::time::Instant::now(), e.to_string()));
-                Err(e.into())
-            }
-        }
+        let mut slots = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(AccountSlot {
+                    settings: settings.clone(),
+                    state: Default::default(),
+                })
+            })
+            .clone())
     }
 
     /// The CA's suggested renewal window (ARI) for `facts`, the live certificate of `spec`, through the
@@ -354,57 +339,11 @@ impl Engine {
         spec: &CertSpec,
         facts: &CertFacts,
     ) -> Result<Option<(SystemTime, SystemTime, Duration)>, RenewError> {
+        let progress = Progress::default();
         let account = self
-            .account_unless_failed(&spec.account, Some(ACCOUNT_FAILURE_HOLD))
+            .account(&spec.account, &progress, Some(ACCOUNT_FAILURE_HOLD))
             .await?;
         Ok(acme::renewal_window(&account, facts).await?)
-    }
-
-    /// Place the order for `spec`. With a live predecessor (named by `replaces`) the order says it
-    /// replaces it (RFC 9773 §5); when the CA cannot take that (no ARI, `alreadyReplaced`, any other
-    /// refusal that is not a rate limit), the order is placed once more without it.
-    async fn new_order(
-        &self,
-        spec: &CertSpec,
-        account: &AcmeAccount,
-        identifiers: &[Identifier],
-        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
-    ) -> Result<instant_acme::Order, RenewError> {
-        let context = || format!("new order for {}", spec.domains.join(", "));
-        if let Some(id) = replaces {
-            let shown = id.to_string();
-            match account
-                .account
-                .new_order(&NewOrder::new(identifiers).replaces(id))
-                .await
-            {
-                Ok(order) => {
-                    tracing::info!(cert = %spec.name, replaces = %shown, "the order replaces the live certificate");
-                    return Ok(order);
-                }
-                // The directory has no renewalInfo: nothing was sent.
-                Err(instant_acme::Error::Unsupported(_)) => {}
-                Err(e) if acme::is_rate_limited(&e) => {
-                    return Err(account.error(context(), e).into());
-                }
-                // A problem document (alreadyReplaced, malformed, ...), or an order that does not
-                // echo `replaces` (instant-acme's check; RFC 9773 §5 requires the echo).
-                Err(e)
-                    if matches!(e, instant_acme::Error::Api(_))
-                        || matches!(&e, instant_acme::Error::Other(inner)
-                            if inner.to_string().contains("replaces")) =>
-                {
-                    tracing::warn!(cert = %spec.name, replaces = %shown, error = %acme::describe(&e),
-                        "the CA refused `replaces`; ordering again without it");
-                }
-                Err(e) => return Err(account.error(context(), e).into()),
-            }
-        }
-        account
-            .account
-            .new_order(&NewOrder::new(identifiers))
-            .await
-            .map_err(|e| account.error(context(), e).into())
     }
 
     /// Renew `spec` now.
@@ -413,128 +352,199 @@ impl Engine {
         self.renew_cancellable(spec, cancel).await
     }
 
-    /// Renew `spec` now, giving up when `cancel` becomes true. Either way, every TXT value published
-    /// is deleted before this returns. Holds the certificate's lock (`state_dir/locks/NAME.lock`) so that
-    /// two renewd processes never order the same certificate at once.
+    /// Renew `spec` now, giving up when `cancel` becomes true or after `attempt_timeout`. Either way,
+    /// every TXT value published is deleted before this returns. Holds the certificate's lock
+    /// (`state_dir/locks/NAME.lock`) so that two renewd processes never order the same certificate at once.
     pub async fn renew_cancellable(
         &self,
         spec: &CertSpec,
         mut cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Renewed, RenewError> {
-        let _lock = match self.state.lock_cert(&spec.name) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => return Err(RenewError::Busy),
-            Err(e) => {
-                return Err(RenewError::Io {
-                    context: format!("cannot lock {}", spec.name),
-                    source: e,
-                })
-            }
-        };
-        let started = Instant::now();
+        let _lock = self.lock(spec).await?;
+        let progress = Progress::default();
+        let limit = self.settings.attempt_timeout;
         let mut published: Vec<Published> = Vec::new();
         let result = tokio::select! {
-            r = self.renew_inner(spec, &mut published, started) => r,
+            r = tokio::time::timeout(limit, self.attempt(spec, &progress, &mut published)) => {
+                r.unwrap_or_else(|_| Err(self.timed_out(spec, progress.phase(), limit)))
+            }
             _ = cancel.wait_for(|stop| *stop) => Err(RenewError::Cancelled),
         };
-        self.cleanup(spec, published).await;
+        self.cleanup(published).await;
         result
     }
 
-    async fn renew_inner(
+    async fn lock(&self, spec: &CertSpec) -> Result<std::fs::File, RenewError> {
+        let (state, name) = (self.state.clone(), spec.name.clone());
+        match blocking(move || state.lock_cert(&name)).await {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(RenewError::Busy),
+            Err(e) => Err(RenewError::Io {
+                context: format!("cannot lock {}", spec.name),
+                source: e,
+            }),
+        }
+    }
+
+    /// The error of an attempt that ran out of time in `phase`, naming whom it waited for.
+    fn timed_out(&self, spec: &CertSpec, phase: Phase, after: Duration) -> RenewError {
+        let party = match phase {
+            Phase::FindingZones => "DNS discovery".to_string(),
+            Phase::PublishingTxt | Phase::WaitingForPropagation => {
+                match self.settings.dns_servers.get(&spec.dns) {
+                    Some(s) => format!("dns server `{}` ({})", s.name, s.address),
+                    None => format!("dns server `{}`", spec.dns),
+                }
+            }
+            Phase::Installing => format!("state directory {}", self.state.root().display()),
+            Phase::Deploying => format!("the deploy of {}", spec.name),
+            _ => match self.settings.accounts.get(&spec.account) {
+                Some(a) => Ca::of(a).to_string(),
+                None => format!("account `{}`", spec.account),
+            },
+        };
+        RenewError::AttemptTimeout {
+            party,
+            phase,
+            after,
+        }
+    }
+
+    /// One attempt, phase by phase; `published` collects every TXT value (for the cleanup).
+    async fn attempt(
         &self,
         spec: &CertSpec,
+        progress: &Progress,
         published: &mut Vec<Published>,
-        started: Instant,
     ) -> Result<Renewed, RenewError> {
-        let server = self
-            .settings
+        let started = Instant::now();
+        let server = self.dns_server(spec)?;
+        let account = self.account(&spec.account, progress, None).await?;
+        let mut order = self.place_order(spec, &account, progress).await?;
+        let order_url = order.url().to_string();
+        tracing::info!(acme_order_url = %order_url, "order placed");
+        let pending = pending_challenges(&account, &mut order, progress).await?;
+        let by_owner = self
+            .publish(spec, server, &pending, published, progress)
+            .await?;
+        let propagation = self.wait_for_propagation(&by_owner, progress).await?;
+        validate(&account, &mut order, !pending.is_empty(), progress).await?;
+        let (key, chain) = finalize(spec, &account, &mut order, progress).await?;
+        let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
+        let files = CertFiles {
+            cert: issued.cert_pem.clone(),
+            chain: issued.chain_pem.clone(),
+            fullchain: issued.fullchain_pem.clone(),
+            privkey: key.pem(),
+        };
+        self.install(spec, &issued.leaf, &files, progress).await?;
+        tracing::info!(cert_serial = %issued.leaf.serial,
+            cert_not_after = %issued.leaf.not_after_rfc3339(), "certificate issued and installed in live/");
+        // Every deploy target all or nothing, config tests, reloads, hooks; rollback on a failed config test.
+        progress.enter(Phase::Deploying);
+        crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
+        Ok(Renewed {
+            serial: issued.leaf.serial.clone(),
+            not_after: issued.leaf.not_after,
+            order_url,
+            zones: by_owner.keys().map(|(z, _)| z.clone()).collect(),
+            propagation,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn dns_server(&self, spec: &CertSpec) -> Result<&DnsServerSettings, RenewError> {
+        self.settings
             .dns_servers
             .get(&spec.dns)
             .ok_or_else(|| RenewError::Spec {
                 cert: spec.name.clone(),
                 problem: format!("dns server `{}` is not defined", spec.dns),
-            })?;
-        let account = self.account(&spec.account).await?;
-        let updater = Arc::new(Updater::new(server, &self.resolver).await?);
+            })
+    }
 
+    /// Place the order for `spec`. With a live predecessor the order says it replaces it (RFC 9773 §5);
+    /// when the CA cannot take that (no ARI, `alreadyReplaced`, any other refusal that is not a rate
+    /// limit, an order that does not echo `replaces`), the order is placed once more without it.
+    async fn place_order(
+        &self,
+        spec: &CertSpec,
+        account: &AcmeAccount,
+        progress: &Progress,
+    ) -> Result<instant_acme::Order, RenewError> {
+        progress.enter(Phase::PlacingOrder);
         let identifiers: Vec<Identifier> = spec
             .domains
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
         // The certificate this order replaces (ARI): the live one, when it can be named.
-        let replaces = read_live(&self.state, &spec.name)
+        let replaces = crate::live::read_live_async(&self.state, &spec.name)
+            .await
             .ok()
             .flatten()
             .and_then(|live| acme::certificate_id(&live.facts));
-        let mut order = self
-            .new_order(spec, &account, &identifiers, replaces)
-            .await?;
-        let order_url = order.url().to_string();
-        tracing::info!(cert = %spec.name, order = %order_url, "order placed");
-
-        // 1. Collect the DNS-01 challenges of every pending authorization.
-        struct Pending {
-            domain: String,
-            value: String,
-        }
-        let mut pending: Vec<Pending> = Vec::new();
-        {
-            let mut authzs = order.authorizations();
-            while let Some(authz) = authzs.next().await {
-                let mut authz = authz.map_err(|e| account.error("fetching authorizations", e))?;
-                let domain = authz.identifier().to_string();
-                match authz.status {
-                    AuthorizationStatus::Valid => continue,
-                    AuthorizationStatus::Pending => {}
-                    other => {
-                        return Err(AcmeError::ChallengeInvalid {
-                            domain,
-                            detail: format!("authorization is {other:?}"),
-                        }
-                        .into())
-                    }
+        if let Some(id) = replaces {
+            let shown = id.to_string();
+            match account
+                .account
+                .new_order(&NewOrder::new(&identifiers).replaces(id))
+                .await
+            {
+                Ok(order) => {
+                    tracing::info!(replaces = %shown, "the order replaces the live certificate");
+                    return Ok(order);
                 }
-                let challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| {
-                    AcmeError::ChallengeInvalid {
-                        domain: domain.clone(),
-                        detail: "the CA offers no dns-01 challenge for this name".into(),
-                    }
-                })?;
-                pending.push(Pending {
-                    domain,
-                    value: challenge.key_authorization().dns_value(),
-                });
+                // The directory has no renewalInfo: nothing was sent.
+                Err(instant_acme::Error::Unsupported(_)) => {}
+                Err(e) if acme::is_rate_limited(&e) => {
+                    return Err(account.error(Phase::PlacingOrder, e).into());
+                }
+                // A problem document (alreadyReplaced, malformed, ...), or an order that does not echo
+                // `replaces` (instant-acme's check, its only `Other` error of newOrder; RFC 9773 §5
+                // requires the echo).
+                Err(e @ (instant_acme::Error::Api(_) | instant_acme::Error::Other(_))) => {
+                    tracing::warn!(replaces = %shown, error = %acme::describe(&e),
+                        "the CA refused `replaces`; ordering again without it");
+                }
+                Err(e) => return Err(account.error(Phase::PlacingOrder, e).into()),
             }
         }
+        account
+            .account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| account.error(Phase::PlacingOrder, e).into())
+    }
 
-        // 2. Where does each value go? Then publish (journal first).
+    /// Find each value's zone, then publish: every value of one owner in one UPDATE, each value in the
+    /// cleanup journal before the UPDATE is sent. Returns the values by (zone, owner).
+    async fn publish(
+        &self,
+        spec: &CertSpec,
+        server: &DnsServerSettings,
+        pending: &[Pending],
+        published: &mut Vec<Published>,
+        progress: &Progress,
+    ) -> Result<BTreeMap<(String, String), Vec<String>>, RenewError> {
+        progress.enter(Phase::FindingZones);
         let mut by_owner: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for p in &pending {
+        for p in pending {
             let target = dns::find_target(&self.resolver, &p.domain, spec.zone.as_deref()).await?;
             by_owner
                 .entry((target.zone.clone(), target.owner.clone()))
                 .or_default()
                 .push(p.value.clone());
         }
+        if by_owner.is_empty() {
+            return Ok(by_owner);
+        }
+        progress.enter(Phase::PublishingTxt);
+        let updater = Arc::new(Updater::new(server, &self.resolver).await?);
         for ((zone, owner), values) in &by_owner {
+            let first = published.len();
             for value in values {
-                let record = journal::Record {
-                    cert: spec.name.clone(),
-                    dns_server: spec.dns.clone(),
-                    zone: zone.clone(),
-                    owner: owner.clone(),
-                    value: value.clone(),
-                    published_at: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                };
-                let entry = self
-                    .journal
-                    .add(&record)
-                    .map_err(io_err("cannot write the cleanup journal"))?;
+                let entry = self.journal_add(spec, zone, owner, value).await?;
                 published.push(Published {
                     updater: updater.clone(),
                     zone: zone.clone(),
@@ -549,149 +559,110 @@ impl Engine {
             if let Err(e) = updater.add_txt_values(zone, owner, &refs).await {
                 if e.update_was_rejected() {
                     // Nothing was published: forget these values instead of "cleaning" them later.
-                    let ours = published.len() - values.len();
-                    for p in published.drain(ours..) {
-                        if let Some(entry) = &p.entry {
-                            let _ = self.journal.remove(entry);
+                    for p in published.drain(first..) {
+                        if let Some(entry) = p.entry {
+                            self.journal_remove(entry).await;
                         }
                     }
                 }
                 return Err(e.into());
             }
-            tracing::info!(cert = %spec.name, zone = %zone, owner = %owner, values = values.len(), "TXT published");
+            tracing::info!(dns_zone = %zone, owner = %owner, values = values.len(), "TXT published");
         }
+        Ok(by_owner)
+    }
 
-        // 3. Wait until every authoritative server of every zone serves every value.
-        let mut waits = Vec::new();
-        for ((zone, owner), values) in &by_owner {
-            let resolver = &self.resolver;
-            let explicit = &self.settings.propagation.nameservers;
-            let timeout = self.settings.propagation.timeout;
-            waits.push(async move {
-                let servers = dns::authoritative_servers(resolver, zone, explicit).await?;
-                let t0 = Instant::now();
-                let report = dns::wait_for_txt(&servers, owner, values, timeout).await?;
-                for (s, took) in &report.per_server {
-                    tracing::debug!(zone = %zone, server = %s.name, ms = took.as_millis() as u64, "served");
-                }
-                Ok::<Duration, DnsError>(t0.elapsed())
-            });
+    async fn journal_add(
+        &self,
+        spec: &CertSpec,
+        zone: &str,
+        owner: &str,
+        value: &str,
+    ) -> Result<journal::Entry, RenewError> {
+        let record = journal::Record {
+            cert: spec.name.clone(),
+            dns_server: spec.dns.clone(),
+            zone: zone.to_string(),
+            owner: owner.to_string(),
+            value: value.to_string(),
+            published_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let journal = self.journal.clone();
+        blocking(move || journal.add(&record))
+            .await
+            .map_err(io_err("cannot write the cleanup journal"))
+    }
+
+    async fn journal_remove(&self, entry: journal::Entry) {
+        let journal = self.journal.clone();
+        if let Err(e) = blocking(move || journal.remove(&entry)).await {
+            tracing::warn!(error = %e, "cannot drop a cleanup journal record");
         }
+    }
+
+    /// Wait until every authoritative server of every zone serves every value; the longest wait.
+    async fn wait_for_propagation(
+        &self,
+        by_owner: &BTreeMap<(String, String), Vec<String>>,
+        progress: &Progress,
+    ) -> Result<Duration, RenewError> {
+        progress.enter(Phase::WaitingForPropagation);
+        let waits = by_owner.iter().map(|((zone, owner), values)| async move {
+            let explicit = &self.settings.propagation.nameservers;
+            let servers = dns::authoritative_servers(&self.resolver, zone, explicit).await?;
+            let t0 = Instant::now();
+            let report =
+                dns::wait_for_txt(&servers, owner, values, self.settings.propagation.timeout)
+                    .await?;
+            for (s, took) in &report.per_server {
+                tracing::debug!(dns_zone = %zone, server = %s.name, ms = took.as_millis() as u64, "served");
+            }
+            Ok::<Duration, DnsError>(t0.elapsed())
+        });
         let mut propagation = Duration::ZERO;
         for r in futures::future::join_all(waits).await {
             propagation = propagation.max(r?);
         }
-
-        // 4. Tell the CA, and wait for the order to become ready.
-        if !pending.is_empty() {
-            let mut authzs = order.authorizations();
-            while let Some(authz) = authzs.next().await {
-                let mut authz = authz.map_err(|e| account.error("fetching authorizations", e))?;
-                if authz.status != AuthorizationStatus::Pending {
-                    continue;
-                }
-                if let Some(mut ch) = authz.challenge(ChallengeType::Dns01) {
-                    ch.set_ready()
-                        .await
-                        .map_err(|e| account.error("answering the dns-01 challenge", e))?;
-                }
-            }
+        if !by_owner.is_empty() {
+            tracing::info!(
+                ms = propagation.as_millis() as u64,
+                "every authoritative server serves the TXT records"
+            );
         }
-        let poll = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(180));
-        let status = order.poll_ready(&poll).await;
-        match status {
-            Ok(OrderStatus::Ready) => {}
-            Ok(_) | Err(instant_acme::Error::Api(_)) => {
-                let detail =
-                    self.challenge_errors(&mut order)
-                        .await
-                        .unwrap_or_else(|| match &status {
-                            Err(e) => acme::describe(e),
-                            Ok(s) => format!("order status {s:?}"),
-                        });
-                return Err(AcmeError::OrderInvalid {
-                    url: order_url,
-                    detail,
-                }
-                .into());
-            }
-            Err(e) => {
-                return Err(account
-                    .error("waiting for the order to become ready", e)
-                    .into())
-            }
-        }
+        Ok(propagation)
+    }
 
-        // 5. Finalize with a fresh key and our own CSR.
-        let key = NewKey::generate(spec.key)?;
-        let csr = key.csr_der(&spec.domains)?;
-        order
-            .finalize_csr(&csr)
-            .await
-            .map_err(|e| account.error("finalizing the order", e))?;
-        let chain = order
-            .poll_certificate(&poll)
-            .await
-            .map_err(|e| account.error("downloading the certificate", e))?;
-        let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
-
-        // 6. Install: live/ first, then every deploy target.
-        let files = CertFiles {
-            cert: issued.cert_pem.clone(),
-            chain: issued.chain_pem.clone(),
-            fullchain: issued.fullchain_pem.clone(),
-            privkey: key.pem(),
-        };
+    /// Write the new version into the state directory and make it live (off the async runtime).
+    async fn install(
+        &self,
+        spec: &CertSpec,
+        leaf: &CertFacts,
+        files: &CertFiles,
+        progress: &Progress,
+    ) -> Result<(), RenewError> {
+        progress.enter(Phase::Installing);
         let version = state::version_name(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
-            &issued.leaf.serial,
+            &leaf.serial,
         );
-        self.state
-            .install(&spec.name, &version, &files)
+        let (st, name, files) = (self.state.clone(), spec.name.clone(), files.clone());
+        blocking(move || st.install(&name, &version, &files))
+            .await
+            .map(|_| ())
             .map_err(io_err(format!(
                 "cannot install {} into the state directory",
                 spec.name
-            )))?;
-        // Every deploy target all or nothing, config tests, reloads, hooks; rollback on a failed config test.
-        crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
-        tracing::info!(cert = %spec.name, serial = %issued.leaf.serial,
-            not_after = %issued.leaf.not_after_rfc3339(), "certificate renewed");
-        Ok(Renewed {
-            serial: issued.leaf.serial.clone(),
-            not_after: issued.leaf.not_after,
-            order_url,
-            zones: by_owner.keys().map(|(z, _)| z.clone()).collect(),
-            propagation,
-            elapsed: started.elapsed(),
-        })
-    }
-
-    /// The CA's reasons for failed challenges of an invalid order, if it gives any.
-    async fn challenge_errors(&self, order: &mut instant_acme::Order) -> Option<String> {
-        let mut reasons = Vec::new();
-        let mut authzs = order.authorizations();
-        while let Some(Ok(authz)) = authzs.next().await {
-            for ch in &authz.challenges {
-                if let Some(err) = &ch.error {
-                    reasons.push(format!(
-                        "{}: {}",
-                        authz.identifier(),
-                        acme::describe(&instant_acme::Error::Api(err.clone()))
-                    ));
-                }
-            }
-        }
-        (!reasons.is_empty()).then(|| reasons.join("; "))
+            )))
     }
 
     /// Delete exactly the values we published (one UPDATE per owner), and drop their journal records.
-    async fn cleanup(&self, spec: &CertSpec, published: Vec<Published>) {
+    async fn cleanup(&self, published: Vec<Published>) {
         let mut groups: Vec<Vec<Published>> = Vec::new();
         for p in published {
             match groups.iter_mut().find(|g| {
@@ -712,20 +683,317 @@ impl Engine {
                 .await
             {
                 Ok(()) => {
-                    for p in &group {
-                        if let Some(entry) = &p.entry {
-                            if let Err(e) = self.journal.remove(entry) {
-                                tracing::warn!(error = %e, "cannot drop a cleanup journal record");
-                            }
+                    tracing::info!(dns_zone = %first.zone, owner = %first.owner, values = values.len(), "TXT removed");
+                    for p in group {
+                        if let Some(entry) = p.entry {
+                            self.journal_remove(entry).await;
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(cert = %spec.name, owner = %first.owner, error = %e,
+                    tracing::warn!(owner = %first.owner, error = %e,
                         "cannot delete TXT values; they stay in the cleanup journal and are retried at next start");
                 }
             }
         }
+    }
+}
+
+/// The dns-01 values of every pending authorization of `order` (valid ones need nothing).
+async fn pending_challenges(
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+    progress: &Progress,
+) -> Result<Vec<Pending>, RenewError> {
+    progress.enter(Phase::FetchingAuthorizations);
+    let mut pending = Vec::new();
+    let mut authzs = order.authorizations();
+    while let Some(authz) = authzs.next().await {
+        let mut authz = authz.map_err(|e| account.error(Phase::FetchingAuthorizations, e))?;
+        let domain = authz.identifier().to_string();
+        match authz.status {
+            AuthorizationStatus::Valid => continue,
+            AuthorizationStatus::Pending => {}
+            other => return Err(rejected(account, domain, other, &authz.challenges).into()),
+        }
+        let offered: Vec<String> = authz
+            .challenges
+            .iter()
+            .map(|c| challenge_name(&c.r#type))
+            .collect();
+        let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+            return Err(AcmeError::NoDnsChallenge {
+                ca: account.ca.clone(),
+                domain,
+                offered,
+            }
+            .into());
+        };
+        pending.push(Pending {
+            domain,
+            value: challenge.key_authorization().dns_value(),
+        });
+    }
+    Ok(pending)
+}
+
+fn challenge_name(t: &ChallengeType) -> String {
+    match t {
+        ChallengeType::Http01 => "http-01".into(),
+        ChallengeType::Dns01 => "dns-01".into(),
+        ChallengeType::TlsAlpn01 => "tls-alpn-01".into(),
+        ChallengeType::Unknown(s) => s.clone(),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
+}
+
+/// The CA's verdict on a name whose authorization is no longer pending nor valid.
+fn rejected(
+    account: &AcmeAccount,
+    domain: String,
+    status: AuthorizationStatus,
+    challenges: &[instant_acme::Challenge],
+) -> AcmeError {
+    AcmeError::Rejected {
+        ca: account.ca.clone(),
+        domain,
+        status: format!("{status:?}").to_ascii_lowercase(),
+        problem: challenges
+            .iter()
+            .find_map(|c| c.error.clone())
+            .map(Box::new),
+    }
+}
+
+/// Answer every pending dns-01 challenge, then poll the authorizations until the CA has validated every
+/// name (a rejected name ends the attempt at once, with the CA's error for it), then the order until it
+/// is ready.
+async fn validate(
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+    answered: bool,
+    progress: &Progress,
+) -> Result<(), RenewError> {
+    if answered {
+        progress.enter(Phase::AnsweringChallenge);
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(|e| account.error(Phase::FetchingAuthorizations, e))?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            if let Some(mut ch) = authz.challenge(ChallengeType::Dns01) {
+                ch.set_ready()
+                    .await
+                    .map_err(|e| account.error(Phase::AnsweringChallenge, e))?;
+            }
+        }
+        progress.enter(Phase::WaitingForValidation);
+        wait_for_authorizations(account, order).await?;
+    }
+    progress.enter(Phase::WaitingForValidation);
+    let poll = RetryPolicy::new()
+        .initial_delay(POLL_FIRST)
+        .backoff(1.5)
+        .timeout(VALIDATION_TIMEOUT);
+    match order.poll_ready(&poll).await {
+        Ok(OrderStatus::Ready) => Ok(()),
+        Ok(_) => Err(order_invalid(account, order, None).await.into()),
+        Err(instant_acme::Error::Api(problem)) => {
+            Err(order_invalid(account, order, Some(problem)).await.into())
+        }
+        Err(e) => Err(account.error(Phase::WaitingForValidation, e).into()),
+    }
+}
+
+/// Poll every pending authorization until all are valid; the first one the CA rejects ends the wait.
+async fn wait_for_authorizations(
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+) -> Result<(), RenewError> {
+    let deadline = tokio::time::Instant::now() + VALIDATION_TIMEOUT;
+    let mut delay = POLL_FIRST;
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = delay.mul_f32(1.5).min(POLL_MAX);
+        let mut all_valid = true;
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(|e| account.error(Phase::WaitingForValidation, e))?;
+            if authz.status == AuthorizationStatus::Pending {
+                authz
+                    .refresh()
+                    .await
+                    .map_err(|e| account.error(Phase::WaitingForValidation, e))?;
+            }
+            match authz.status {
+                AuthorizationStatus::Valid => {}
+                AuthorizationStatus::Pending => all_valid = false,
+                other => {
+                    let domain = authz.identifier().to_string();
+                    return Err(rejected(account, domain, other, &authz.challenges).into());
+                }
+            }
+        }
+        if all_valid {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(account
+                .error(
+                    Phase::WaitingForValidation,
+                    instant_acme::Error::Timeout(None),
+                )
+                .into());
+        }
+    }
+}
+
+/// The error of an invalid order, with the CA's error for every name whose challenge failed.
+async fn order_invalid(
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+    problem: Option<Problem>,
+) -> AcmeError {
+    let mut rejected = Vec::new();
+    let mut authzs = order.authorizations();
+    while let Some(Ok(authz)) = authzs.next().await {
+        for ch in &authz.challenges {
+            if let Some(err) = &ch.error {
+                rejected.push((authz.identifier().to_string(), err.clone()));
+            }
+        }
+    }
+    AcmeError::OrderInvalid {
+        ca: account.ca.clone(),
+        url: order.url().to_string(),
+        problem: problem
+            .or_else(|| order.state().error.clone())
+            .map(Box::new),
+        rejected,
+    }
+}
+
+/// Finalize with a fresh key (generated off the async runtime) and our own CSR; download the chain.
+async fn finalize(
+    spec: &CertSpec,
+    account: &AcmeAccount,
+    order: &mut instant_acme::Order,
+    progress: &Progress,
+) -> Result<(NewKey, String), RenewError> {
+    progress.enter(Phase::GeneratingKey);
+    let (key_spec, domains) = (spec.key, spec.domains.clone());
+    let (key, csr) = blocking(move || {
+        let key = NewKey::generate(key_spec)?;
+        let csr = key.csr_der(&domains)?;
+        Ok::<_, CertError>((key, csr))
+    })
+    .await?;
+    progress.enter(Phase::Finalizing);
+    order
+        .finalize_csr(&csr)
+        .await
+        .map_err(|e| account.error(Phase::Finalizing, e))?;
+    progress.enter(Phase::DownloadingCertificate);
+    let poll = RetryPolicy::new()
+        .initial_delay(POLL_FIRST)
+        .backoff(1.5)
+        .timeout(ISSUANCE_TIMEOUT);
+    let chain = order
+        .poll_certificate(&poll)
+        .await
+        .map_err(|e| account.error(Phase::DownloadingCertificate, e))?;
+    Ok((key, chain))
+}
+
+/// The due rule (DESIGN.md step 1) without ARI, jitter or failure history: `notAfter − renew_before` when
+/// set, else when a third of the lifetime is left (half, for lifetimes of 10 days or less). Missing,
+/// unreadable, mismatched-key or changed-names certificates are due now. The rule itself lives in
+/// [`crate::scheduler::decide`], which the daemon uses with ARI, jitter and history.
+pub fn due(spec: &CertSpec, current: &Result<Option<LiveCert>, LiveError>, now: SystemTime) -> Due {
+    let history = crate::scheduler::History::default();
+    let input = crate::scheduler::CertInput {
+        spec,
+        live: current,
+        ari: None,
+        history: &history,
+        jitter: Duration::ZERO,
+    };
+    let decision = crate::scheduler::decide(&input, now);
+    if decision.at > now {
+        return Due::At(decision.at);
+    }
+    match (&decision.reason, current) {
+        (
+            crate::scheduler::Reason::RenewBefore | crate::scheduler::Reason::LifetimeFraction,
+            Ok(Some(live)),
+        ) => Due::Now(format!(
+            "expires {}",
+            humantime::format_rfc3339_seconds(live.facts.not_after)
+        )),
+        (crate::scheduler::Reason::NamesChanged, _) => {
+            Due::Now(decision.summary.trim_start_matches("due now: ").to_string())
+        }
+        (reason, _) => Due::Now(reason.to_string()),
+    }
+}
+
+/// The outcome of considering one certificate.
+#[derive(Debug)]
+pub enum Outcome {
+    Renewed(Renewed),
+    NotDue {
+        not_after: SystemTime,
+        due: SystemTime,
+        /// `due` is the start of the CA's renewal window (ARI), earlier than the lifetime rule.
+        ari: bool,
+    },
+}
+
+/// How long `renewd renew` waits for the CA's renewal window of one certificate before it keeps to the
+/// lifetime rule.
+pub const ARI_CLI_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// Renew `spec` if due (or always, with `force`).
+    pub async fn renew_if_due(&self, spec: &CertSpec, force: bool) -> Result<Outcome, RenewError> {
+        if !force {
+            let live = crate::live::read_live_async(&self.state, &spec.name).await;
+            let now = SystemTime::now();
+            if let (Due::At(at), Ok(Some(l))) = (due(spec, &live, now), &live) {
+                let window =
+                    tokio::time::timeout(ARI_CLI_TIMEOUT, self.renewal_window(spec, &l.facts));
+                let ari_start = match window.await {
+                    Ok(Ok(Some((start, _, _)))) => Some(start),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(e)) => {
+                        tracing::warn!(cert_name = %spec.name, error = %e,
+                            "cannot fetch the CA's renewal window (ARI); keeping to the lifetime rule");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                let not_after = l.facts.not_after;
+                match ari_start {
+                    Some(start) if start <= now => {}
+                    Some(start) if start < at => {
+                        return Ok(Outcome::NotDue {
+                            not_after,
+                            due: start,
+                            ari: true,
+                        });
+                    }
+                    _ => {
+                        return Ok(Outcome::NotDue {
+                            not_after,
+                            due: at,
+                            ari: false,
+                        })
+                    }
+                }
+            }
+        }
+        self.renew(spec).await.map(Outcome::Renewed)
     }
 }
 
@@ -737,7 +1005,7 @@ mod tests {
         CertSpec::for_test("web", "a.example.test", renew_before)
     }
 
-    fn live(days: u64, names: &[&str], key_matches: bool) -> Result<Option<LiveCert>, String> {
+    fn live(days: u64, names: &[&str], key_matches: bool) -> Result<Option<LiveCert>, LiveError> {
         let nb = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         Ok(Some(LiveCert {
             facts: CertFacts {
@@ -816,20 +1084,32 @@ mod tests {
         let facts = live(90, &["a.example.test"], true).unwrap().unwrap().facts;
 
         let first = engine.renewal_window(&spec, &facts).await.unwrap_err();
-        assert!(matches!(first, RenewError::Acme(_)), "{first}");
+        let text = first.to_string();
+        assert!(
+            matches!(first, RenewError::Account { shared: None, .. })
+                && text.starts_with(
+                    "account `ca` (https://127.0.0.1:9/dir): registering the account: "
+                ),
+            "{text}"
+        );
         let t = std::time::Instant::now();
         let second = engine.renewal_window(&spec, &facts).await.unwrap_err();
         assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
         let text = second.to_string();
         assert!(
-            matches!(second, RenewError::AccountUnavailable { .. })
-                && text.starts_with("account `ca` is unavailable: the attempt 0s ago failed: ")
-                && text.contains("https://127.0.0.1:9/dir"),
+            matches!(
+                second,
+                RenewError::Account {
+                    shared: Some(_),
+                    ..
+                }
+            ) && text.contains("https://127.0.0.1:9/dir")
+                && text.ends_with("(the same account failed 0s ago; asking again later)"),
             "{text}"
         );
         // A renewal does not take the shortcut.
-        match engine.account("ca").await {
-            Err(RenewError::Acme(_)) => {}
+        match engine.account("ca", &Progress::default(), None).await {
+            Err(RenewError::Account { shared: None, .. }) => {}
             Err(e) => panic!("a renewal got {e}"),
             Ok(_) => panic!("nothing listens on 127.0.0.1:9"),
         }
@@ -839,7 +1119,11 @@ mod tests {
     fn missing_mismatched_or_renamed_is_due_now() {
         let s = spec(None);
         assert!(matches!(due(&s, &Ok(None), at(0)), Due::Now(_)));
-        assert!(matches!(due(&s, &Err("bad".into()), at(0)), Due::Now(_)));
+        let bad = LiveError::BadCertificate {
+            path: "cert.pem".into(),
+            reason: "bad".into(),
+        };
+        assert!(matches!(due(&s, &Err(bad), at(0)), Due::Now(_)));
         assert!(matches!(
             due(&s, &live(90, &["a.example.test"], false), at(0)),
             Due::Now(_)

@@ -6,9 +6,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Bytes that must never be printed: TSIG secrets, EAB HMAC keys.
-#[derive(Clone, PartialEq, Eq)]
+/// Bytes that must never be printed: TSIG secrets, EAB HMAC keys. Compared by value (in constant time),
+/// so a rotated key in the same file is a changed setting.
+#[derive(Clone)]
 pub struct Secret(Vec<u8>);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     pub fn new(bytes: Vec<u8>) -> Self {
@@ -26,8 +41,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The whole validated configuration: global file plus every valid spec.
-#[derive(Debug, Clone)]
+/// The whole validated configuration: global file plus every valid spec. Compared by value (secrets
+/// included, never printed): a reload applies what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The global file this came from.
     pub config_path: PathBuf,
@@ -36,6 +52,8 @@ pub struct Settings {
     pub workers: usize,
     /// How long renewals in flight may go on after SIGTERM before they are cancelled (`stop_grace`).
     pub stop_grace: Duration,
+    /// How long one renewal attempt may take from start to cleanup (`attempt_timeout`).
+    pub attempt_timeout: Duration,
     pub accounts: BTreeMap<String, AccountSettings>,
     pub dns_servers: BTreeMap<String, DnsServerSettings>,
     pub propagation: PropagationSettings,
@@ -49,7 +67,7 @@ pub struct Settings {
     pub certs: BTreeMap<String, CertSpec>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountSettings {
     pub name: String,
     pub directory: String,
@@ -59,7 +77,7 @@ pub struct AccountSettings {
     pub trust: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eab {
     pub kid: String,
     /// Decoded HMAC key (the file holds it base64url, as CAs hand it out).
@@ -67,7 +85,7 @@ pub struct Eab {
     pub hmac_key_file: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsServerSettings {
     pub name: String,
     /// `host` or `host:port` / `[v6]:port` as written; resolved when used (check never touches the network).
@@ -94,7 +112,7 @@ impl TsigAlgorithm {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TsigKey {
     /// Key name as the server knows it (without trailing dot).
     pub name: String,
@@ -102,7 +120,7 @@ pub struct TsigKey {
     pub secret: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PropagationSettings {
     pub timeout: Duration,
     /// Explicit `host:port` list to check instead of the zone's NS set (kept as written).
@@ -127,7 +145,7 @@ impl fmt::Display for KeySpec {
 }
 
 /// One certificate, from `certs.d/NAME.yaml` merged over `defaults`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
     pub name: String,
     pub file: PathBuf,

@@ -16,6 +16,7 @@ pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "certs_dir",
     "workers",
     "stop_grace",
+    "attempt_timeout",
     "accounts",
     "dns_servers",
     "propagation",
@@ -35,6 +36,11 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
     "reload",
     "hooks",
 ];
+/// `attempt_timeout` when not set: a whole renewal (order, DNS propagation up to `propagation.timeout`'s
+/// default of 5 min, validation, finalize, deploy) within 10 minutes.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest `attempt_timeout` accepted.
+pub const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust"];
 const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
 const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
@@ -336,6 +342,7 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
             certs_dir: base.join("certs.d"),
             workers: 4,
             stop_grace: Duration::from_secs(30),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             accounts: BTreeMap::new(),
             dns_servers: BTreeMap::new(),
             propagation: PropagationSettings {
@@ -400,6 +407,22 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
     if let Some(n) = f.get("workers") {
         if let Some(w) = int_in(d, n, "workers", 1, 64) {
             s.workers = w as usize;
+        }
+    }
+    if let Some(n) = f.get("attempt_timeout") {
+        if let Some(v) = duration(d, n, "attempt_timeout") {
+            if v < MIN_ATTEMPT_TIMEOUT {
+                d.err(
+                    n.pos,
+                    format!(
+                        "`attempt_timeout`: {} is too short for a renewal (DNS propagation alone takes seconds); use at least {}",
+                        humantime::format_duration(v),
+                        humantime::format_duration(MIN_ATTEMPT_TIMEOUT)
+                    ),
+                );
+            } else {
+                s.attempt_timeout = v;
+            }
         }
     }
     if let Some(n) = f.get("stop_grace") {

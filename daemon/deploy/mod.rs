@@ -32,7 +32,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::{CertSpec, DeployTarget};
 use crate::logging::message_id;
-use crate::reload;
+use crate::reload::{self, ReloadError};
 use crate::state::{self, CertFiles, Ownership};
 
 /// Why [`install`] failed.
@@ -41,25 +41,15 @@ pub enum InstallError {
     /// Writing the deploy targets failed; the previous files are in place.
     #[error("deploy of {cert}: {source}")]
     Deploy { cert: String, source: io::Error },
-    /// A config test, reload, command or hook failed (the text after "reload failed: ").
+    /// A config test failed: the previous files were put back, nothing was reloaded.
     #[error("reload failed: {0}")]
-    Reload(String),
-}
-
-impl From<InstallError> for crate::renew::RenewError {
-    fn from(e: InstallError) -> Self {
-        match e {
-            InstallError::Deploy { cert, source } => crate::renew::RenewError::Io {
-                context: format!("deploy of {cert}"),
-                source,
-            },
-            // "reload failed: ..." (RenewError::Io displays as "CONTEXT: SOURCE"); transient: retried.
-            InstallError::Reload(msg) => crate::renew::RenewError::Io {
-                context: "reload failed".into(),
-                source: io::Error::other(msg),
-            },
-        }
-    }
+    ConfigTest(ReloadError),
+    /// Reloads, commands or hooks failed (each one; the others ran); the new files stay.
+    #[error("reload failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Reload(Vec<ReloadError>),
+    /// The blocking deploy task itself failed (a bug).
+    #[error("deploy of {cert}: the deploy task failed: {reason}")]
+    Task { cert: String, reason: String },
 }
 
 /// Deploy, config-test, reload (see the module documentation). Blocking work runs on tokio's blocking
@@ -73,9 +63,19 @@ pub async fn install(
         return Ok(());
     }
     let (spec, files, live_dir) = (spec.clone(), files.clone(), live_dir.to_path_buf());
-    tokio::task::spawn_blocking(move || install_blocking(&spec, &files, &live_dir))
-        .await
-        .unwrap_or_else(|e| Err(InstallError::Reload(format!("the deploy task failed: {e}"))))
+    let cert = spec.name.clone();
+    // The caller's span (the renewal's CERT_NAME, ...) goes along into the blocking thread.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| install_blocking(&spec, &files, &live_dir))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(InstallError::Task {
+            cert,
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// [`install`] on the calling thread.
@@ -94,7 +94,7 @@ pub fn install_blocking(
         Err(e) => state::write_atomic(&marker, format!("{e}\n").as_bytes(), 0o600),
     };
     if let Err(e) = marked {
-        tracing::warn!(cert_name = %spec.name, file = %marker.display(), error = %e,
+        tracing::warn!(file = %marker.display(), error = %e,
             "cannot update the reload-failed marker");
     }
     result
@@ -136,31 +136,38 @@ fn install_inner(spec: &CertSpec, files: &CertFiles, live_dir: &Path) -> Result<
         domains: spec.domains.clone(),
         lineage: live_dir.to_path_buf(),
     };
-    let domains = spec.domains.join(",");
-    if let Err(line) = reload::config_tests(&spec.reload, &cx) {
+    if let Err(failed) = reload::config_tests(&spec.reload, &cx) {
         let restored = committed.rollback();
         let restored = match restored {
             Ok(()) => "previous files put back".to_string(),
             Err(e) => format!("putting the previous files back failed: {e}"),
         };
-        tracing::error!(message_id = message_id::RELOAD_FAILED, cert_name = %spec.name,
-            cert_domains = %domains, "reload failed: {line} (config test; nothing reloaded, {restored})");
-        return Err(InstallError::Reload(line));
+        tracing::error!(
+            message_id = message_id::RELOAD_FAILED,
+            "reload failed: {failed} (config test; nothing reloaded, {restored})"
+        );
+        return Err(InstallError::ConfigTest(failed));
     }
     let paths = committed.finish();
     if !paths.is_empty() {
-        tracing::info!(message_id = message_id::DEPLOYED, cert_name = %spec.name,
-            cert_domains = %domains, "certificate {} deployed to {}", spec.name,
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        tracing::info!(
+            message_id = message_id::DEPLOYED,
+            "certificate {} deployed to {}",
+            spec.name,
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let failures = reload::reload_all(&spec.reload, &cx);
     if failures.is_empty() {
         return Ok(());
     }
-    let all = failures.join("; ");
-    tracing::error!(message_id = message_id::RELOAD_FAILED, cert_name = %spec.name,
-        cert_domains = %domains, "reload failed: {all}");
-    Err(InstallError::Reload(all))
+    let e = InstallError::Reload(failures);
+    tracing::error!(message_id = message_id::RELOAD_FAILED, "{e}");
+    Err(e)
 }
 
 // ---------------------------------------------------------------- files

@@ -151,13 +151,13 @@ pub enum DnsError {
         owner: String,
     },
 
-    #[error("server {server} answered {rcode} to the update of `{owner}` TXT in zone {zone} with key `{key}`; see the server's log for why")]
+    #[error("server {server} answered {} to the update of `{owner}` TXT in zone {zone} with key `{key}`; see the server's log for why", super::resolver::rcode_name(*.rcode))]
     UpdateFailed {
         server: ServerRef,
         zone: String,
         owner: String,
         key: String,
-        rcode: String,
+        rcode: hickory_proto::op::ResponseCode,
     },
 
     // ---- lookups and discovery ----

@@ -16,7 +16,7 @@ use hickory_proto::rr::{RData, Record, RecordSet, RecordType, TSigner};
 use super::discovery::split_host_port;
 use super::error::{DnsError, ServerRef};
 use super::name::{self, is_inside};
-use super::resolver::{rcode_name, Resolver};
+use super::resolver::Resolver;
 use super::transport::{exchange, Timeouts};
 use crate::config::settings::{DnsServerSettings, TsigAlgorithm};
 
@@ -267,7 +267,7 @@ impl Updater {
                 zone: zone.to_string(),
                 owner: owner.to_string(),
                 key: self.key_name.clone(),
-                rcode: rcode_name(other),
+                rcode: other,
             }),
         }
     }

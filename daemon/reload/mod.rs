@@ -225,18 +225,20 @@ pub fn run(step: &Step, cx: &Context) -> std::io::Result<Finished> {
     let out_rx = reader(child.stdout.take().map(|p| Box::new(p) as _));
     let err_rx = reader(child.stderr.take().map(|p| Box::new(p) as _));
     let pid = child.id() as libc::pid_t;
-    let deadline = started + step.timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
+    // One thread waits for the child; this one waits for that thread's word or the deadline (no polling).
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+    let status = match exit_rx.recv_timeout(step.timeout) {
+        Ok(status) => Some(status?),
+        Err(_) => {
             // SAFETY: kill(2) on the process group we created for this child (process_group(0)).
             unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
+            // Reaped by the waiting thread; SIGKILL cannot be ignored, so this returns promptly.
+            let _ = exit_rx.recv();
+            None
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
     // A grandchild that left the process group may keep the pipes open: do not wait for it forever.
     let collect =
@@ -249,66 +251,113 @@ pub fn run(step: &Step, cx: &Context) -> std::io::Result<Finished> {
     })
 }
 
-/// Run `step`, log its output, and describe a failure in one line (what follows "reload failed: ").
-/// `tool_line_only`: a failed config test is described by the tool's first line alone.
-fn run_logged(step: &Step, cx: &Context, tool_line_only: bool) -> Result<(), String> {
+/// How a reload step ended, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Why a config test, reload, command or hook failed. Displays as the text after "reload failed: ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// A config test (`nginx -t`, `apachectl configtest`) failed: the tool's first line of output.
+    #[error("{first_line}")]
+    ConfigTest {
+        command: String,
+        first_line: String,
+        exit: Exit,
+    },
+    /// The step ran past its timeout; it and its process group were killed.
+    #[error("`{command}` did not finish within {}; killed it and its process group", humantime::format_duration(*.after))]
+    Timeout { command: String, after: Duration },
+    /// The step ended unsuccessfully.
+    #[error("`{command}` {}{}", exit_text(.exit), .first_line.as_ref().map(|l| format!(": {l}")).unwrap_or_default())]
+    Failed {
+        command: String,
+        exit: Exit,
+        first_line: Option<String>,
+    },
+    /// The program is not in the children's PATH.
+    #[error("`{program}` not found in PATH {path}")]
+    NotFound { program: String, path: String },
+    /// The program could not be started for another reason.
+    #[error("cannot start `{command}`: {reason}")]
+    NotStarted { command: String, reason: String },
+}
+
+fn exit_text(exit: &Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("exited with status {c}"),
+        Exit::Signal(s) => format!("was killed by signal {s}"),
+    }
+}
+
+/// Run `step`, log its output, and say why it failed. `config_test`: a failed config test is described by
+/// the tool's first line alone ([`ReloadError::ConfigTest`]).
+fn run_logged(step: &Step, cx: &Context, config_test: bool) -> Result<(), ReloadError> {
     let what = step.display();
     let fin = match run(step, cx) {
         Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ReloadError::NotFound {
+                program: step.argv[0].clone(),
+                path: child_env(cx)[0].1.clone(),
+            })
+        }
         Err(e) => {
-            let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "`{}` not found in PATH {}",
-                    step.argv[0],
-                    child_env(cx)[0].1
-                )
-            } else {
-                format!("cannot start `{what}`: {e}")
-            };
-            return Err(msg);
+            return Err(ReloadError::NotStarted {
+                command: what,
+                reason: e.to_string(),
+            })
         }
     };
     for (stream, text) in [("stdout", &fin.stdout), ("stderr", &fin.stderr)] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(cert_name = %cx.name, command = %what, stream, "{line}");
+            tracing::info!(command = %what, stream, "{line}");
         }
     }
-    let detail = fin
-        .first_line()
-        .map(|l| format!(": {l}"))
-        .unwrap_or_default();
-    match fin.status {
-        Some(s) if s.success() => {
-            tracing::info!(cert_name = %cx.name, command = %what,
-                elapsed_ms = fin.elapsed.as_millis() as u64, "`{what}` succeeded");
-            Ok(())
-        }
-        None => Err(format!(
-            "`{what}` did not finish within {}; killed it and its process group",
-            humantime::format_duration(step.timeout)
-        )),
-        Some(_) if tool_line_only && fin.first_line().is_some() => {
-            Err(fin.first_line().unwrap_or_default().to_string())
-        }
-        Some(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => Err(format!("`{what}` exited with status {code}{detail}")),
-            (None, Some(sig)) => Err(format!("`{what}` was killed by signal {sig}{detail}")),
-            _ => Err(format!("`{what}` failed{detail}")),
+    let Some(status) = fin.status else {
+        return Err(ReloadError::Timeout {
+            command: what,
+            after: step.timeout,
+        });
+    };
+    if status.success() {
+        tracing::info!(command = %what, elapsed_ms = fin.elapsed.as_millis() as u64, "`{what}` succeeded");
+        return Ok(());
+    }
+    let exit = match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(sig)) => Exit::Signal(sig),
+        _ => Exit::Code(-1),
+    };
+    let first_line = fin.first_line().map(str::to_string);
+    Err(match first_line {
+        Some(first_line) if config_test => ReloadError::ConfigTest {
+            command: what,
+            first_line,
+            exit,
         },
-    }
+        first_line => ReloadError::Failed {
+            command: what,
+            exit,
+            first_line,
+        },
+    })
 }
 
-/// Run the config test of every entry that has one. `Err`: the first failure, described by the first
-/// line of the tool's error output; nothing must be reloaded then.
-pub fn config_tests(specs: &[ReloadSpec], cx: &Context) -> Result<(), String> {
+/// Run the config test of every entry that has one. `Err`: the first failure; nothing must be reloaded
+/// then.
+pub fn config_tests(specs: &[ReloadSpec], cx: &Context) -> Result<(), ReloadError> {
     for step in specs.iter().filter_map(config_test) {
         run_logged(&step, cx, true)?;
     }
     Ok(())
 }
 
-/// Run every reload, command and hook in order. Returns the failures (each one line), in order.
-pub fn reload_all(specs: &[ReloadSpec], cx: &Context) -> Vec<String> {
+/// Run every reload, command and hook in order. Returns the failures, in order.
+pub fn reload_all(specs: &[ReloadSpec], cx: &Context) -> Vec<ReloadError> {
     specs
         .iter()
         .filter_map(|s| run_logged(&reload_step(s, cx), cx, false).err())
@@ -474,7 +523,17 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert_eq!(e, "`/bin/sh -c echo out; echo 'bad thing' >&2; echo more >&2; exit 3` exited with status 3: bad thing");
+        assert!(
+            matches!(
+                &e,
+                ReloadError::Failed {
+                    exit: Exit::Code(3),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "`/bin/sh -c echo out; echo 'bad thing' >&2; echo more >&2; exit 3` exited with status 3: bad thing");
         let e = run_logged(
             &sh(
                 "echo 'nginx: [emerg] x' >&2; exit 1",
@@ -484,10 +543,25 @@ mod tests {
             true,
         )
         .unwrap_err();
-        assert_eq!(e, "nginx: [emerg] x");
+        assert!(
+            matches!(
+                &e,
+                ReloadError::ConfigTest {
+                    exit: Exit::Code(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "nginx: [emerg] x");
         let missing = Step::new(&["renewd-no-such-tool"]);
         let e = run_logged(&missing, &c, false).unwrap_err();
-        assert!(e.contains("`renewd-no-such-tool` not found in PATH"), "{e}");
+        assert!(matches!(&e, ReloadError::NotFound { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("`renewd-no-such-tool` not found in PATH"),
+            "{e}"
+        );
         assert!(run_logged(&sh("exit 0", Duration::from_secs(5)), &c, false).is_ok());
     }
 }

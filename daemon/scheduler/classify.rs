@@ -14,8 +14,10 @@ use std::time::SystemTime;
 use super::plan::FailureKind;
 use crate::acme::AcmeError;
 use crate::certs::CertError;
+use crate::deploy::InstallError;
 use crate::dns::DnsError;
 use crate::renew::RenewError;
+use hickory_proto::op::ResponseCode;
 
 /// ACME problem types (RFC 8555 §6.7, RFC 8739, RFC 9773) that a retry of the same request will get again.
 pub const PERMANENT_PROBLEMS: &[&str] = &[
@@ -50,13 +52,18 @@ pub fn classify(err: &RenewError, now: SystemTime) -> (FailureKind, Option<Syste
         RenewError::Cancelled => FailureKind::Transient,
         // Another process holds the certificate's lock: its renewal decides; look again soon.
         RenewError::Busy => FailureKind::Transient,
-        // Only renewal-window requests get it (the account failed moments ago): like a CA outage.
-        RenewError::AccountUnavailable { .. } => FailureKind::Transient,
+        // The account's own failure decides, also when it was shared with waiting requests.
+        RenewError::Account { source, .. } => acme_kind(source),
+        RenewError::Deploy(e) => deploy_kind(e),
+        // The CA, a DNS server or a reload did not finish in time: retried with backoff.
+        RenewError::AttemptTimeout { .. } => FailureKind::Transient,
     };
     let retry_after = match err {
-        RenewError::Acme(e) => e.retry_after().filter(|at| *at > now),
+        RenewError::Acme(e) => e.retry_after(),
+        RenewError::Account { source, .. } => source.retry_after(),
         _ => None,
-    };
+    }
+    .filter(|at| *at > now);
     (kind, retry_after)
 }
 
@@ -84,7 +91,10 @@ fn dns_kind(e: &DnsError) -> FailureKind {
         | DnsError::NotAuth { .. }
         | DnsError::NotZone { .. } => Permanent,
         // The server does not implement UPDATE: the wrong server is configured.
-        DnsError::UpdateFailed { rcode, .. } if rcode == "NOTIMP" => Permanent,
+        DnsError::UpdateFailed {
+            rcode: ResponseCode::NotImp,
+            ..
+        } => Permanent,
         // SERVFAIL and friends: the server's trouble, not our request's.
         DnsError::UpdateFailed { .. } => Transient,
         // Clock skew: NTP usually fixes it without anyone touching renewd.
@@ -109,11 +119,24 @@ fn acme_kind(e: &AcmeError) -> FailureKind {
     match e {
         AcmeError::Trust { .. } | AcmeError::Credentials { .. } => FailureKind::Permanent,
         AcmeError::Save { source, .. } => io_kind(source),
-        AcmeError::Register { source, .. } | AcmeError::Protocol { source, .. } => {
-            instant_acme_kind(source)
+        AcmeError::Request { source, .. } => instant_acme_kind(source),
+        // The CA will not validate this name with dns-01: asking again changes nothing.
+        AcmeError::NoDnsChallenge { .. } => FailureKind::Permanent,
+        // The CA's verdict: by the problems it gave (none: a DNS answer the CA did not like, transient).
+        AcmeError::Rejected { .. } | AcmeError::OrderInvalid { .. } => {
+            worst(e.problems().into_iter().map(problem_kind))
         }
-        AcmeError::ChallengeInvalid { detail, .. } | AcmeError::OrderInvalid { detail, .. } => {
-            detail_kind(detail)
+    }
+}
+
+fn deploy_kind(e: &InstallError) -> FailureKind {
+    match e {
+        // A deploy path renewd may not write: someone has to fix the permissions.
+        InstallError::Deploy { source, .. } => io_kind(source),
+        // A server whose configuration test or reload fails is fixed outside renewd: retried with
+        // backoff (and at once on SIGHUP), the live files stay installed.
+        InstallError::ConfigTest(_) | InstallError::Reload(_) | InstallError::Task { .. } => {
+            FailureKind::Transient
         }
     }
 }
@@ -171,23 +194,6 @@ fn worst(kinds: impl Iterator<Item = FailureKind>) -> FailureKind {
     })
 }
 
-/// Challenge and order failures arrive as text built by [`crate::acme::describe`] ("…: the CA answered
-/// caa (HTTP 403): …; …"), one per authorization; classify by the problem types named in it.
-fn detail_kind(detail: &str) -> FailureKind {
-    if detail.contains("offers no dns-01 challenge") {
-        return FailureKind::Permanent;
-    }
-    const MARK: &str = "the CA answered ";
-    let kinds = detail.match_indices(MARK).map(|(i, _)| {
-        let rest = &detail[i + MARK.len()..];
-        let end = rest
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(rest.len());
-        type_kind(&rest[..end])
-    });
-    worst(kinds)
-}
-
 fn cert_kind(e: &CertError) -> FailureKind {
     match e {
         // We cannot generate the key or build the request: retrying changes nothing.
@@ -209,6 +215,7 @@ mod tests {
 
     use super::*;
     use crate::dns::ServerRef;
+    use crate::phase::Phase;
     use FailureKind::{Permanent, RateLimited, Transient};
 
     fn now() -> SystemTime {
@@ -232,10 +239,31 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    fn ca() -> crate::acme::Ca {
+        crate::acme::Ca {
+            account: "secom".into(),
+            directory: "https://acme.ca.example/directory".into(),
+        }
+    }
+
+    fn request(
+        phase: Phase,
+        source: instant_acme::Error,
+        retry_after: Option<SystemTime>,
+    ) -> AcmeError {
+        AcmeError::Request {
+            ca: ca(),
+            phase,
+            source: Box::new(source),
+            retry_after,
+        }
+    }
+
     fn acme(json: &str) -> AcmeError {
-        AcmeError::protocol(
-            "creating the order",
+        request(
+            Phase::PlacingOrder,
             instant_acme::Error::Api(problem(json)),
+            None,
         )
     }
 
@@ -279,7 +307,7 @@ mod tests {
                 zone: "z".into(),
                 owner: "o".into(),
                 key: "k".into(),
-                rcode: "NOTIMP".into(),
+                rcode: ResponseCode::NotImp,
             },
         ];
         for e in cases {
@@ -297,7 +325,7 @@ mod tests {
                 zone: "z".into(),
                 owner: "o".into(),
                 key: "k".into(),
-                rcode: "SERVFAIL".into(),
+                rcode: ResponseCode::ServFail,
             },
             DnsError::NoAnswer {
                 server: s(),
@@ -362,46 +390,55 @@ mod tests {
         for json in transient {
             assert_eq!(kind(acme(json)), Transient, "{json}");
         }
-        // Registration carries the same problems.
-        let register = AcmeError::Register {
-            account: "secom".into(),
-            directory: "https://acme.ca.example/directory".into(),
-            source: Box::new(instant_acme::Error::Api(problem(
+        // Registration carries the same problems; so does a failure shared with waiting requests.
+        let register = request(
+            Phase::Registering,
+            instant_acme::Error::Api(problem(
                 r#"{"type":"urn:ietf:params:acme:error:externalAccountRequired","status":401}"#,
-            ))),
-            retry_after: None,
+            )),
+            None,
+        );
+        assert!(
+            register.to_string().starts_with(
+                "account `secom` (https://acme.ca.example/directory): registering the account: the CA answered externalAccountRequired"
+            ),
+            "{register}"
+        );
+        let shared = RenewError::Account {
+            source: std::sync::Arc::new(register),
+            shared: Some(Duration::from_secs(3)),
         };
-        assert_eq!(kind(register), Permanent);
+        assert_eq!(kind(shared), Permanent);
     }
 
     #[test]
     fn the_retry_after_attached_to_an_acme_error_is_returned() {
         let later = now() + Duration::from_secs(600);
-        let limited = AcmeError::Protocol {
-            context: "new order for a.example.test".into(),
-            source: Box::new(instant_acme::Error::Api(problem(
+        let limited = request(
+            Phase::PlacingOrder,
+            instant_acme::Error::Api(problem(
                 r#"{"type":"urn:ietf:params:acme:error:rateLimited","status":429}"#,
-            ))),
-            retry_after: Some(later),
-        };
+            )),
+            Some(later),
+        );
         assert!(limited.to_string().contains("retry after"), "{limited}");
         assert_eq!(classify(&limited.into(), now()), (RateLimited, Some(later)));
-        let register = AcmeError::Register {
-            account: "secom".into(),
-            directory: "https://acme.ca.example/directory".into(),
-            source: Box::new(instant_acme::Error::Api(problem(r#"{"status":503}"#))),
-            retry_after: Some(later),
-        };
-        assert_eq!(
-            classify(&register.into(), now()),
-            (RateLimited, Some(later))
+        let register = request(
+            Phase::Registering,
+            instant_acme::Error::Api(problem(r#"{"status":503}"#)),
+            Some(later),
         );
-        // Already past: nothing to wait for.
-        let stale = AcmeError::Protocol {
-            context: "new order".into(),
-            source: Box::new(instant_acme::Error::Api(problem(r#"{"status":429}"#))),
-            retry_after: Some(now() - Duration::from_secs(1)),
+        let shared = RenewError::Account {
+            source: std::sync::Arc::new(register),
+            shared: None,
         };
+        assert_eq!(classify(&shared, now()), (RateLimited, Some(later)));
+        // Already past: nothing to wait for.
+        let stale = request(
+            Phase::PlacingOrder,
+            instant_acme::Error::Api(problem(r#"{"status":429}"#)),
+            Some(now() - Duration::from_secs(1)),
+        );
         assert_eq!(classify(&stale.into(), now()), (RateLimited, None));
     }
 
@@ -420,49 +457,97 @@ mod tests {
     }
 
     #[test]
-    fn challenge_and_order_failures_read_the_described_problem() {
-        let described = |json: &str| {
-            format!(
-                "a.example.test: {}",
-                crate::acme::describe(&instant_acme::Error::Api(problem(json)))
-            )
-        };
-        let caa = described(
+    fn challenge_and_order_failures_are_classified_by_the_problems_as_data() {
+        let caa = problem(
             r#"{"type":"urn:ietf:params:acme:error:caa","detail":"CAA forbids","status":403}"#,
         );
-        let dns = described(
+        let dns = problem(
             r#"{"type":"urn:ietf:params:acme:error:dns","detail":"SERVFAIL","status":400}"#,
         );
-        let order = |detail: String| AcmeError::OrderInvalid {
+        let order = |rejected: Vec<(&str, &instant_acme::Problem)>| AcmeError::OrderInvalid {
+            ca: ca(),
             url: "https://acme.ca.example/order/1".into(),
-            detail,
+            problem: None,
+            rejected: rejected
+                .into_iter()
+                .map(|(d, p)| (d.to_string(), p.clone()))
+                .collect(),
         };
-        assert_eq!(kind(order(caa.clone())), Permanent);
-        assert_eq!(kind(order(dns.clone())), Transient);
-        assert_eq!(kind(order(format!("{dns}; {caa}"))), Permanent);
-        assert_eq!(kind(order("order status Invalid".into())), Transient);
-        let no_dns01 = AcmeError::ChallengeInvalid {
+        assert_eq!(kind(order(vec![("a.example.test", &caa)])), Permanent);
+        assert_eq!(kind(order(vec![("a.example.test", &dns)])), Transient);
+        assert_eq!(
+            kind(order(vec![
+                ("a.example.test", &dns),
+                ("b.example.test", &caa)
+            ])),
+            Permanent
+        );
+        assert_eq!(kind(order(vec![])), Transient);
+        // The wording of a detail never decides: a "dns" problem saying "caa" is still transient.
+        let sneaky = problem(
+            r#"{"type":"urn:ietf:params:acme:error:dns","detail":"the CA answered caa","status":400}"#,
+        );
+        assert_eq!(kind(order(vec![("a.example.test", &sneaky)])), Transient);
+        let rejected = |p: Option<instant_acme::Problem>| AcmeError::Rejected {
+            ca: ca(),
             domain: "a.example.test".into(),
-            detail: "the CA offers no dns-01 challenge for this name".into(),
+            status: "invalid".into(),
+            problem: p.map(Box::new),
+        };
+        assert_eq!(kind(rejected(Some(caa.clone()))), Permanent);
+        assert_eq!(kind(rejected(Some(dns.clone()))), Transient);
+        assert_eq!(kind(rejected(None)), Transient);
+        let no_dns01 = AcmeError::NoDnsChallenge {
+            ca: ca(),
+            domain: "a.example.test".into(),
+            offered: vec!["http-01".into()],
         };
         assert_eq!(kind(no_dns01), Permanent);
     }
 
     #[test]
     fn network_failures_and_the_rest() {
-        let timeout =
-            AcmeError::protocol("waiting for the order", instant_acme::Error::Timeout(None));
+        let timeout = request(
+            Phase::WaitingForValidation,
+            instant_acme::Error::Timeout(None),
+            None,
+        );
         assert_eq!(kind(timeout), Transient);
-        let other = AcmeError::protocol(
-            "fetching the directory",
+        let no_answer = request(
+            Phase::LoadingAccount,
+            instant_acme::Error::Other(Box::new(crate::acme::NoAnswer(Duration::from_secs(30)))),
+            None,
+        );
+        assert_eq!(
+            no_answer.to_string(),
+            "account `secom` (https://acme.ca.example/directory): loading the account (fetching the CA's directory): no answer within 30s"
+        );
+        assert_eq!(kind(no_answer), Transient);
+        let other = request(
+            Phase::LoadingAccount,
             instant_acme::Error::Other("connection reset".into()),
+            None,
         );
         assert_eq!(kind(other), Transient);
-        let unsupported = AcmeError::protocol(
-            "creating the order",
+        let unsupported = request(
+            Phase::PlacingOrder,
             instant_acme::Error::Unsupported("profiles"),
+            None,
         );
         assert_eq!(kind(unsupported), Permanent);
+        let timed_out = RenewError::AttemptTimeout {
+            party: ca().to_string(),
+            phase: Phase::PlacingOrder,
+            after: Duration::from_secs(600),
+        };
+        assert_eq!(kind(timed_out), Transient);
+        let config_test = InstallError::ConfigTest(crate::reload::ReloadError::ConfigTest {
+            command: "nginx -t".into(),
+            first_line: "nginx: [emerg] x".into(),
+            exit: crate::reload::Exit::Code(1),
+        });
+        assert_eq!(config_test.to_string(), "reload failed: nginx: [emerg] x");
+        assert_eq!(kind(RenewError::Deploy(config_test)), Transient);
         let spec = RenewError::Spec {
             cert: "web".into(),
             problem: "no account `x`".into(),

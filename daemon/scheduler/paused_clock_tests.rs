@@ -12,7 +12,7 @@ use tokio::time::{advance, sleep_until, Instant};
 use super::*;
 use crate::certs::CertFacts;
 use crate::config::CertSpec;
-use crate::renew::LiveCert;
+use crate::live::{LiveCert, LiveError};
 
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -22,7 +22,7 @@ fn spec(renew_before: Option<Duration>) -> CertSpec {
     CertSpec::for_test("gitlab", "gitlab.example.test", renew_before)
 }
 
-fn live(not_before: SystemTime, lifetime: Duration) -> Result<Option<LiveCert>, String> {
+fn live(not_before: SystemTime, lifetime: Duration) -> Result<Option<LiveCert>, LiveError> {
     Ok(Some(LiveCert {
         facts: CertFacts {
             serial: "01".into(),

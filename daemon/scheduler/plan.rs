@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::backoff::{backoff, near_expiry_cap, PERMANENT_WAIT, RETRY_AFTER_EXPIRY_MARGIN};
 use super::format_in;
 use crate::config::CertSpec;
-use crate::renew::LiveCert;
+use crate::live::{LiveCert, LiveError};
 
 /// Lifetimes up to this long renew at half of the lifetime left instead of a third.
 pub const SHORT_LIFETIME: Duration = Duration::from_secs(10 * 86400);
@@ -98,7 +98,7 @@ impl History {
 pub struct CertInput<'a> {
     pub spec: &'a CertSpec,
     /// The live certificate: `Ok(None)` when there is none yet, `Err(reason)` when it is unreadable.
-    pub live: &'a Result<Option<LiveCert>, String>,
+    pub live: &'a Result<Option<LiveCert>, LiveError>,
     pub ari: Option<&'a AriWindow>,
     pub history: &'a History,
     /// Fixed per certificate, chosen by the caller (random, `0..=`[`MAX_JITTER`]) so a fleet does not renew
@@ -112,7 +112,7 @@ pub enum Reason {
     /// No live certificate yet.
     NoCertificate,
     /// The live certificate cannot be read (the reason).
-    Unreadable(String),
+    Unreadable(LiveError),
     /// The live certificate does not match its private key.
     KeyMismatch,
     /// The live certificate's names differ from the spec's domains.
@@ -272,11 +272,26 @@ fn certificate_due(input: &CertInput, now: SystemTime) -> Due {
     }
 
     let (rule_at, rule_reason, rule_why) = match input.spec.renew_before {
-        Some(before) => (
-            not_after.checked_sub(before).unwrap_or(UNIX_EPOCH),
-            Reason::RenewBefore,
-            format!("{} before expiry", format_in(before)),
-        ),
+        Some(before) => {
+            let lifetime = live.facts.lifetime();
+            let (before, why) = match renew_before_cap(before, lifetime) {
+                Some(capped) => (
+                    capped,
+                    format!(
+                        "{} before expiry: renew_before {} capped at half of the {} lifetime",
+                        format_in(capped),
+                        format_in(before),
+                        format_in(lifetime)
+                    ),
+                ),
+                None => (before, format!("{} before expiry", format_in(before))),
+            };
+            (
+                not_after.checked_sub(before).unwrap_or(UNIX_EPOCH),
+                Reason::RenewBefore,
+                why,
+            )
+        }
         None => {
             let lifetime = live.facts.lifetime();
             let (left, why) = if lifetime <= SHORT_LIFETIME {
@@ -309,6 +324,15 @@ fn certificate_due(input: &CertInput, now: SystemTime) -> Due {
             why: rule_why,
         },
     }
+}
+
+/// `renew_before` as used for a certificate of `lifetime`: a value that does not leave the certificate at
+/// least half of its lifetime (a 30d `renew_before` with 6-day certificates, 100d with 90-day ones) would
+/// make every new certificate due the moment it is issued, so it is capped at half the lifetime. Returns
+/// the capped value when the cap applies.
+pub fn renew_before_cap(renew_before: Duration, lifetime: Duration) -> Option<Duration> {
+    let half = lifetime / 2;
+    (renew_before > half).then_some(half)
 }
 
 struct Retry {
@@ -425,7 +449,7 @@ mod tests {
         lifetime: Duration,
         names: &[&str],
         key_matches: bool,
-    ) -> Result<Option<LiveCert>, String> {
+    ) -> Result<Option<LiveCert>, LiveError> {
         Ok(Some(LiveCert {
             facts: CertFacts {
                 serial: "01".into(),
@@ -442,20 +466,27 @@ mod tests {
         }))
     }
 
-    fn days90() -> Result<Option<LiveCert>, String> {
+    fn days90() -> Result<Option<LiveCert>, LiveError> {
         cert(DAY * 90, &["a.example.test"], true)
+    }
+
+    fn bad_pem() -> LiveError {
+        LiveError::BadCertificate {
+            path: "/var/lib/renewd/live/web/cert.pem".into(),
+            reason: "bad PEM".into(),
+        }
     }
 
     struct Case {
         spec: CertSpec,
-        live: Result<Option<LiveCert>, String>,
+        live: Result<Option<LiveCert>, LiveError>,
         ari: Option<AriWindow>,
         history: History,
         jitter: Duration,
     }
 
     impl Case {
-        fn new(renew_before: Option<Duration>, live: Result<Option<LiveCert>, String>) -> Self {
+        fn new(renew_before: Option<Duration>, live: Result<Option<LiveCert>, LiveError>) -> Self {
             Case {
                 spec: spec(renew_before),
                 live,
@@ -595,10 +626,7 @@ mod tests {
         let now = day(1);
         let cases = [
             (Ok(None), Reason::NoCertificate),
-            (
-                Err("bad PEM".to_string()),
-                Reason::Unreadable("bad PEM".into()),
-            ),
+            (Err(bad_pem()), Reason::Unreadable(bad_pem())),
             (
                 cert(DAY * 90, &["a.example.test"], false),
                 Reason::KeyMismatch,
