@@ -11,7 +11,8 @@
 //! Every file is written to a temporary file in the target directory, fsynced, renamed over the target, and
 //! the directory fsynced. A version directory is built the same way one level up: its files are written into
 //! a temporary directory that is renamed into place whole, so a version is complete or absent. Files holding
-//! a private key are created 0600 and never made wider.
+//! a private key are created 0600 and never made wider. What a crash leaves behind (temporary files, links
+//! and directories) is removed by [`StateDir::remove_leftovers`].
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
@@ -89,32 +90,31 @@ impl StateDir {
         self.root.join("status.json")
     }
 
+    fn lock_file(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
     /// Take the per-certificate lock `locks/NAME.lock` (an exclusive `flock`, released when the file is
     /// closed, also by a crash). `Ok(None)`: another process holds it.
     pub fn lock_cert(&self, name: &str) -> io::Result<Option<File>> {
-        let dir = self.root.join("locks");
-        create_private_dir(&dir)?;
+        let path = self.lock_file(name);
+        create_private_dir(parent_dir(&path))?;
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(format!("{name}.lock")))?;
-        // SAFETY: flock on a valid open descriptor.
-        let rc = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
-        if rc == 0 {
-            Ok(Some(f))
-        } else {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(e)
-            }
+            .open(path)?;
+        Ok(try_flock(&f)?.then_some(f))
+    }
+
+    /// `Ok(None)` while a renewal of `name` runs (in this process or another: `flock`s of separate opens
+    /// exclude each other); otherwise a guard that keeps one from starting. A missing lock file is not
+    /// created (`locks/` is not ours to change here): no renewal of `name` ever ran, none holds it.
+    fn lock_if_idle(&self, name: &str) -> io::Result<Option<Option<File>>> {
+        match File::open(self.lock_file(name)) {
+            Ok(f) => Ok(try_flock(&f)?.then_some(Some(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(None)),
+            Err(e) => Err(e),
         }
     }
 
@@ -244,6 +244,62 @@ impl StateDir {
         }
     }
 
+    /// Remove what an interrupted run can leave behind; returns what was removed (for the log):
+    /// - temporary version directories `archive/NAME/.VERSION.partial.PID`;
+    /// - version directories missing one of the four files, unless `live/NAME` points at it;
+    /// - temporary files `.*.tmp` in version directories, `accounts/` and `live/`, and the temporary links
+    ///   `live/.NAME.PID.tmp`.
+    ///
+    /// Safe beside running renewals, in this process or another: a certificate whose lock is held keeps its
+    /// archive and links until next time, and a temporary file is left alone while its writer holds it (see
+    /// [`write_temp`]). `journal/` and `locks/` are never touched. A removal that fails does not stop the
+    /// others; the first such failure is returned.
+    pub fn remove_leftovers(&self) -> io::Result<Vec<PathBuf>> {
+        let mut sweep = Sweep::default();
+        for (_, name, _) in entries(&self.root.join("archive"))? {
+            if name.starts_with('.') {
+                continue;
+            }
+            let Some(_idle) = self.lock_if_idle(&name)? else {
+                continue;
+            };
+            for (path, file_name, kind) in entries(&self.archive_dir(&name))? {
+                if !kind.is_dir() {
+                    continue;
+                }
+                if file_name.starts_with('.') {
+                    if file_name.contains(".partial.") {
+                        sweep.remove(path);
+                    }
+                } else if !self.is_live(&name, &path) && !is_complete(&path) {
+                    sweep.remove(path);
+                } else {
+                    sweep.remove_temp_files(&path)?;
+                }
+            }
+        }
+        sweep.remove_temp_files(&self.accounts_dir())?;
+        let live_parent = self.root.join("live");
+        sweep.remove_temp_files(&live_parent)?;
+        for (path, file_name, kind) in entries(&live_parent)? {
+            if !kind.is_symlink() {
+                continue;
+            }
+            let Some((name, _pid)) = file_name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .and_then(|n| n.rsplit_once('.'))
+                .filter(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some(_idle) = self.lock_if_idle(name)? {
+                sweep.remove(path);
+            }
+        }
+        sweep.finish()
+    }
+
     /// The version directories of `name`, oldest first (names sort by time: see [`version_name`]).
     /// Temporary directories (dot names) are not versions.
     pub fn versions(&self, name: &str) -> io::Result<Vec<String>> {
@@ -336,6 +392,13 @@ fn discard(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether a version directory holds all four files.
+fn is_complete(dir: &Path) -> bool {
+    [CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, PRIVKEY_FILE]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+}
+
 /// The entries of `dir` with UTF-8 names (path, name, type, not following links); none if `dir` is missing.
 fn entries(dir: &Path) -> io::Result<Vec<(PathBuf, String, fs::FileType)>> {
     let rd = match fs::read_dir(dir) {
@@ -351,6 +414,65 @@ fn entries(dir: &Path) -> io::Result<Vec<(PathBuf, String, fs::FileType)>> {
         }
     }
     Ok(out)
+}
+
+/// What [`StateDir::remove_leftovers`] removed, and its first failure.
+#[derive(Default)]
+struct Sweep {
+    removed: Vec<PathBuf>,
+    error: Option<io::Error>,
+}
+
+impl Sweep {
+    fn remove(&mut self, path: PathBuf) {
+        match discard(&path) {
+            Ok(()) => self.removed.push(path),
+            Err(e) => {
+                let e = io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display()));
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The temporary files `.*.tmp` of [`write_temp`] in `dir` that no writer holds.
+    fn remove_temp_files(&mut self, dir: &Path) -> io::Result<()> {
+        for (path, name, kind) in entries(dir)? {
+            if kind.is_file() && name.starts_with('.') && name.ends_with(".tmp") {
+                let unused = File::open(&path).and_then(|f| try_flock(&f));
+                if matches!(unused, Ok(true)) {
+                    self.remove(path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<Vec<PathBuf>> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.removed),
+        }
+    }
+}
+
+/// Take an exclusive `flock` on `f` without waiting: `Ok(false)` if someone else holds one.
+fn try_flock(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on a valid open descriptor.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 /// Owner and group to give a written file (numeric, already resolved).
@@ -383,6 +505,9 @@ pub fn write_temp(
         .suffix(".tmp")
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
+    // Held while the temp file is open, so `StateDir::remove_leftovers` leaves it alone until it is renamed
+    // or dropped; where flock is unsupported only that protection is lost.
+    let _ = try_flock(tmp.as_file());
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
     if owner.uid.is_some() || owner.gid.is_some() {
@@ -597,5 +722,82 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(st.read_live("web").unwrap().unwrap().cert, "cert two");
         assert_eq!(archive_entries(&st, "web"), [v1, v2]);
+    }
+
+    #[test]
+    fn remove_leftovers_removes_what_a_crash_leaves_and_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::new(tmp.path());
+        let (v1, v2) = (
+            version_name(1_700_000_000, "0a"),
+            version_name(1_700_000_100, "0b"),
+        );
+        st.install("web", &v1, &files("one")).unwrap();
+        st.install("web", &v2, &files("two")).unwrap();
+        let archive = st.archive_dir("web");
+        let plant = |path: PathBuf, text: &str| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, text).unwrap();
+            path
+        };
+        let partial = archive.join(".20231114T230000Z-0c.partial.4242");
+        plant(partial.join(PRIVKEY_FILE), "key partial");
+        let incomplete = archive.join(version_name(1_699_000_000, "09"));
+        plant(incomplete.join(PRIVKEY_FILE), "key incomplete");
+        let temp_in_version = plant(archive.join(&v1).join(".cert.pem.Ab12Cd.tmp"), "x");
+        let temp_account = plant(
+            st.account_file("ca").with_file_name(".ca.json.Xy98Zw.tmp"),
+            "x",
+        );
+        let temp_link = st.root().join("live").join(".web.4242.tmp");
+        std::os::unix::fs::symlink("../archive/web/whatever", &temp_link).unwrap();
+        // Another certificate whose live version lacks a file: it is live, so it stays.
+        let api_live = st
+            .install("api", &version_name(1_700_000_000, "01"), &files("api"))
+            .unwrap();
+        fs::remove_file(api_live.join(CHAIN_FILE)).unwrap();
+        // Not ours to clean.
+        let in_journal = plant(st.journal_dir().join(".rec.json.Qq11Qq.tmp"), "x");
+        let in_locks = plant(st.root().join("locks").join(".x.tmp"), "x");
+        let live_marker = plant(st.root().join("live").join(".web.reload-failed"), "x");
+
+        let mut removed = st.remove_leftovers().unwrap();
+        removed.sort();
+        let mut expected = vec![
+            partial,
+            incomplete,
+            temp_in_version,
+            temp_account,
+            temp_link,
+        ];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert_eq!(archive_entries(&st, "web"), [v1, v2]);
+        assert_eq!(st.read_live("web").unwrap().unwrap().privkey, "key two");
+        assert!(api_live.join(PRIVKEY_FILE).exists());
+        assert!(in_journal.exists() && in_locks.exists() && live_marker.exists());
+        assert_eq!(st.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn remove_leftovers_leaves_work_in_progress_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::new(tmp.path());
+        st.install("web", &version_name(1_700_000_000, "0a"), &files("one"))
+            .unwrap();
+        let partial = st.archive_dir("web").join(".v.partial.4242");
+        fs::create_dir(&partial).unwrap();
+        // A renewal of web holds its lock; an account file is being written.
+        let lock = st.lock_cert("web").unwrap().unwrap();
+        let writing =
+            write_temp(&st.account_file("ca"), b"{}", 0o600, Ownership::default()).unwrap();
+        assert_eq!(st.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+        assert!(partial.exists() && writing.path().exists());
+        drop(lock);
+        let writing_path = writing.path().to_path_buf();
+        drop(writing.into_temp_path().keep().unwrap());
+        let mut removed = st.remove_leftovers().unwrap();
+        removed.sort();
+        assert_eq!(removed, [writing_path, partial]);
     }
 }
