@@ -629,6 +629,15 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
+    /// A state directory in which version one of `web` (the returned version name) is live.
+    fn with_version_one() -> (tempfile::TempDir, StateDir, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::new(tmp.path());
+        let v1 = version_name(1_700_000_000, "0a");
+        st.install("web", &v1, &files("one")).unwrap();
+        (tmp, st, v1)
+    }
+
     /// The files below `root` (not following links) whose text contains `needle`.
     fn tree_mentions(root: &Path, needle: &str) -> Vec<PathBuf> {
         let mut found = Vec::new();
@@ -659,10 +668,7 @@ mod tests {
     #[test]
     fn a_failed_install_leaves_no_trace_and_the_old_live_files() {
         for failing in [PRIVKEY_FILE, CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE] {
-            let tmp = tempfile::tempdir().unwrap();
-            let st = StateDir::new(tmp.path());
-            let v1 = version_name(1_700_000_000, "0a");
-            st.install("web", &v1, &files("one")).unwrap();
+            let (tmp, st, v1) = with_version_one();
             let err = st
                 .install_with(
                     "web",
@@ -686,10 +692,7 @@ mod tests {
 
     #[test]
     fn a_failed_live_switch_removes_the_new_version() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = StateDir::new(tmp.path());
-        let v1 = version_name(1_700_000_000, "0a");
-        st.install("web", &v1, &files("one")).unwrap();
+        let (tmp, st, v1) = with_version_one();
         // Something that is not ours where the temporary link goes: the symlink cannot be made.
         let in_the_way = st
             .root()
@@ -707,11 +710,8 @@ mod tests {
 
     #[test]
     fn installing_an_existing_version_again() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = StateDir::new(tmp.path());
-        let v1 = version_name(1_700_000_000, "0a");
+        let (_tmp, st, v1) = with_version_one();
         let v2 = version_name(1_700_000_100, "0b");
-        st.install("web", &v1, &files("one")).unwrap();
         // A stale, incomplete copy of v2 that is not live is replaced.
         fs::create_dir(st.archive_dir("web").join(&v2)).unwrap();
         fs::write(st.archive_dir("web").join(&v2).join(CERT_FILE), "stale").unwrap();
@@ -726,13 +726,8 @@ mod tests {
 
     #[test]
     fn remove_leftovers_removes_what_a_crash_leaves_and_keeps_the_rest() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = StateDir::new(tmp.path());
-        let (v1, v2) = (
-            version_name(1_700_000_000, "0a"),
-            version_name(1_700_000_100, "0b"),
-        );
-        st.install("web", &v1, &files("one")).unwrap();
+        let (_tmp, st, v1) = with_version_one();
+        let v2 = version_name(1_700_000_100, "0b");
         st.install("web", &v2, &files("two")).unwrap();
         let archive = st.archive_dir("web");
         let plant = |path: PathBuf, text: &str| {
@@ -781,10 +776,7 @@ mod tests {
 
     #[test]
     fn remove_leftovers_leaves_work_in_progress_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = StateDir::new(tmp.path());
-        st.install("web", &version_name(1_700_000_000, "0a"), &files("one"))
-            .unwrap();
+        let (_tmp, st, _) = with_version_one();
         let partial = st.archive_dir("web").join(".v.partial.4242");
         fs::create_dir(&partial).unwrap();
         // A renewal of web holds its lock; an account file is being written.
