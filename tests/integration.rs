@@ -21,6 +21,8 @@ mod metrics;
 mod packaging;
 #[path = "integration/renew.rs"]
 mod renew;
+#[path = "integration/state.rs"]
+mod state;
 
 use std::time::{Duration, Instant};
 
