@@ -306,6 +306,9 @@ impl AcmeAccount {
     }
 }
 
+/// The CA's suggested renewal window of a certificate: (start, end, how long to wait before asking again).
+pub type RenewalWindow = (SystemTime, SystemTime, Duration);
+
 /// ARI's certificate identifier (RFC 9773 §4.1) of a certificate: base64url(AKI keyIdentifier) "."
 /// base64url(serial DER contents). None without an authority key identifier.
 pub fn certificate_id(facts: &CertFacts) -> Option<CertificateIdentifier<'static>> {
@@ -325,7 +328,7 @@ pub fn certificate_id(facts: &CertFacts) -> Option<CertificateIdentifier<'static
 pub async fn renewal_window(
     account: &AcmeAccount,
     facts: &CertFacts,
-) -> Result<Option<(SystemTime, SystemTime, Duration)>, AcmeError> {
+) -> Result<Option<RenewalWindow>, AcmeError> {
     let Some(id) = certificate_id(facts) else {
         return Ok(None);
     };

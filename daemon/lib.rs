@@ -17,6 +17,7 @@
 //! - [`deploy`]: deploy targets written all or nothing, then config tests and reloads; rollback.
 //! - [`reload`]: reload kinds (nginx, apache, gitlab, systemd, command) and certbot-style hooks.
 //! - [`renew`]: one renewal from start to finish, and running many of them.
+//! - [`core`]: the event loop of `renewd run` and `renewd renew`: one state per certificate, one worker pool.
 //! - [`scheduler`]: the plan (when each certificate is due, backoff after failures) as a pure function.
 //! - [`systemd`]: sd_notify (ready, status, reload, watchdog); keeps NOTIFY_SOCKET from children.
 //! - [`logging`]: journald or stderr logging, and the journal vocabulary (fields, MESSAGE_IDs).
@@ -25,6 +26,7 @@ pub mod acme;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod deploy;
 pub mod dns;

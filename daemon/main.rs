@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use renewd::cli::{Cli, Command};
 use renewd::config::{self, Severity};
-use renewd::renew::{Engine, Outcome};
+use renewd::renew::Engine;
 
 /// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
 const EXIT_FAILED: u8 = 1;
@@ -226,72 +226,74 @@ async fn renew(
     names: Vec<String>,
     force: bool,
 ) -> anyhow::Result<u8> {
-    let engine = Arc::new(Engine::new(settings.clone())?);
-    let (removed, failed) = engine.recover().await;
-    if removed + failed > 0 {
-        eprintln!(
-            "renewd: cleanup journal: removed {removed} TXT value(s) left by an interrupted run{}",
-            if failed > 0 {
-                format!(", {failed} could not be removed yet")
-            } else {
-                String::new()
-            }
-        );
+    use renewd::core::{self, Mode, RunResult, Scheduler, SystemClock, Work};
+    let engine = Arc::new(Engine::open(settings.clone()).await?);
+    let mut selected = (*settings).clone();
+    if !names.is_empty() {
+        selected.certs.retain(|name, _| names.contains(name));
     }
-    let selected: Vec<String> = if names.is_empty() {
+    let specs: Vec<Arc<renewd::config::CertSpec>> =
+        selected.certs.values().cloned().map(Arc::new).collect();
+    let inspections = engine.clone().inspect(specs).await;
+    let mut scheduler = Scheduler::new(
+        Arc::new(selected),
+        engine,
+        Arc::new(SystemClock),
+        Mode::Once { force },
+        inspections,
+        &Default::default(),
+    );
+    // SIGTERM / SIGINT: running renewals get `stop_grace`, then are cancelled and remove their TXT values.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("renewd: stopping: renewals in flight get stop_grace, then are cancelled");
+    };
+    let results = core::run_once(&mut scheduler, stop).await;
+    let mut failures = 0;
+    let wanted: Vec<String> = if names.is_empty() {
         settings.certs.keys().cloned().collect()
     } else {
         names
     };
-    let limit = Arc::new(tokio::sync::Semaphore::new(settings.workers.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for name in selected {
-        let engine = engine.clone();
-        let limit = limit.clone();
-        let spec = settings.certs[&name].clone();
-        let span = tracing::info_span!(
-            "renewal",
-            cert_name = %spec.name,
-            cert_domains = %spec.domains.join(","),
-            acme_account = %spec.account
-        );
-        tasks.spawn(tracing::Instrument::instrument(
-            async move {
-                let _permit = limit.acquire_owned().await;
-                let result = engine.renew_if_due(&spec, force).await;
-                (name, result)
-            },
-            span,
-        ));
-    }
-    let mut failures = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (name, result) = joined.context("a renewal task panicked")?;
-        match result {
-            Ok(Outcome::Renewed(r)) => println!(
+    for name in wanted {
+        match results.get(&name) {
+            Some(RunResult::Renewed(r)) => println!(
                 "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s)",
                 r.serial,
                 humantime::format_rfc3339_seconds(r.not_after),
                 r.elapsed.as_secs_f64(),
                 r.propagation.as_secs_f64()
             ),
-            Ok(Outcome::NotDue {
+            Some(RunResult::NotDue {
                 not_after,
                 due,
                 ari,
             }) => println!(
                 "{name}: not due, expires {}, renewal due {} (in {}{})",
-                humantime::format_rfc3339_seconds(not_after),
-                humantime::format_rfc3339_seconds(due),
-                approx(due),
-                if ari { ", the CA's renewal window" } else { "" }
+                humantime::format_rfc3339_seconds(*not_after),
+                humantime::format_rfc3339_seconds(*due),
+                approx(*due),
+                if *ari {
+                    ", the CA's renewal window"
+                } else {
+                    ""
+                }
             ),
-            Err(renewd::renew::RenewError::Busy) => println!(
+            Some(RunResult::Busy) => println!(
                 "{name}: skipped: another renewd process (the daemon?) is renewing it right now"
             ),
-            Err(e) => {
+            Some(RunResult::Failed(e)) => {
                 failures += 1;
                 println!("{name}: FAILED: {e}");
+            }
+            None => {
+                failures += 1;
+                println!("{name}: not renewed: interrupted before it started");
             }
         }
     }

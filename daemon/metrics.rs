@@ -221,31 +221,46 @@ impl Metrics {
     /// Render, hand the text to the listener, and rewrite `file` (atomically, 0644) when the text or
     /// the file changed.
     pub fn publish(&mut self, certs: &[CertSnapshot<'_>], file: Option<&Path>) {
+        let text = self.serve_text(certs);
+        let mut file_state = self.written.take().map(MetricsFile);
+        write_file(&mut file_state, file, &text);
+        self.written = file_state.map(|f| f.0);
+    }
+
+    /// Render and hand the text to the listener; returns it (for [`write_file`]). In memory only.
+    pub fn serve_text(&mut self, certs: &[CertSnapshot<'_>]) -> Arc<str> {
         let text: Arc<str> = Arc::from(self.render(certs));
         self.text.send_replace(text.clone());
-        let Some(file) = file else {
-            self.written = None;
-            return;
-        };
-        if self
-            .written
-            .as_ref()
-            .is_some_and(|(f, t)| f == file && *t == text)
-        {
-            return;
-        }
-        match write_atomic(file, text.as_bytes(), 0o644) {
-            Ok(()) => self.written = Some((file.to_path_buf(), text)),
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "cannot write the metrics file");
-                self.written = None;
-            }
-        }
+        text
     }
 
     /// The published text, for [`serve`].
     pub fn subscribe(&self) -> watch::Receiver<Arc<str>> {
         self.text.subscribe()
+    }
+}
+
+/// The metrics file last written and its text.
+pub struct MetricsFile((PathBuf, Arc<str>));
+
+/// Rewrite `file` (atomically, 0644) when the text or the file changed since `written` (blocking).
+pub fn write_file(written: &mut Option<MetricsFile>, file: Option<&Path>, text: &Arc<str>) {
+    let Some(file) = file else {
+        *written = None;
+        return;
+    };
+    if written
+        .as_ref()
+        .is_some_and(|w| w.0 .0 == file && w.0 .1 == *text)
+    {
+        return;
+    }
+    match write_atomic(file, text.as_bytes(), 0o644) {
+        Ok(()) => *written = Some(MetricsFile((file.to_path_buf(), text.clone()))),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write the metrics file");
+            *written = None;
+        }
     }
 }
 

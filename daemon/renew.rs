@@ -20,7 +20,7 @@ use instant_acme::{
     AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, Problem, RetryPolicy,
 };
 
-use crate::acme::{self, AcmeAccount, AcmeError, Ca};
+use crate::acme::{self, AcmeAccount, AcmeError, Ca, RenewalWindow};
 use crate::certs::{self, CertError, CertFacts, NewKey};
 use crate::config::{AccountSettings, CertSpec, DnsServerSettings, Settings};
 use crate::deploy::InstallError;
@@ -93,15 +93,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
-/// Why a certificate is (or is not yet) due.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Due {
-    /// Renew now, for this reason.
-    Now(String),
-    /// Not yet: due at this moment.
-    At(SystemTime),
 }
 
 /// What a successful renewal produced.
@@ -194,6 +185,35 @@ impl Engine {
             .map(|(name, slot)| (name.clone(), slot.clone()))
             .collect();
         Self::with(settings, self.state.clone(), self.journal.clone(), kept)
+    }
+
+    /// The engine of a starting `renewd run` or `renewd renew`: what an interrupted run left in the state
+    /// directory is removed, then the TXT values it left in DNS.
+    pub async fn open(settings: Arc<Settings>) -> Result<Self, RenewError> {
+        let engine = Engine::new(settings)?;
+        let state = engine.state.clone();
+        match blocking(move || state.remove_leftovers()).await {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "removed what an interrupted run left in the state directory");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean up the state directory"),
+        }
+        let (removed, failed) = engine.recover().await;
+        if removed + failed > 0 {
+            tracing::warn!(
+                removed,
+                failed,
+                "cleanup journal: removed {removed} TXT value(s) left by an interrupted run{}",
+                if failed > 0 {
+                    format!(", {failed} could not be removed yet (retried at the next start)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Ok(engine)
     }
 
     fn with(
@@ -338,7 +358,7 @@ impl Engine {
         &self,
         spec: &CertSpec,
         facts: &CertFacts,
-    ) -> Result<Option<(SystemTime, SystemTime, Duration)>, RenewError> {
+    ) -> Result<Option<RenewalWindow>, RenewError> {
         let progress = Progress::default();
         let account = self
             .account(&spec.account, &progress, Some(ACCOUNT_FAILURE_HOLD))
@@ -906,104 +926,86 @@ async fn finalize(
     Ok((key, chain))
 }
 
-/// The due rule (DESIGN.md step 1) without ARI, jitter or failure history: `notAfter − renew_before` when
-/// set, else when a third of the lifetime is left (half, for lifetimes of 10 days or less). Missing,
-/// unreadable, mismatched-key or changed-names certificates are due now. The rule itself lives in
-/// [`crate::scheduler::decide`], which the daemon uses with ARI, jitter and history.
-pub fn due(spec: &CertSpec, current: &Result<Option<LiveCert>, LiveError>, now: SystemTime) -> Due {
-    let history = crate::scheduler::History::default();
-    let input = crate::scheduler::CertInput {
-        spec,
-        live: current,
-        ari: None,
-        history: &history,
-        jitter: Duration::ZERO,
-    };
-    let decision = crate::scheduler::decide(&input, now);
-    if decision.at > now {
-        return Due::At(decision.at);
+impl crate::core::Work for Engine {
+    fn renew(
+        self: Arc<Self>,
+        spec: Arc<CertSpec>,
+        cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> crate::core::BoxFuture<Result<Renewed, RenewError>> {
+        Box::pin(async move { self.renew_cancellable(&spec, cancel).await })
     }
-    match (&decision.reason, current) {
-        (
-            crate::scheduler::Reason::RenewBefore | crate::scheduler::Reason::LifetimeFraction,
-            Ok(Some(live)),
-        ) => Due::Now(format!(
-            "expires {}",
-            humantime::format_rfc3339_seconds(live.facts.not_after)
-        )),
-        (crate::scheduler::Reason::NamesChanged, _) => {
-            Due::Now(decision.summary.trim_start_matches("due now: ").to_string())
-        }
-        (reason, _) => Due::Now(reason.to_string()),
+
+    fn redeploy(
+        self: Arc<Self>,
+        spec: Arc<CertSpec>,
+    ) -> crate::core::BoxFuture<Result<(), RenewError>> {
+        Box::pin(async move { self.redeploy_live(&spec).await })
+    }
+
+    fn renewal_window(
+        self: Arc<Self>,
+        spec: Arc<CertSpec>,
+        facts: CertFacts,
+    ) -> crate::core::BoxFuture<Result<Option<RenewalWindow>, RenewError>> {
+        Box::pin(async move { Engine::renewal_window(&self, &spec, &facts).await })
+    }
+
+    fn inspect(
+        self: Arc<Self>,
+        specs: Vec<Arc<CertSpec>>,
+    ) -> crate::core::BoxFuture<Vec<(String, crate::core::Inspection)>> {
+        let state = self.state.clone();
+        Box::pin(async move { blocking(move || inspect_all(&state, &specs)).await })
     }
 }
 
-/// The outcome of considering one certificate.
-#[derive(Debug)]
-pub enum Outcome {
-    Renewed(Renewed),
-    NotDue {
-        not_after: SystemTime,
-        due: SystemTime,
-        /// `due` is the start of the CA's renewal window (ARI), earlier than the lifetime rule.
-        ari: bool,
-    },
+/// What `live/` holds for each spec, and whether its deploy targets need the live files (blocking).
+pub fn inspect_all(
+    state: &StateDir,
+    specs: &[Arc<CertSpec>],
+) -> Vec<(String, crate::core::Inspection)> {
+    specs
+        .iter()
+        .map(|spec| {
+            let redeploy = match state.read_live(&spec.name) {
+                Ok(Some(files)) => {
+                    crate::deploy::needs_redeploy(spec, &files, &state.live_dir(&spec.name))
+                }
+                _ => false,
+            };
+            let inspection = crate::core::Inspection {
+                live: read_live(state, &spec.name),
+                redeploy,
+            };
+            (spec.name.clone(), inspection)
+        })
+        .collect()
 }
-
-/// How long `renewd renew` waits for the CA's renewal window of one certificate before it keeps to the
-/// lifetime rule.
-pub const ARI_CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
-    /// Renew `spec` if due (or always, with `force`).
-    pub async fn renew_if_due(&self, spec: &CertSpec, force: bool) -> Result<Outcome, RenewError> {
-        if !force {
-            let live = crate::live::read_live_async(&self.state, &spec.name).await;
-            let now = SystemTime::now();
-            if let (Due::At(at), Ok(Some(l))) = (due(spec, &live, now), &live) {
-                let window =
-                    tokio::time::timeout(ARI_CLI_TIMEOUT, self.renewal_window(spec, &l.facts));
-                let ari_start = match window.await {
-                    Ok(Ok(Some((start, _, _)))) => Some(start),
-                    Ok(Ok(None)) => None,
-                    Ok(Err(e)) => {
-                        tracing::warn!(cert_name = %spec.name, error = %e,
-                            "cannot fetch the CA's renewal window (ARI); keeping to the lifetime rule");
-                        None
-                    }
-                    Err(_) => None,
-                };
-                let not_after = l.facts.not_after;
-                match ari_start {
-                    Some(start) if start <= now => {}
-                    Some(start) if start < at => {
-                        return Ok(Outcome::NotDue {
-                            not_after,
-                            due: start,
-                            ari: true,
-                        });
-                    }
-                    _ => {
-                        return Ok(Outcome::NotDue {
-                            not_after,
-                            due: at,
-                            ari: false,
-                        })
-                    }
-                }
+    /// Install the live files of `spec` on its deploy targets again, with reloads (holding its lock).
+    pub async fn redeploy_live(&self, spec: &CertSpec) -> Result<(), RenewError> {
+        let _lock = self.lock(spec).await?;
+        let (state, name) = (self.state.clone(), spec.name.clone());
+        let files = blocking(move || state.read_live(&name))
+            .await
+            .map_err(io_err(format!(
+                "cannot read the live files of {}",
+                spec.name
+            )))?;
+        match files {
+            Some(files) => {
+                crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
+                Ok(())
             }
+            None => Ok(()),
         }
-        self.renew(spec).await.map(Outcome::Renewed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(renew_before: Option<Duration>) -> CertSpec {
-        CertSpec::for_test("web", "a.example.test", renew_before)
-    }
 
     fn live(days: u64, names: &[&str], key_matches: bool) -> Result<Option<LiveCert>, LiveError> {
         let nb = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -1023,33 +1025,6 @@ mod tests {
         }))
     }
 
-    const DAY: u64 = 86400;
-    fn at(days: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + days * DAY)
-    }
-
-    #[test]
-    fn a_third_of_the_lifetime_left() {
-        let l = live(90, &["a.example.test"], true);
-        assert_eq!(due(&spec(None), &l, at(10)), Due::At(at(60)));
-        assert!(matches!(due(&spec(None), &l, at(60)), Due::Now(_)));
-    }
-
-    #[test]
-    fn short_lifetimes_renew_at_half() {
-        let l = live(6, &["a.example.test"], true);
-        assert_eq!(due(&spec(None), &l, at(1)), Due::At(at(3)));
-    }
-
-    #[test]
-    fn renew_before_wins() {
-        let l = live(90, &["a.example.test"], true);
-        let s = spec(Some(Duration::from_secs(10 * DAY)));
-        assert_eq!(due(&s, &l, at(1)), Due::At(at(80)));
-    }
-
-    /// With the CA unreachable, the first renewal-window request tries (and fails), the next ones of
-    /// the same account fail at once for ACCOUNT_FAILURE_HOLD, and a renewal still tries for real.
     #[tokio::test]
     async fn a_failed_account_is_not_retried_by_every_renewal_window_request() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -1113,24 +1088,5 @@ mod tests {
             Err(e) => panic!("a renewal got {e}"),
             Ok(_) => panic!("nothing listens on 127.0.0.1:9"),
         }
-    }
-
-    #[test]
-    fn missing_mismatched_or_renamed_is_due_now() {
-        let s = spec(None);
-        assert!(matches!(due(&s, &Ok(None), at(0)), Due::Now(_)));
-        let bad = LiveError::BadCertificate {
-            path: "cert.pem".into(),
-            reason: "bad".into(),
-        };
-        assert!(matches!(due(&s, &Err(bad), at(0)), Due::Now(_)));
-        assert!(matches!(
-            due(&s, &live(90, &["a.example.test"], false), at(0)),
-            Due::Now(_)
-        ));
-        assert!(matches!(
-            due(&s, &live(90, &["b.example.test"], true), at(0)),
-            Due::Now(_)
-        ));
     }
 }

@@ -2,7 +2,7 @@
 //! backoff after failures ([`backoff()`]), the classification of failures ([`classify()`]) and the
 //! `STATUS=` text ([`status_line`]).
 //!
-//! Nothing here does I/O, reads a clock or draws a random number: the daemon's scheduler task reads the
+//! Nothing here does I/O, reads a clock or draws a random number: the event loop (`crate::core`) reads the
 //! certificates, picks the ARI moment and the per-certificate jitter, passes `now`, and sleeps until the
 //! earliest [`Decision::at`] (see [`deadline`]).
 
@@ -18,8 +18,8 @@ pub use backoff::{
 };
 pub use classify::{classify, problem_kind, PERMANENT_PROBLEMS};
 pub use plan::{
-    decide, AriWindow, CertInput, Decision, Failure, FailureKind, History, Reason, MAX_JITTER,
-    SHORT_LIFETIME,
+    decide, renew_before_cap, AriWindow, CertInput, Decision, Failure, FailureKind, History,
+    Reason, MAX_JITTER, SHORT_LIFETIME,
 };
 
 /// A duration as people read it in a status line: its two largest units, the second left out when zero:

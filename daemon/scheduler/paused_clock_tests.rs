@@ -1,9 +1,5 @@
-//! The scheduler's intended use under tokio's paused clock: sleep until the deadline of a [`Decision`],
-//! and wake exactly when it is due — no real waiting.
-//!
-//! Needs tokio's `test-util` feature, which Cargo.toml does not enable yet. To run these, add
-//! `tokio = { version = "1", features = ["test-util"] }` under `[dev-dependencies]` and
-//! `#[cfg(test)] mod paused_clock_tests;` to `scheduler/mod.rs`.
+//! A [`Decision`]'s deadline under tokio's paused clock: sleep until it, and wake exactly when it is due —
+//! no real waiting. (The whole loop under the paused clock: `core/tests.rs`.)
 
 use std::time::{Duration, SystemTime};
 
