@@ -63,3 +63,25 @@ pub async fn read_live_async(state: &StateDir, name: &str) -> Result<Option<Live
         .await
         .expect("reading live/ does not panic")
 }
+
+/// `renewd check`: a `renew_before` that does not fit the lifetime of the certificate in `live/` (where
+/// there is one to tell), as a warning at the key that sets it. Reads only local files.
+pub fn lifetime_warnings(settings: &crate::config::Settings) -> Vec<crate::config::Diagnostic> {
+    let state = StateDir::new(&settings.state_dir);
+    settings
+        .certs
+        .values()
+        .filter(|spec| spec.renew_before.is_some())
+        .filter_map(|spec| {
+            let live = read_live(&state, &spec.name);
+            let message = crate::core::cert::renew_before_warning(spec, &live)?;
+            let (file, pos) =
+                crate::config::spec_key_position(spec, &settings.config_path, "renew_before");
+            Some(crate::config::Diagnostic::warning(
+                &file,
+                pos,
+                format!("`renew_before` of `{}`: {message}", spec.name),
+            ))
+        })
+        .collect()
+}

@@ -105,6 +105,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Check => {
+            for w in renewd::live::lifetime_warnings(&settings) {
+                eprintln!("{w}");
+            }
             println!(
                 "{}: OK ({} certificate(s), {} account(s), {} dns server(s))",
                 cli.config.display(),

@@ -301,6 +301,8 @@ impl Engine {
     ) -> Result<AcmeAccount, RenewError> {
         let slot = self.account_slot(name)?;
         let asked = Instant::now();
+        // Waiting behind another request's load of the same account counts as loading it.
+        progress.enter(Phase::LoadingAccount);
         let mut st = slot.state.lock().await;
         if let Some(a) = &st.ready {
             return Ok(a.clone());

@@ -25,6 +25,9 @@ pub struct Row {
     pub next_renewal: String,
     /// Why then, in words.
     pub next_reason: String,
+    /// What the daemon is doing with it (scheduled, waiting-for-worker, renewing, redeploying,
+    /// backing-off, held, locked), when a daemon recorded it.
+    pub state: Option<String>,
     /// "ok", "failed", or null when renewd has not tried yet.
     pub last_result: Option<String>,
     /// First line of the last error.
@@ -93,6 +96,7 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                 next_reason: recorded
                     .and_then(|r| r.next_reason.clone())
                     .unwrap_or_else(|| decision.summary.clone()),
+                state: recorded.and_then(|r| r.state.clone()),
                 last_result: recorded.and_then(|r| r.last_result.clone()),
                 last_error: history
                     .last_failure

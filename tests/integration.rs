@@ -13,6 +13,8 @@ mod daemon;
 mod deploy;
 #[path = "integration/dnstest.rs"]
 mod dnstest;
+#[path = "integration/faults.rs"]
+mod faults;
 #[path = "integration/import.rs"]
 mod import;
 #[path = "integration/metrics.rs"]

@@ -188,6 +188,47 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
     finish(out, spec)
 }
 
+/// Where `key` of `spec` is set: the spec file's own top-level key, else `defaults.KEY` in the global file
+/// `config_path` (for diagnostics about a value that is valid YAML but does not fit, found later).
+pub fn spec_key_position(spec: &CertSpec, config_path: &Path, key: &str) -> (PathBuf, Option<Pos>) {
+    let find = |path: &Path, under: Option<&str>| -> Option<Pos> {
+        let text = crate::fsread::read_text_capped(path, crate::fsread::TEXT_MAX).ok()?;
+        let root = raw::parse(path, &text).ok()?;
+        let map = match under {
+            None => root,
+            Some(section) => map_entry(&root, section)?.clone(),
+        };
+        map_entry_key(&map, key).map(|k| k.pos)
+    };
+    if let Some(pos) = find(&spec.file, None) {
+        return (spec.file.clone(), Some(pos));
+    }
+    match find(config_path, Some("defaults")) {
+        Some(pos) => (config_path.to_path_buf(), Some(pos)),
+        None => (spec.file.clone(), None),
+    }
+}
+
+fn map_entry_key<'a>(node: &'a raw::Node, key: &str) -> Option<&'a raw::Node> {
+    match &node.kind {
+        raw::Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.scalar_text().as_deref() == Some(key))
+            .map(|(k, _)| k),
+        _ => None,
+    }
+}
+
+fn map_entry<'a>(node: &'a raw::Node, key: &str) -> Option<&'a raw::Node> {
+    match &node.kind {
+        raw::Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.scalar_text().as_deref() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
 /// The spec files of `certs_dir`, as `load` reads them: `*.yaml`, no dotfiles, sorted.
 pub fn spec_files(certs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v = Vec::new();

@@ -295,7 +295,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Under systemd (stderr is the journal stream), renewd logs natively to journald: a real
-/// systemd-journald started for the test receives the renewed event with its fields and MESSAGE_ID.
+/// systemd-journald started for the test receives the renewed event with its fields and MESSAGE_ID, and
+/// `journalctl CERT_NAME=gitlab` shows the whole renewal in order, every event of it with the
+/// certificate's domains and account (one span per renewal).
 #[test]
 fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
     use crate::support::journald::JournaldSandbox;
@@ -307,7 +309,15 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
     });
     let journal = JournaldSandbox::start();
     let h1 = domain("host1");
-    let r = Renewd::new(&topo, "30s", &[SpecFixture::new("gitlab", &[&h1])]);
+    let deployed = topo.dir().join("gitlab.crt");
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("gitlab", &[&h1]).line(&format!(
+            "deploy: [{{ fullchain: \"{}\" }}]",
+            deployed.display()
+        ))],
+    );
     let mut cmd = topo.command(crate::support::renewd_bin());
     cmd.arg("--config").arg(r.config()).arg("run");
     journal.attach_as_service(&mut cmd, "renewd").unwrap();
@@ -333,6 +343,48 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
         Some(challenge_zone(&h1).as_str())
     );
     assert_eq!(e.get("SYSLOG_IDENTIFIER").as_deref(), Some("renewd"));
+
+    // The whole renewal, as `journalctl CERT_NAME=gitlab` shows it.
+    let all = journal.entries(&["CERT_NAME=gitlab"]).unwrap();
+    let messages: Vec<String> = all.iter().filter_map(|e| e.message()).collect();
+    let sequence = [
+        "renewal starts",
+        "order placed",
+        "TXT published",
+        "every authoritative server serves the TXT records",
+        "certificate issued and installed in live/",
+        "certificate gitlab deployed to",
+        "TXT removed",
+        "renewed gitlab (serial",
+    ];
+    let mut at = 0;
+    for step in sequence {
+        let found = messages[at..]
+            .iter()
+            .position(|m| m.starts_with(step))
+            .unwrap_or_else(|| panic!("no {step:?} after {:?} in {messages:#?}", &messages[..at]));
+        at += found + 1;
+    }
+    let order_placed = all
+        .iter()
+        .find(|e| e.message().is_some_and(|m| m == "order placed"))
+        .unwrap();
+    assert!(order_placed
+        .get("ACME_ORDER_URL")
+        .is_some_and(|u| u.starts_with("https://127.0.0.1:14000/")));
+    // Every event inside the renewal carries the span's fields, once each.
+    for e in all.iter().filter(|e| e.has("SPAN_NAME")) {
+        assert_eq!(e.get("CERT_DOMAINS").as_deref(), Some(h1.as_str()), "{e:?}");
+        assert_eq!(e.get("ACME_ACCOUNT").as_deref(), Some("pebble"), "{e:?}");
+        assert!(
+            e.0["CERT_NAME"].is_string(),
+            "CERT_NAME more than once: {e:?}"
+        );
+    }
+    assert!(
+        all.iter().filter(|e| e.has("SPAN_NAME")).count() >= 6,
+        "{messages:#?}"
+    );
 
     signal(daemon.id(), libc::SIGTERM);
     let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");

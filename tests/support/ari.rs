@@ -66,6 +66,9 @@ struct Shared {
     fail_new_orders: Option<(u16, String)>,
     /// Answer newOrder requests that carry `replaces` with 409 alreadyReplaced.
     reject_replaces: bool,
+    /// Show every invalid order as still pending (a CA that does not mark the order invalid when one of
+    /// its authorizations fails); authorizations pass unchanged.
+    orders_stay_pending: bool,
 }
 
 /// The running stand-in; dropping it stops the server.
@@ -168,6 +171,11 @@ impl AriStandIn {
     }
 
     /// Answer newOrder requests carrying `replaces` with `409 alreadyReplaced`.
+    /// Show invalid orders as pending (see `Shared::orders_stay_pending`).
+    pub fn orders_stay_pending(&self, on: bool) {
+        self.shared().orders_stay_pending = on;
+    }
+
     pub fn reject_replaces(&self, on: bool) {
         self.shared().reject_replaces = on;
     }
@@ -200,7 +208,7 @@ impl Drop for AriStandIn {
 }
 
 /// Move the calling thread into the network namespace bind-mounted at `netns`.
-fn enter_netns(netns: &Path) -> Result<(), String> {
+pub fn enter_netns(netns: &Path) -> Result<(), String> {
     let file = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
     // SAFETY: setns(2) with a valid namespace descriptor; affects only the calling thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -441,6 +449,18 @@ async fn handle(
     } else if method == hyper::Method::POST && path == "/order-plz" {
         if let Ok(order) = serde_json::from_slice::<serde_json::Value>(&body) {
             lock().pebble_order_answers.push(order);
+        }
+    }
+    if lock().orders_stay_pending {
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            // An order object: it has authorizations and a finalize URL.
+            if v.get("authorizations").is_some() && v["status"] == "invalid" {
+                v["status"] = "pending".into();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("error");
+                }
+                body = Bytes::from(v.to_string());
+            }
         }
     }
     let mut rsp = Response::builder().status(status);

@@ -11,6 +11,7 @@ pub mod journald;
 pub mod notify;
 pub mod proc;
 pub mod renewd;
+pub mod stuck;
 pub mod topology;
 pub mod webservers;
 pub mod x509;
