@@ -6,6 +6,9 @@
 //! one's renewal window (ARI); that CA is unreachable (127.0.0.1:9, nothing listens), the worst case
 //! for the start: every request fails. Nothing else touches the network.
 
+#[path = "common.rs"]
+mod common;
+
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -22,13 +25,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d, n);
-    let exe = std::env::current_exe().unwrap();
-    let renewd = exe.parent().unwrap().parent().unwrap().join("renewd");
+    let renewd = common::renewd_bin();
 
     let sock_path = d.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
     let t0 = Instant::now();
     let mut child = Command::new(&renewd)
         .arg("--config")
@@ -39,22 +39,13 @@ fn main() {
         .stderr(Stdio::from(fs::File::create(d.join("daemon.log")).unwrap()))
         .spawn()
         .unwrap();
-    let mut buf = [0u8; 4096];
-    let ready = loop {
-        let len = sock.recv(&mut buf).expect("READY=1 within 120 s");
-        if String::from_utf8_lossy(&buf[..len])
-            .lines()
-            .any(|l| l == "READY=1")
-        {
-            break t0.elapsed();
-        }
-    };
+    let ready = common::wait_ready(&sock, t0);
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(5)); // settle (a benchmark pause)
-    let rss_kb = proc_status_field(pid, "VmRSS:");
-    let (cpu0, ctx0) = (cpu_ticks(pid), ctx_switches(pid));
+    let rss_kb = common::proc_status_field(pid, "VmRSS:");
+    let (cpu0, ctx0) = (common::cpu_ticks(pid), common::ctx_switches(pid));
     std::thread::sleep(Duration::from_secs(idle));
-    let (cpu1, ctx1) = (cpu_ticks(pid), ctx_switches(pid));
+    let (cpu1, ctx1) = (common::cpu_ticks(pid), common::ctx_switches(pid));
     let tick = 100.0; // USER_HZ
                       // The CA is unreachable here, so every certificate's renewalInfo request fails at start: how many
                       // warning lines that costs the journal.
@@ -134,37 +125,4 @@ fn setup(d: &Path, n: usize) {
             .install(&name, &version_name(secs, &format!("{i:x}")), &files)
             .unwrap();
     }
-}
-
-fn proc_status_field(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of the whole process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-/// Voluntary + involuntary context switches summed over every thread.
-fn ctx_switches(pid: u32) -> u64 {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .map(|t| {
-            let s = fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            s.lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
 }

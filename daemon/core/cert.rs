@@ -374,12 +374,15 @@ impl Cert {
         self.ari = Ari::fresh();
     }
 
+    /// Whether the renewal window matters now: not while the certificate is due or being worked on (a new
+    /// certificate gets its own window), nor once finished.
+    fn ari_wanted(&self) -> bool {
+        self.state.until().is_some() && self.ari_subject().is_some()
+    }
+
     /// Whether the renewal window should be requested now.
     pub fn ari_due(&self, now: SystemTime) -> bool {
-        if self.state.is_running() || self.state == CertState::Finished {
-            return false;
-        }
-        if self.ari_subject().is_none() {
+        if !self.ari_wanted() {
             return false;
         }
         match &self.ari {
@@ -391,10 +394,9 @@ impl Cert {
 
     /// When the next renewal-window request is due, if one will be.
     pub fn ari_wake(&self) -> Option<SystemTime> {
-        if self.state.is_running() || self.state == CertState::Finished {
+        if !self.ari_wanted() {
             return None;
         }
-        self.ari_subject()?;
         match &self.ari {
             Ari::Ask { at } => Some(*at),
             Ari::Fetching { .. } => None,

@@ -409,7 +409,7 @@ impl<W: Work> Scheduler<W> {
             }
         }
         if let Mode::Once { .. } = self.mode {
-            self.finish_not_due(now);
+            self.finish_not_due();
         }
         self.start_waiting(now);
         if self.mode != (Mode::Once { force: true }) {
@@ -418,7 +418,7 @@ impl<W: Work> Scheduler<W> {
     }
 
     /// `renewd renew`: a certificate that is not due once its renewal window is known is done.
-    fn finish_not_due(&mut self, now: SystemTime) {
+    fn finish_not_due(&mut self) {
         for (name, cert) in self.certs.iter_mut() {
             let waiting = matches!(cert.state(), CertState::Waiting { .. });
             if waiting || cert.state().is_running() || *cert.state() == CertState::Finished {
@@ -439,7 +439,6 @@ impl<W: Work> Scheduler<W> {
                 self.results.insert(name.clone(), result);
             }
         }
-        let _ = now;
     }
 
     fn start_waiting(&mut self, now: SystemTime) {
@@ -1072,7 +1071,13 @@ pub async fn run<W: Work>(
             deadline = deadline.min(ping);
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
+            // A certificate's deadline (or the daily replan) passed, not just a watchdog ping: the
+            // STATUS= line's "next: … in 3d 4h" is refreshed too.
+            _ = tokio::time::sleep_until(deadline) => {
+                if core.next_wake() <= core.now() {
+                    core.dirty = true;
+                }
+            }
             applied = core.next_event() => {
                 if let Some(applied) = applied {
                     out.loaded(applied);

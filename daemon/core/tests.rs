@@ -72,6 +72,9 @@ struct Fake {
     running: AtomicUsize,
     max_running: AtomicUsize,
     started_tx: mpsc::UnboundedSender<String>,
+    /// The CA's renewal window (start and end after the issuance, Retry-After); None: no ARI.
+    window: Mutex<Option<(Duration, Duration, Duration)>>,
+    window_requests: AtomicUsize,
 }
 
 impl Fake {
@@ -90,6 +93,8 @@ impl Fake {
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             started_tx,
+            window: Mutex::new(None),
+            window_requests: AtomicUsize::new(0),
         });
         (fake, rx)
     }
@@ -117,7 +122,7 @@ impl Fake {
                 not_after: nb + self.lifetime,
                 dns_names: vec![format!("{name}.example.test")],
                 public_key: vec![],
-                authority_key_id: None,
+                authority_key_id: Some(vec![0xAA]),
                 raw_serial: vec![serial],
                 subject: String::new(),
                 issuer: String::new(),
@@ -206,9 +211,14 @@ impl Work for Fake {
     fn renewal_window(
         self: Arc<Self>,
         _spec: Arc<CertSpec>,
-        _facts: CertFacts,
+        facts: CertFacts,
     ) -> BoxFuture<Result<Option<RenewalWindow>, RenewError>> {
-        Box::pin(async { Ok(None) })
+        self.window_requests.fetch_add(1, Ordering::SeqCst);
+        let answer =
+            self.window.lock().unwrap().map(|(start, end, retry)| {
+                (facts.not_before + start, facts.not_before + end, retry)
+            });
+        Box::pin(async move { Ok(answer) })
     }
 
     fn inspect(self: Arc<Self>, specs: Vec<Arc<CertSpec>>) -> BoxFuture<Vec<(String, Inspection)>> {
@@ -355,9 +365,9 @@ async fn a_certificate_is_renewed_at_its_due_moment_and_the_loop_sleeps_until_th
     tx.send(Input::Stop).unwrap();
     let core = task.await.unwrap();
     assert_eq!(core.cert("web").unwrap().history.consecutive_failures, 0);
-    // It slept until the deadline: one turn per event and at most one a day (the longest sleep), not a
-    // poll every few milliseconds.
-    assert!(core.turns < 60, "{} turns in 50 days", core.turns);
+    // It slept until the deadline: one turn per event, at most two a day (the longest sleep, and the daily
+    // question whether the CA offers ARI now), not a poll every few milliseconds.
+    assert!(core.turns < 120, "{} turns in 50 days", core.turns);
 }
 
 #[tokio::test(start_paused = true)]
@@ -499,4 +509,27 @@ async fn renew_once_renews_what_is_due_and_reports_the_rest() {
     }
     // No backoff, no second attempt in a one-shot run.
     assert_eq!(fake.starts().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cas_renewal_window_moves_the_renewal_into_it() {
+    let clock = PausedClock::new();
+    let (fake, mut started) = Fake::new(clock.clone(), SEC);
+    // The lifetime rule says day 60 (+ jitter); the CA's window is days 20..21 after issuance.
+    *fake.window.lock().unwrap() = Some((20 * DAY, 21 * DAY, 6 * HOUR));
+    fake.issued("web", clock.now());
+    let s = settings(4, &["web"], None);
+    let (tx, _recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    next_start(&mut started).await;
+    let at = fake.starts()[0].1;
+    assert!(at >= 20 * DAY && at <= 21 * DAY, "renewed after {at:?}");
+    // Asked at start, then every 6 hours (the Retry-After) until the moment came.
+    let asked = fake.window_requests.load(Ordering::SeqCst);
+    let expected = (at.as_secs() / (6 * 3600)) as usize + 1;
+    assert!(
+        asked.abs_diff(expected) <= 1,
+        "{asked} requests, expected about {expected}"
+    );
+    tx.send(Input::Stop).unwrap();
+    task.await.unwrap();
 }
