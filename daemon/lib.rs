@@ -7,6 +7,7 @@
 //! - [`dnstest`]: `renewd dns-test`: add, time on every authoritative server, and delete a test TXT; explain failures.
 //! - [`acme`]: ACME accounts (EAB, credentials on disk), orders, challenges, finalization.
 //! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
+//! - [`fsread`]: every file renewd reads: regular files only, capped in size, never blocking on a FIFO.
 //! - [`state`]: the state directory layout and atomic file writes.
 //! - [`journal`]: the cleanup journal of published TXT values (crash safety).
 //! - [`metrics`]: Prometheus metrics (textfile and loopback listener) from the daemon's plan and attempts.
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod dns;
 pub mod dnstest;
+pub mod fsread;
 pub mod import;
 pub mod journal;
 pub mod logging;

@@ -9,6 +9,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 use super::error::{Diags, Pos};
+use crate::fsread::{self, ReadError, SECRET_MAX, TEXT_MAX};
 
 const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
@@ -34,39 +35,65 @@ pub(crate) fn io_advice(e: &io::Error, path: &Path, what: &str) -> String {
     }
 }
 
-/// Read a secret file named by the config at `at`; warn if group or others may read or write it.
+/// Why `path` (a `what`) could not be read: the I/O advice, or what was found instead of a small
+/// regular file, followed by `about` (what such a file should be).
+pub(crate) fn read_advice(e: &ReadError, path: &Path, what: &str, about: &str) -> String {
+    match e {
+        ReadError::Io(io) => io_advice(io, path, what),
+        _ => format!("{what} {} {e}: {about}", path.display()),
+    }
+}
+
+/// The secret files the configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretFile {
+    Tsig,
+    Eab,
+}
+
+impl SecretFile {
+    fn what(self) -> &'static str {
+        match self {
+            SecretFile::Tsig => "TSIG key file",
+            SecretFile::Eab => "EAB HMAC key file",
+        }
+    }
+
+    /// What such a file is, for a message about finding something else.
+    fn about(self) -> &'static str {
+        match self {
+            SecretFile::Tsig => "a TSIG key file is a small text file as `tsig-keygen` writes it",
+            SecretFile::Eab => {
+                "an EAB HMAC key file is one line of text: the base64url key the CA gave you"
+            }
+        }
+    }
+}
+
+/// Read a secret file named by the config at `at` (a regular file of at most [`SECRET_MAX`] bytes);
+/// warn if group or others may read or write it.
 pub(crate) fn read_secret(
     d: &mut Diags,
     at: Pos,
     key: &str,
     path: &Path,
-    what: &str,
+    kind: SecretFile,
 ) -> Option<String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let what = kind.what();
+    match fsread::read_text_capped(path, SECRET_MAX) {
+        Ok(text) => {
+            check_private(d, at, key, path);
+            Some(text)
+        }
         Err(e) => {
-            let mut msg = format!("`{key}`: {}", io_advice(&e, path, what));
-            if e.kind() == io::ErrorKind::NotFound && what.contains("TSIG") {
+            let mut msg = format!("`{key}`: {}", read_advice(&e, path, what, kind.about()));
+            if e.io_kind() == Some(io::ErrorKind::NotFound) && kind == SecretFile::Tsig {
                 msg.push_str(&format!(
                     " with `tsig-keygen -a hmac-sha256 NAME > {}` (and give the same key to the DNS server)",
                     path.display()
                 ));
             }
             d.err(at, msg);
-            return None;
-        }
-    };
-    check_private(d, at, key, path);
-    match String::from_utf8(bytes) {
-        Ok(s) => Some(s),
-        Err(_) => {
-            d.err(
-                at,
-                format!(
-                    "`{key}`: {what} {} is not a text file (not UTF-8)",
-                    path.display()
-                ),
-            );
             None
         }
     }
@@ -128,7 +155,14 @@ pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {
 pub(crate) fn check_trust(path: &Path) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
-    let bytes = std::fs::read(path).map_err(|e| io_advice(&e, path, "trust file"))?;
+    let bytes = fsread::read_capped(path, TEXT_MAX).map_err(|e| {
+        read_advice(
+            &e,
+            path,
+            "trust file",
+            "`trust:` names a PEM file holding the root certificate(s) of the ACME server's TLS",
+        )
+    })?;
     let mut n = 0usize;
     for item in CertificateDer::pem_slice_iter(&bytes) {
         match item {
