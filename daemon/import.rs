@@ -23,12 +23,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::certs;
+use crate::config::{self, ConfigErrors, Diagnostic};
 use crate::fsread::{self, ReadError, SECRET_MAX, TEXT_MAX};
 use crate::state::{self, CertFiles, StateDir};
 
@@ -53,8 +54,15 @@ pub enum ImportError {
     Read { path: PathBuf, source: ReadError },
     #[error("cannot read {}: {source}", path.display())]
     ReadDir { path: PathBuf, source: io::Error },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}{}", path.display(), removed_note(removed))]
+    Write {
+        path: PathBuf,
+        source: io::Error,
+        /// Files this run had already written, removed again.
+        removed: Vec<PathBuf>,
+    },
+    #[error("the configuration the import would write does not pass `renewd check`; nothing was written:\n{0}")]
+    Invalid(ConfigErrors),
     #[error("{} has no renewal/*.conf: is it certbot's configuration directory (--config-dir)?", .0.display())]
     NoRenewalConfs(PathBuf),
     #[error("nothing could be converted (see above); nothing was written")]
@@ -62,6 +70,8 @@ pub enum ImportError {
     #[error("refusing to overwrite existing files (move them away, or import into another directory with --config):\n{}",
         .0.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
     Exists(Vec<PathBuf>),
+    #[error("cannot check the configuration before writing it (staging directory): {source}")]
+    Stage { source: io::Error },
     #[error("installing certificate `{name}` into {}: {source}", state.display())]
     Install {
         name: String,
@@ -76,6 +86,20 @@ fn read_problem(path: &Path, e: &ReadError) -> String {
         ReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
         other => format!("{} {other}", path.display()),
     }
+}
+
+fn removed_note(removed: &[PathBuf]) -> String {
+    if removed.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = removed
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect();
+    format!(
+        "\nthe files this run had written were removed again:\n{}",
+        list.join("\n")
+    )
 }
 
 /// One file the import writes.
@@ -128,6 +152,8 @@ pub struct Plan {
     pub todo: Vec<String>,
     /// How renewd behaves differently (propagation check instead of a sleep, hook environment, ...).
     pub notes: Vec<String>,
+    /// What `files` were rendered from (None when nothing was converted).
+    conversion: Option<Conversion>,
 }
 
 // ---------------------------------------------------------------- ConfigObj / ini
@@ -253,7 +279,8 @@ impl Layout {
     }
 }
 
-/// What certbot's configuration converts to, before it is rendered into files.
+/// What certbot's configuration converts to, before it is rendered into files. Kept in the [`Plan`] so
+/// the same files can be rendered into a staging directory and checked by the loader before `--write`.
 #[derive(Debug, Clone)]
 struct Conversion {
     certbot_dir: PathBuf,
@@ -283,6 +310,7 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
         not_converted: Vec::new(),
         todo: Vec::new(),
         notes: Vec::new(),
+        conversion: None,
     };
     let hooks = deploy_hooks(cb, &mut p)?;
     pre_and_post_hooks(cb, &mut p);
@@ -290,10 +318,12 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
         certbot_dir: cb.clone(),
         state_dir,
         eab_kid: opts.eab_kid.clone(),
+        // Absolute: the loader would take a relative path from the config's directory, not from here.
         trust: opts
             .trust
             .clone()
-            .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from)),
+            .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from))
+            .map(|t| std::path::absolute(&t).unwrap_or(t)),
         accounts: Vec::new(),
         dns: Vec::new(),
         specs: Vec::new(),
@@ -311,6 +341,7 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
     let layout = Layout::around(&opts.config);
     conv.notes(&layout, &mut p);
     p.files = conv.files(&layout);
+    p.conversion = Some(conv);
     Ok(p)
 }
 
@@ -573,7 +604,18 @@ fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[String], p: &mut Plan) -> 
         )),
         None => {}
     }
-    let mut spec_hooks: Vec<String> = hooks.iter().map(|h| format!("  - {}\n", q(h))).collect();
+    // A path with a space is written as a one-element argv: as a plain string the loader would take it for
+    // a command line (hooks run without a shell).
+    let mut spec_hooks: Vec<String> = hooks
+        .iter()
+        .map(|h| {
+            if h.contains(char::is_whitespace) {
+                format!("  - [{}]\n", q(h))
+            } else {
+                format!("  - {}\n", q(h))
+            }
+        })
+        .collect();
     if let Some(cmd) = rp("renew_hook") {
         // certbot runs it with a shell; renewd runs argv without one, so the shell is explicit.
         spec_hooks.push(format!("  - [\"/bin/sh\", \"-c\", {}]\n", q(cmd)));
@@ -1067,51 +1109,13 @@ impl Plan {
         s
     }
 
-    /// Write every file (refusing if any exists) and install the certificates. Returns one line per
-    /// thing done.
+    /// Write every file and install the certificates. Refuses, with nothing written, when a file or live
+    /// certificate it would create already exists, or when the loader rejects the configuration it would
+    /// write. Returns one line per thing done.
     pub fn write(&self) -> Result<Vec<String>, ImportError> {
-        let existing: Vec<PathBuf> = self
-            .files
-            .iter()
-            .map(|f| f.path.clone())
-            .chain(
-                self.installs
-                    .iter()
-                    .map(|i| self.state_dir.join("live").join(&i.name)),
-            )
-            .filter(|p| fs::symlink_metadata(p).is_ok())
-            .collect();
-        if !existing.is_empty() {
-            return Err(ImportError::Exists(existing));
-        }
-        let mut done = Vec::new();
-        for f in &self.files {
-            let dir = f.path.parent().unwrap_or(Path::new("."));
-            let mkdir = if f.secret {
-                state::create_private_dir(dir)
-            } else {
-                fs::create_dir_all(dir)
-            };
-            mkdir.map_err(|source| ImportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            let err = |source| ImportError::Write {
-                path: f.path.clone(),
-                source,
-            };
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(f.mode)
-                .open(&f.path)
-                .map_err(err)?;
-            file.write_all(f.contents.as_bytes()).map_err(err)?;
-            file.sync_all().map_err(err)?;
-            // create_new honours the umask; set the mode exactly.
-            fs::set_permissions(&f.path, fs::Permissions::from_mode(f.mode)).map_err(err)?;
-            done.push(format!("wrote {}", f.path.display()));
-        }
+        self.refuse_existing()?;
+        self.check_with_loader()?;
+        let mut done = self.write_files()?;
         let st = StateDir::new(&self.state_dir);
         for i in &self.installs {
             st.install(&i.name, &i.version, &i.files)
@@ -1131,6 +1135,181 @@ impl Plan {
         }
         Ok(done)
     }
+
+    /// The import only creates: any planned file or live certificate already there stops it.
+    fn refuse_existing(&self) -> Result<(), ImportError> {
+        let existing: Vec<PathBuf> = self
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(
+                self.installs
+                    .iter()
+                    .map(|i| self.state_dir.join("live").join(&i.name)),
+            )
+            .filter(|p| fs::symlink_metadata(p).is_ok())
+            .collect();
+        if existing.is_empty() {
+            Ok(())
+        } else {
+            Err(ImportError::Exists(existing))
+        }
+    }
+
+    /// Render the files into a private staging directory laid out like the target (`secrets/` and
+    /// `certs.d/` beside the global file, paths in the global file pointing there), stand in for the EAB
+    /// key files the user provides later, and load it with the loader `renewd check` uses. Its
+    /// diagnostics are reported against the target paths.
+    fn check_with_loader(&self) -> Result<(), ImportError> {
+        let (Some(conv), Some(global)) = (&self.conversion, self.files.first()) else {
+            return Ok(());
+        };
+        let stage_err = |source| ImportError::Stage { source };
+        let stage = tempfile::Builder::new()
+            .prefix("renewd-import.")
+            .tempdir()
+            .map_err(stage_err)?;
+        let staged = Layout {
+            config: stage
+                .path()
+                .join(global.path.file_name().unwrap_or("renewd.yaml".as_ref())),
+            secrets: stage.path().join("secrets"),
+            certs_d: stage.path().join("certs.d"),
+        };
+        state::create_private_dir(&staged.secrets).map_err(stage_err)?;
+        fs::create_dir(&staged.certs_d).map_err(stage_err)?;
+        for f in conv.files(&staged) {
+            state::write_atomic(&f.path, f.contents.as_bytes(), f.mode).map_err(stage_err)?;
+        }
+        if conv.eab_kid.is_some() {
+            for a in &conv.accounts {
+                // A well-formed stand-in (base64url of "placeholder"): the real key comes later.
+                state::write_atomic(&staged.eab_file(&a.name), b"cGxhY2Vob2xkZXI\n", 0o600)
+                    .map_err(stage_err)?;
+            }
+        }
+        match config::load(&staged.config) {
+            Ok(_) => Ok(()),
+            Err(errors) => {
+                let target = Layout::around(&global.path);
+                Err(ImportError::Invalid(unstage(errors, &staged, &target)))
+            }
+        }
+    }
+
+    /// Every planned file through the atomic primitive: complete temp files beside their targets first
+    /// (mode set before they are linked in), then each one placed only where nothing is.
+    fn write_files(&self) -> Result<Vec<String>, ImportError> {
+        let mut temps = Vec::new();
+        for f in &self.files {
+            let dir = f.path.parent().unwrap_or(Path::new("."));
+            let mkdir = if f.secret {
+                state::create_private_dir(dir)
+            } else {
+                fs::create_dir_all(dir)
+            };
+            let err = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| ImportError::Write {
+                    path,
+                    source,
+                    removed: Vec::new(),
+                }
+            };
+            mkdir.map_err(err(dir))?;
+            let tmp = state::write_temp(
+                &f.path,
+                f.contents.as_bytes(),
+                f.mode,
+                state::Ownership::default(),
+            )
+            .map_err(err(&f.path))?;
+            temps.push((f.path.clone(), tmp));
+        }
+        let written = place_new(temps)?;
+        Ok(written
+            .iter()
+            .map(|p| format!("wrote {}", p.display()))
+            .collect())
+    }
+}
+
+/// Link each complete temp file at its path, never over an existing file, then fsync the directories.
+/// If one cannot be placed, the files placed before it are removed again (the rest of the temp files
+/// go when dropped): the run leaves all of its files or none.
+fn place_new(temps: Vec<(PathBuf, tempfile::NamedTempFile)>) -> Result<Vec<PathBuf>, ImportError> {
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let mut failure = None;
+    for (path, tmp) in temps {
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => placed.push(path),
+            Err(e) => {
+                failure = Some((path, e.error));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        let mut dirs: Vec<&Path> = placed.iter().filter_map(|p| p.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        failure = dirs
+            .into_iter()
+            .find_map(|d| state::fsync_dir(d).err().map(|e| (d.to_path_buf(), e)));
+    }
+    let Some((path, source)) = failure else {
+        return Ok(placed);
+    };
+    let removed: Vec<PathBuf> = placed
+        .into_iter()
+        .filter(|p| fs::remove_file(p).is_ok())
+        .collect();
+    for d in removed.iter().filter_map(|p| p.parent()) {
+        let _ = state::fsync_dir(d);
+    }
+    Err(ImportError::Write {
+        path,
+        source,
+        removed,
+    })
+}
+
+/// The loader's diagnostics about the staged files, told about the files they stand for.
+fn unstage(errors: ConfigErrors, staged: &Layout, target: &Layout) -> ConfigErrors {
+    let pairs = [
+        (&staged.secrets, &target.secrets),
+        (&staged.certs_d, &target.certs_d),
+        (&staged.config, &target.config),
+    ];
+    let map_path = |p: &Path| -> PathBuf {
+        pairs
+            .iter()
+            .find_map(|(from, to)| {
+                let rest = p.strip_prefix(from).ok()?;
+                Some(if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                })
+            })
+            .unwrap_or_else(|| p.to_path_buf())
+    };
+    let map_text = |t: &str| -> String {
+        pairs.iter().fold(t.to_string(), |t, (from, to)| {
+            t.replace(&*from.to_string_lossy(), &to.to_string_lossy())
+        })
+    };
+    ConfigErrors(
+        errors
+            .0
+            .into_iter()
+            .map(|d| Diagnostic {
+                file: map_path(&d.file),
+                message: map_text(&d.message),
+                ..d
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -1198,6 +1377,180 @@ mod tests {
         // The same credentials again share the entry.
         assert_eq!(dns_entry(&ini, &mut dns).unwrap(), "rfc2136");
         assert_eq!(dns.len(), 1);
+    }
+
+    const SECRET: &str = "2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=";
+
+    /// A plan as `plan` makes it for one certbot lineage, writing around `dir/renewd.yaml`.
+    fn planned(dir: &Path, spec: &str, eab_kid: Option<&str>) -> Plan {
+        let conv = Conversion {
+            certbot_dir: PathBuf::from("/etc/letsencrypt"),
+            state_dir: dir.join("state"),
+            eab_kid: eab_kid.map(str::to_string),
+            trust: None,
+            accounts: vec![AccountEntry {
+                name: "ca".into(),
+                directory: "https://acme.example.test/directory".into(),
+                contact: Vec::new(),
+            }],
+            dns: vec![DnsEntry {
+                name: "rfc2136".into(),
+                address: "192.0.2.1:53".into(),
+                key_name: "acme-update".into(),
+                algorithm: "hmac-sha256",
+                secret: SECRET.into(),
+                ini: PathBuf::from("/etc/letsencrypt/rfc2136.ini"),
+            }],
+            specs: vec![("web".into(), spec.into())],
+            propagation_seen: Vec::new(),
+        };
+        Plan {
+            files: conv.files(&Layout::around(&dir.join("renewd.yaml"))),
+            state_dir: dir.join("state"),
+            installs: Vec::new(),
+            not_converted: Vec::new(),
+            todo: Vec::new(),
+            notes: Vec::new(),
+            conversion: Some(conv),
+        }
+    }
+
+    const SPEC: &str = "domains: [\"web.example.test\"]\naccount: \"ca\"\nkey: { type: rsa, bits: 2048 }\ndns: \"rfc2136\"\n";
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_places_every_file_with_its_mode_and_the_result_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, None);
+        assert!(!format!("{plan:?}").contains(SECRET), "secret in Debug");
+        let done = plan.write().unwrap();
+        assert_eq!(done.len(), 3, "{done:?}");
+        let (config, key, spec) = (
+            tmp.path().join("renewd.yaml"),
+            tmp.path().join("secrets/rfc2136.key"),
+            tmp.path().join("certs.d/web.yaml"),
+        );
+        assert_eq!(
+            (mode(&config), mode(&key), mode(&spec)),
+            (0o644, 0o600, 0o644)
+        );
+        assert_eq!(mode(&tmp.path().join("secrets")), 0o700);
+        assert_eq!(fs::read_to_string(&spec).unwrap(), SPEC);
+        assert_eq!(fs::read_to_string(&config).unwrap(), plan.files[0].contents);
+        assert!(fs::read_to_string(&key).unwrap().contains(SECRET));
+        // No temp file left beside them.
+        assert_eq!(names_in(tmp.path()), ["certs.d", "renewd.yaml", "secrets"]);
+        assert_eq!(names_in(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        assert_eq!(names_in(&tmp.path().join("certs.d")), ["web.yaml"]);
+        let loaded = config::load(&config).unwrap();
+        assert_eq!(loaded.settings.dns_servers["rfc2136"].tsig_key_file, key);
+    }
+
+    #[test]
+    fn write_refuses_when_a_planned_file_exists_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, None);
+        let spec = tmp.path().join("certs.d/web.yaml");
+        fs::create_dir(tmp.path().join("certs.d")).unwrap();
+        fs::write(&spec, "mine\n").unwrap();
+        match plan.write() {
+            Err(ImportError::Exists(paths)) => assert_eq!(paths, vec![spec.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&spec).unwrap(), "mine\n");
+        assert_eq!(names_in(tmp.path()), ["certs.d"]);
+    }
+
+    #[test]
+    fn write_refuses_what_the_loader_rejects_with_its_diagnostics_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(
+            tmp.path(),
+            &SPEC.replace("web.example.test", "bad_label.example.test"),
+            None,
+        );
+        let err = plan.write().unwrap_err();
+        let ImportError::Invalid(errors) = &err else {
+            panic!("{err:?}");
+        };
+        let e = errors.errors().next().unwrap();
+        // Said about the file it would have written, not the staged copy.
+        assert_eq!(e.file, tmp.path().join("certs.d/web.yaml"));
+        assert_eq!(e.line, Some(1));
+        let text = err.to_string();
+        assert!(text.contains("bad_label"), "{text}");
+        assert!(!text.contains("renewd-import."), "{text}");
+        assert!(names_in(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn eab_key_files_are_stood_in_for_while_checking_and_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, Some("kid-1"));
+        plan.write().unwrap();
+        assert_eq!(names_in(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        // As the import's to-do says: the user puts the CA's key there, then it loads.
+        let eab = tmp.path().join("secrets/ca.eab");
+        state::write_atomic(&eab, b"c2VjcmV0LWVhYi1rZXk\n", 0o600).unwrap();
+        config::load(&tmp.path().join("renewd.yaml")).unwrap();
+    }
+
+    #[test]
+    fn a_deploy_hook_path_with_a_space_is_written_so_that_the_loader_takes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = RenewalConf {
+            path: PathBuf::from("/etc/letsencrypt/renewal/web.conf"),
+            c: ConfigObj::parse("[renewalparams]\nrenew_hook = systemctl reload nginx\n"),
+            lineage: "web".into(),
+            what: "web.conf".into(),
+        };
+        let hooks = ["/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()];
+        let mut scratch = planned(tmp.path(), "", None);
+        let yaml = reload_and_hooks_yaml(&conf, &hooks, &mut scratch);
+        assert!(
+            yaml.contains("  - [\"/etc/letsencrypt/renewal-hooks/deploy/reload web.sh\"]\n"),
+            "{yaml}"
+        );
+        planned(tmp.path(), &format!("{SPEC}{yaml}"), None)
+            .write()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_placement_removes_the_files_placed_before_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let temp =
+            |p: &Path| state::write_temp(p, b"new", 0o640, state::Ownership::default()).unwrap();
+        let temps = vec![(a.clone(), temp(&a)), (b.clone(), temp(&b))];
+        // Someone creates `b` after the existence check.
+        fs::write(&b, "theirs").unwrap();
+        match place_new(temps) {
+            Err(ImportError::Write {
+                path,
+                source,
+                removed,
+            }) => {
+                assert_eq!(path, b);
+                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists);
+                assert_eq!(removed, vec![a.clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(names_in(tmp.path()), ["b"]);
+        assert_eq!(fs::read_to_string(&b).unwrap(), "theirs");
     }
 
     #[test]
