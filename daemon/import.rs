@@ -1315,6 +1315,7 @@ fn unstage(errors: ConfigErrors, staged: &Layout, target: &Layout) -> ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{listing, mode};
 
     #[test]
     fn configobj_reads_sections_quotes_and_comments() {
@@ -1417,19 +1418,6 @@ mod tests {
 
     const SPEC: &str = "domains: [\"web.example.test\"]\naccount: \"ca\"\nkey: { type: rsa, bits: 2048 }\ndns: \"rfc2136\"\n";
 
-    fn mode(p: &Path) -> u32 {
-        fs::metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
     #[test]
     fn write_places_every_file_with_its_mode_and_the_result_loads() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1451,9 +1439,9 @@ mod tests {
         assert_eq!(fs::read_to_string(&config).unwrap(), plan.files[0].contents);
         assert!(fs::read_to_string(&key).unwrap().contains(SECRET));
         // No temp file left beside them.
-        assert_eq!(names_in(tmp.path()), ["certs.d", "renewd.yaml", "secrets"]);
-        assert_eq!(names_in(&tmp.path().join("secrets")), ["rfc2136.key"]);
-        assert_eq!(names_in(&tmp.path().join("certs.d")), ["web.yaml"]);
+        assert_eq!(listing(tmp.path()), ["certs.d", "renewd.yaml", "secrets"]);
+        assert_eq!(listing(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        assert_eq!(listing(&tmp.path().join("certs.d")), ["web.yaml"]);
         let loaded = config::load(&config).unwrap();
         assert_eq!(loaded.settings.dns_servers["rfc2136"].tsig_key_file, key);
     }
@@ -1470,7 +1458,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(fs::read_to_string(&spec).unwrap(), "mine\n");
-        assert_eq!(names_in(tmp.path()), ["certs.d"]);
+        assert_eq!(listing(tmp.path()), ["certs.d"]);
     }
 
     #[test]
@@ -1492,7 +1480,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("bad_label"), "{text}");
         assert!(!text.contains("renewd-import."), "{text}");
-        assert!(names_in(tmp.path()).is_empty());
+        assert!(listing(tmp.path()).is_empty());
     }
 
     #[test]
@@ -1500,7 +1488,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let plan = planned(tmp.path(), SPEC, Some("kid-1"));
         plan.write().unwrap();
-        assert_eq!(names_in(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        assert_eq!(listing(&tmp.path().join("secrets")), ["rfc2136.key"]);
         // As the import's to-do says: the user puts the CA's key there, then it loads.
         let eab = tmp.path().join("secrets/ca.eab");
         state::write_atomic(&eab, b"c2VjcmV0LWVhYi1rZXk\n", 0o600).unwrap();
@@ -1549,7 +1537,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(names_in(tmp.path()), ["b"]);
+        assert_eq!(listing(tmp.path()), ["b"]);
         assert_eq!(fs::read_to_string(&b).unwrap(), "theirs");
     }
 

@@ -38,3 +38,5 @@ pub mod scheduler;
 pub mod state;
 pub mod status;
 pub mod systemd;
+#[cfg(test)]
+mod testutil;

@@ -35,36 +35,49 @@ pub(crate) fn io_advice(e: &io::Error, path: &Path, what: &str) -> String {
     }
 }
 
-/// Why `path` (a `what`) could not be read: the I/O advice, or what was found instead of a small
-/// regular file, followed by `about` (what such a file should be).
-pub(crate) fn read_advice(e: &ReadError, path: &Path, what: &str, about: &str) -> String {
+/// Why `path` could not be read: the I/O advice, or what was found instead of a small regular file
+/// followed by what such a file should be.
+pub(crate) fn read_advice(e: &ReadError, path: &Path, kind: FileKind) -> String {
     match e {
-        ReadError::Io(io) => io_advice(io, path, what),
-        _ => format!("{what} {} {e}: {about}", path.display()),
+        ReadError::Io(io) => io_advice(io, path, kind.what()),
+        _ => format!("{} {} {e}: {}", kind.what(), path.display(), kind.about()),
     }
 }
 
-/// The secret files the configuration names.
+/// The files renewd's configuration consists of or points at, for messages about them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SecretFile {
-    Tsig,
-    Eab,
+pub(crate) enum FileKind {
+    Global,
+    Spec,
+    TsigKey,
+    EabKey,
+    Trust,
 }
 
-impl SecretFile {
-    fn what(self) -> &'static str {
+impl FileKind {
+    pub(crate) fn what(self) -> &'static str {
         match self {
-            SecretFile::Tsig => "TSIG key file",
-            SecretFile::Eab => "EAB HMAC key file",
+            FileKind::Global => "configuration file",
+            FileKind::Spec => "spec file",
+            FileKind::TsigKey => "TSIG key file",
+            FileKind::EabKey => "EAB HMAC key file",
+            FileKind::Trust => "trust file",
         }
     }
 
     /// What such a file is, for a message about finding something else.
-    fn about(self) -> &'static str {
+    pub(crate) fn about(self) -> &'static str {
         match self {
-            SecretFile::Tsig => "a TSIG key file is a small text file as `tsig-keygen` writes it",
-            SecretFile::Eab => {
+            FileKind::Global => {
+                "renewd.yaml is a short YAML file (accounts, DNS servers, defaults)"
+            }
+            FileKind::Spec => "a spec is a few lines of YAML about one certificate",
+            FileKind::TsigKey => "a TSIG key file is a small text file as `tsig-keygen` writes it",
+            FileKind::EabKey => {
                 "an EAB HMAC key file is one line of text: the base64url key the CA gave you"
+            }
+            FileKind::Trust => {
+                "`trust:` names a PEM file holding the root certificate(s) of the ACME server's TLS"
             }
         }
     }
@@ -77,17 +90,16 @@ pub(crate) fn read_secret(
     at: Pos,
     key: &str,
     path: &Path,
-    kind: SecretFile,
+    kind: FileKind,
 ) -> Option<String> {
-    let what = kind.what();
     match fsread::read_text_capped(path, SECRET_MAX) {
         Ok(text) => {
             check_private(d, at, key, path);
             Some(text)
         }
         Err(e) => {
-            let mut msg = format!("`{key}`: {}", read_advice(&e, path, what, kind.about()));
-            if e.io_kind() == Some(io::ErrorKind::NotFound) && kind == SecretFile::Tsig {
+            let mut msg = format!("`{key}`: {}", read_advice(&e, path, kind));
+            if e.io_kind() == Some(io::ErrorKind::NotFound) && kind == FileKind::TsigKey {
                 msg.push_str(&format!(
                     " with `tsig-keygen -a hmac-sha256 NAME > {}` (and give the same key to the DNS server)",
                     path.display()
@@ -155,14 +167,8 @@ pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {
 pub(crate) fn check_trust(path: &Path) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
-    let bytes = fsread::read_capped(path, TEXT_MAX).map_err(|e| {
-        read_advice(
-            &e,
-            path,
-            "trust file",
-            "`trust:` names a PEM file holding the root certificate(s) of the ACME server's TLS",
-        )
-    })?;
+    let bytes =
+        fsread::read_capped(path, TEXT_MAX).map_err(|e| read_advice(&e, path, FileKind::Trust))?;
     let mut n = 0usize;
     for item in CertificateDer::pem_slice_iter(&bytes) {
         match item {

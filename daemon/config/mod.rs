@@ -26,6 +26,7 @@ pub use tsig_key::{parse_tsig_key_file, parse_tsig_key_file_named, parse_tsig_ke
 
 use crate::fsread::{self, ReadError};
 use error::{Diags, MAX_DIAGS_PER_FILE};
+use files::FileKind;
 use validate::{PartialSpec, SpecContext};
 
 /// A valid configuration, and the warnings found on the way (e.g. a secret file readable by others).
@@ -152,7 +153,7 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
     let accounts: BTreeSet<String> = s.accounts.keys().cloned().collect();
     let dns: BTreeSet<String> = s.dns_servers.keys().cloned().collect();
     let mut defaults = PartialSpec::default();
-    if let Some(text) = read_text(&mut out, &s.config_path, ConfigFile::Global) {
+    if let Some(text) = read_text(&mut out, &s.config_path, FileKind::Global) {
         match raw::parse(&s.config_path, &text) {
             Ok(root) => {
                 if let raw::Kind::Map(entries) = &root.kind {
@@ -287,34 +288,8 @@ fn base_dir(config_path: &Path) -> PathBuf {
     abs.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The configuration files renewd reads itself.
-#[derive(Debug, Clone, Copy)]
-enum ConfigFile {
-    Global,
-    Spec,
-}
-
-impl ConfigFile {
-    fn what(self) -> &'static str {
-        match self {
-            ConfigFile::Global => "configuration file",
-            ConfigFile::Spec => "spec file",
-        }
-    }
-
-    /// What such a file is, for a message about finding something else.
-    fn about(self) -> &'static str {
-        match self {
-            ConfigFile::Global => {
-                "renewd.yaml is a short YAML file (accounts, DNS servers, defaults)"
-            }
-            ConfigFile::Spec => "a spec is a few lines of YAML about one certificate",
-        }
-    }
-}
-
 /// The text of a configuration file (a regular file of at most [`fsread::TEXT_MAX`] bytes, UTF-8).
-fn read_text(out: &mut Vec<Diagnostic>, path: &Path, kind: ConfigFile) -> Option<String> {
+fn read_text(out: &mut Vec<Diagnostic>, path: &Path, kind: FileKind) -> Option<String> {
     let what = kind.what();
     let (pos, message) = match fsread::read_text_capped(path, fsread::TEXT_MAX) {
         Ok(s) => return Some(s),
@@ -334,7 +309,7 @@ fn load_global_into(
     out: &mut Vec<Diagnostic>,
     config_path: &Path,
 ) -> Option<(Global, Option<Pos>)> {
-    let text = read_text(out, config_path, ConfigFile::Global)?;
+    let text = read_text(out, config_path, FileKind::Global)?;
     let root = match raw::parse(config_path, &text) {
         Ok(r) => r,
         Err(e) => {
@@ -456,7 +431,7 @@ fn load_one_spec(
             ),
         ));
     }
-    let Some(text) = read_text(out, path, ConfigFile::Spec) else {
+    let Some(text) = read_text(out, path, FileKind::Spec) else {
         return (None, Vec::new());
     };
     let root = match raw::parse(path, &text) {

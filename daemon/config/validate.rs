@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{Diags, Pos, MAX_DIAGS_PER_FILE};
-use super::files::{self, SecretFile};
+use super::files::{self, FileKind};
 use super::names;
 use super::raw::{Kind, Node};
 use super::settings::*;
@@ -624,7 +624,7 @@ fn account(
                 Some(k) => {
                     let kp = sub(&ep, "hmac_key_file");
                     path_value(d, k, &kp, base).and_then(|p| {
-                        let text = files::read_secret(d, k.pos, &kp, &p, SecretFile::Eab)?;
+                        let text = files::read_secret(d, k.pos, &kp, &p, FileKind::EabKey)?;
                         match files::decode_eab_key(&text) {
                             Ok(bytes) => Some((p, bytes)),
                             Err(e) => {
@@ -721,7 +721,7 @@ fn dns_server(
         Some(n) => {
             let kp = sub(&path, "tsig_key_file");
             path_value(d, n, &kp, base).and_then(|p| {
-                let text = files::read_secret(d, n.pos, &kp, &p, SecretFile::Tsig)?;
+                let text = files::read_secret(d, n.pos, &kp, &p, FileKind::TsigKey)?;
                 let keys = match tsig_key::parse_tsig_keys(&p, &text) {
                     Ok(k) => k,
                     Err(diag) => {

@@ -470,6 +470,7 @@ pub fn lookup_group(name: &str) -> io::Result<u32> {
 mod tests {
     use super::*;
     use crate::config::ReloadSpec;
+    use crate::testutil::{listing, mode};
     use std::fs::Permissions;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::time::Duration;
@@ -493,10 +494,6 @@ mod tests {
         }
     }
 
-    fn mode(p: &Path) -> u32 {
-        fs::symlink_metadata(p).unwrap().mode() & 0o7777
-    }
-
     fn spec(deploy: Vec<DeployTarget>, reload: Vec<ReloadSpec>) -> CertSpec {
         CertSpec {
             name: "web".into(),
@@ -517,16 +514,6 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             timeout: Duration::from_secs(10),
         }
-    }
-
-    /// Every file but the staged temp files and backups.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

@@ -156,12 +156,17 @@ fn mkfifo(path: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
-/// The line of stderr at `file:line:` that mentions all of `words`.
-fn error_line<'a>(stderr: &'a str, at: &str, words: &[&str]) -> &'a str {
-    stderr
-        .lines()
-        .find(|l| l.starts_with(at) && words.iter().all(|w| l.contains(w)))
-        .unwrap_or_else(|| panic!("no line at {at} with {words:?} in:\n{stderr}"))
+/// `renewd check` fails with exit status 2 and a line of stderr at `at` (`FILE:LINE:`) that mentions
+/// all of `words`.
+fn expect_check_error(dir: &Path, at: &str, words: &[&str]) {
+    let (code, stdout, stderr) = check(dir);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(at) && words.iter().all(|w| l.contains(w))),
+        "no line at {at} with {words:?} in:\n{stderr}"
+    );
 }
 
 #[test]
@@ -173,10 +178,8 @@ fn check_refuses_a_device_a_fifo_a_directory_and_a_huge_spec_at_once() {
 
     // tsig_key_file → /dev/zero: read to the end, it never ends.
     repoint(dir, "secrets/acme-update.key", Path::new("/dev/zero"));
-    let (code, stdout, stderr) = check(dir);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    error_line(
-        &stderr,
+    expect_check_error(
+        dir,
         &format!("{global}:9:"),
         &[
             "`dns_servers.acme-master.tsig_key_file`",
@@ -189,18 +192,14 @@ fn check_refuses_a_device_a_fifo_a_directory_and_a_huge_spec_at_once() {
     let fifo = dir.join("secrets/pipe.eab");
     mkfifo(&fifo);
     repoint(dir, "secrets/ca.eab", &fifo);
-    let (code, stdout, stderr) = check(dir);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    error_line(
-        &stderr,
+    let found = format!(
+        "{} is a named pipe (FIFO), not a regular file",
+        fifo.display()
+    );
+    expect_check_error(
+        dir,
         &format!("{global}:5:"),
-        &[
-            "`accounts.ca.eab.hmac_key_file`",
-            &format!(
-                "{} is a named pipe (FIFO), not a regular file",
-                fifo.display()
-            ),
-        ],
+        &["`accounts.ca.eab.hmac_key_file`", &found],
     );
 
     // trust: → a directory.
@@ -211,10 +210,8 @@ fn check_refuses_a_device_a_fifo_a_directory_and_a_huge_spec_at_once() {
         &format!("    trust: {}\n    eab:", dir.join("secrets").display()),
     );
     fs::write(dir.join("renewd.yaml"), text).unwrap();
-    let (code, stdout, stderr) = check(dir);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    error_line(
-        &stderr,
+    expect_check_error(
+        dir,
         &format!("{global}:5:"),
         &["`accounts.ca.trust`", "is a directory, not a regular file"],
     );
@@ -223,10 +220,8 @@ fn check_refuses_a_device_a_fifo_a_directory_and_a_huge_spec_at_once() {
     install(dir, &[]);
     let big = dir.join("certs.d/big.yaml");
     fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
-    let (code, stdout, stderr) = check(dir);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    error_line(
-        &stderr,
+    expect_check_error(
+        dir,
         &format!("{}: error:", big.display()),
         &["the spec file is 2000000 bytes, more than the 1048576"],
     );
