@@ -31,6 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::{CertSpec, DeployTarget};
+use crate::fsread;
 use crate::logging::message_id;
 use crate::reload;
 use crate::state::{self, CertFiles, Ownership};
@@ -116,9 +117,12 @@ pub fn needs_redeploy(spec: &CertSpec, files: &CertFiles, live_dir: &Path) -> bo
         return true;
     }
     match items(&spec.deploy, files) {
-        Ok(items) => items
-            .iter()
-            .any(|it| fs::read(it.path).map_or(true, |d| d != it.data.as_bytes())),
+        // Read at most as much as would be written (a longer file differs, unread); a target that is
+        // not a regular file (a FIFO would block the daemon's loop) differs too.
+        Ok(items) => items.iter().any(|it| {
+            fsread::read_capped(it.path, it.data.len() as u64)
+                .map_or(true, |d| d != it.data.as_bytes())
+        }),
         Err(_) => true,
     }
 }
@@ -661,6 +665,13 @@ mod tests {
             needs_redeploy(&ok, &files("newer"), &live),
             "targets differ"
         );
+        // A target replaced by a named pipe differs, and is not waited on.
+        let pem = out.join("site.pem");
+        fs::remove_file(&pem).unwrap();
+        let c = std::ffi::CString::new(pem.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(needs_redeploy(&ok, &files("new"), &live));
     }
 
     #[test]
