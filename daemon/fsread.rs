@@ -112,8 +112,6 @@ fn line_col(bytes: &[u8], at: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -191,9 +189,7 @@ mod tests {
     fn a_fifo_is_refused_without_blocking() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("pipe");
-        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::testutil::mkfifo(&p);
         // No writer ever opens it: a blocking open would hang here.
         let e = read_capped(&p, TEXT_MAX).unwrap_err();
         assert!(

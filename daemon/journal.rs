@@ -258,9 +258,7 @@ mod tests {
             .set_len(10 * SECRET_MAX)
             .unwrap();
         let fifo = tmp.path().join("1-dead.1.json");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::testutil::mkfifo(&fifo);
         assert!(live.stale().unwrap().is_empty());
         assert!(!huge.exists() && fs::symlink_metadata(&fifo).is_err());
     }

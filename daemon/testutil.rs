@@ -18,3 +18,11 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Make a named pipe at `path` (nothing ever writes to it: a blocking open would hang).
+pub(crate) fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}

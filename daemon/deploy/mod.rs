@@ -474,7 +474,7 @@ pub fn lookup_group(name: &str) -> io::Result<u32> {
 mod tests {
     use super::*;
     use crate::config::ReloadSpec;
-    use crate::testutil::{listing, mode};
+    use crate::testutil::{listing, mkfifo, mode};
     use std::fs::Permissions;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::time::Duration;
@@ -668,9 +668,7 @@ mod tests {
         // A target replaced by a named pipe differs, and is not waited on.
         let pem = out.join("site.pem");
         fs::remove_file(&pem).unwrap();
-        let c = std::ffi::CString::new(pem.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        mkfifo(&pem);
         assert!(needs_redeploy(&ok, &files("new"), &live));
     }
 

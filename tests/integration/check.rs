@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::proc::output_with_timeout;
-use crate::support::renewd_bin;
+use crate::support::{mkfifo, renewd_bin};
 
 const KEY: &str = "key \"acme-update\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n";
 
@@ -148,12 +148,6 @@ fn repoint(dir: &Path, what: &str, target: &Path) {
     let text = fs::read_to_string(&global).unwrap();
     assert!(text.contains(what));
     fs::write(&global, text.replace(what, &target.display().to_string())).unwrap();
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
 /// `renewd check` fails with exit status 2 and a line of stderr at `at` (`FILE:LINE:`) that mentions

@@ -248,9 +248,7 @@ fn import_refuses_a_credentials_file_at_dev_zero_and_a_renewal_conf_that_is_a_fi
     assert!(text.contains("nothing could be converted"), "{text}");
 
     fs::remove_file(&conf).unwrap();
-    let c = std::ffi::CString::new(conf.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::support::mkfifo(&conf);
     let out = import_bounded(&cb, &config);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
