@@ -23,12 +23,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::certs;
+use crate::config::{self, ConfigErrors, Diagnostic};
+use crate::fsread::{self, ReadError, SECRET_MAX, TEXT_MAX};
 use crate::state::{self, CertFiles, StateDir};
 
 /// Where `renewd import certbot` reads and writes.
@@ -48,10 +50,19 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    #[error("{}", read_problem(path, source))]
+    Read { path: PathBuf, source: ReadError },
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    ReadDir { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}{}", path.display(), removed_note(removed))]
+    Write {
+        path: PathBuf,
+        source: io::Error,
+        /// Files this run had already written, removed again.
+        removed: Vec<PathBuf>,
+    },
+    #[error("the configuration the import would write does not pass `renewd check`; nothing was written:\n{0}")]
+    Invalid(ConfigErrors),
     #[error("{} has no renewal/*.conf: is it certbot's configuration directory (--config-dir)?", .0.display())]
     NoRenewalConfs(PathBuf),
     #[error("nothing could be converted (see above); nothing was written")]
@@ -59,12 +70,36 @@ pub enum ImportError {
     #[error("refusing to overwrite existing files (move them away, or import into another directory with --config):\n{}",
         .0.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
     Exists(Vec<PathBuf>),
+    #[error("cannot check the configuration before writing it (staging directory): {source}")]
+    Stage { source: io::Error },
     #[error("installing certificate `{name}` into {}: {source}", state.display())]
     Install {
         name: String,
         state: PathBuf,
         source: io::Error,
     },
+}
+
+/// "cannot read PATH: why", or "PATH is a named pipe (FIFO), not a regular file".
+fn read_problem(path: &Path, e: &ReadError) -> String {
+    match e {
+        ReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        other => format!("{} {other}", path.display()),
+    }
+}
+
+fn removed_note(removed: &[PathBuf]) -> String {
+    if removed.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = removed
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect();
+    format!(
+        "\nthe files this run had written were removed again:\n{}",
+        list.join("\n")
+    )
 }
 
 /// One file the import writes.
@@ -117,6 +152,8 @@ pub struct Plan {
     pub todo: Vec<String>,
     /// How renewd behaves differently (propagation check instead of a sleep, hook environment, ...).
     pub notes: Vec<String>,
+    /// What `files` were rendered from (None when nothing was converted).
+    conversion: Option<Conversion>,
 }
 
 // ---------------------------------------------------------------- ConfigObj / ini
@@ -181,7 +218,7 @@ fn unquote(v: &str) -> String {
 
 // ---------------------------------------------------------------- planning
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct DnsEntry {
     name: String,
     address: String,
@@ -191,6 +228,17 @@ struct DnsEntry {
     ini: PathBuf,
 }
 
+impl std::fmt::Debug for DnsEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsEntry")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("key_name", &self.key_name)
+            .field("ini", &self.ini)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AccountEntry {
     name: String,
@@ -198,27 +246,107 @@ struct AccountEntry {
     contact: Vec<String>,
 }
 
+/// Where the files go: the global file, and `secrets/` and `certs.d/` beside it.
+#[derive(Debug, Clone)]
+struct Layout {
+    config: PathBuf,
+    secrets: PathBuf,
+    certs_d: PathBuf,
+}
+
+impl Layout {
+    /// Around `config` (`--config`); a relative directory is made absolute, as the loader resolves it.
+    fn around(config: &Path) -> Layout {
+        let dir = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Layout {
+            config: config.to_path_buf(),
+            secrets: dir.join("secrets"),
+            certs_d: dir.join("certs.d"),
+        }
+    }
+
+    fn eab_file(&self, account: &str) -> PathBuf {
+        self.secrets.join(format!("{account}.eab"))
+    }
+
+    fn key_file(&self, dns: &str) -> PathBuf {
+        self.secrets.join(format!("{dns}.key"))
+    }
+}
+
+/// What certbot's configuration converts to, before it is rendered into files. Kept in the [`Plan`] so
+/// the same files can be rendered into a staging directory and checked by the loader before `--write`.
+#[derive(Debug, Clone)]
+struct Conversion {
+    certbot_dir: PathBuf,
+    state_dir: PathBuf,
+    eab_kid: Option<String>,
+    trust: Option<PathBuf>,
+    accounts: Vec<AccountEntry>,
+    dns: Vec<DnsEntry>,
+    /// (name, YAML) per certificate.
+    specs: Vec<(String, String)>,
+    /// `dns_rfc2136_propagation_seconds` values seen (dropped: renewd checks instead of sleeping).
+    propagation_seen: Vec<String>,
+}
+
 /// Read certbot's configuration and work out what to write. Reads files only.
 pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
     let cb = &opts.certbot_dir;
-    let config_dir = opts
-        .config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let config_dir = std::path::absolute(&config_dir).unwrap_or(config_dir);
-    let secrets = config_dir.join("secrets");
-    let certs_d = config_dir.join("certs.d");
+    let confs = renewal_confs(cb)?;
     let state_dir = opts
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/var/lib/renewd"));
-    let trust = opts
-        .trust
-        .clone()
-        .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from));
+    let mut p = Plan {
+        files: Vec::new(),
+        state_dir: state_dir.clone(),
+        installs: Vec::new(),
+        not_converted: Vec::new(),
+        todo: Vec::new(),
+        notes: Vec::new(),
+        conversion: None,
+    };
+    let hooks = deploy_hooks(cb, &mut p)?;
+    pre_and_post_hooks(cb, &mut p);
+    let mut conv = Conversion {
+        certbot_dir: cb.clone(),
+        state_dir,
+        eab_kid: opts.eab_kid.clone(),
+        // Absolute: the loader would take a relative path from the config's directory, not from here.
+        trust: opts
+            .trust
+            .clone()
+            .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from))
+            .map(|t| std::path::absolute(&t).unwrap_or(t)),
+        accounts: Vec::new(),
+        dns: Vec::new(),
+        specs: Vec::new(),
+        propagation_seen: Vec::new(),
+    };
+    for path in &confs {
+        let conf = RenewalConf::read(path)?;
+        if let Err(why) = convert_lineage(&conf, &hooks, &mut conv, &mut p) {
+            p.not_converted.push(format!("{}: {why}", conf.what));
+        }
+    }
+    if conv.specs.is_empty() {
+        return Ok(p);
+    }
+    let layout = Layout::around(&opts.config);
+    conv.notes(&layout, &mut p);
+    p.files = conv.files(&layout);
+    p.conversion = Some(conv);
+    Ok(p)
+}
 
+/// `renewal/*.conf`, sorted; at least one.
+fn renewal_confs(cb: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let renewal_dir = cb.join("renewal");
     let mut confs: Vec<PathBuf> = match fs::read_dir(&renewal_dir) {
         Ok(rd) => rd
@@ -227,10 +355,10 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
             .filter(|p| p.extension().is_some_and(|x| x == "conf"))
             .collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ImportError::NoRenewalConfs(cb.clone()))
+            return Err(ImportError::NoRenewalConfs(cb.to_path_buf()))
         }
         Err(source) => {
-            return Err(ImportError::Read {
+            return Err(ImportError::ReadDir {
                 path: renewal_dir,
                 source,
             })
@@ -238,18 +366,13 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
     };
     confs.sort();
     if confs.is_empty() {
-        return Err(ImportError::NoRenewalConfs(cb.clone()));
+        return Err(ImportError::NoRenewalConfs(cb.to_path_buf()));
     }
+    Ok(confs)
+}
 
-    let mut p = Plan {
-        files: Vec::new(),
-        state_dir: state_dir.clone(),
-        installs: Vec::new(),
-        not_converted: Vec::new(),
-        todo: Vec::new(),
-        notes: Vec::new(),
-    };
-    let hooks = deploy_hooks(cb, &mut p)?;
+/// certbot's pre- and post-hooks have no counterpart: say so for each.
+fn pre_and_post_hooks(cb: &Path, p: &mut Plan) {
     for d in ["pre", "post"] {
         let dir = cb.join("renewal-hooks").join(d);
         if let Ok(rd) = fs::read_dir(&dir) {
@@ -262,352 +385,396 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
             }
         }
     }
+}
 
-    let mut accounts: Vec<AccountEntry> = Vec::new();
-    let mut dns: Vec<DnsEntry> = Vec::new();
-    let mut specs: Vec<(String, String)> = Vec::new();
-    let mut propagation_seen = Vec::new();
+/// One lineage's `renewal/NAME.conf`.
+struct RenewalConf {
+    path: PathBuf,
+    c: ConfigObj,
+    lineage: String,
+    /// "PATH (certificate `NAME`)", the start of every line about it.
+    what: String,
+}
 
-    for conf in &confs {
-        let text = fs::read_to_string(conf).map_err(|source| ImportError::Read {
-            path: conf.clone(),
-            source,
-        })?;
-        let c = ConfigObj::parse(&text);
-        let lineage = conf
+impl RenewalConf {
+    fn read(path: &Path) -> Result<RenewalConf, ImportError> {
+        let text =
+            fsread::read_text_capped(path, TEXT_MAX).map_err(|source| ImportError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let lineage = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let what = format!("{} (certificate `{lineage}`)", conf.display());
-        let rp = |k: &str| c.get("renewalparams", k);
+        Ok(RenewalConf {
+            path: path.to_path_buf(),
+            c: ConfigObj::parse(&text),
+            what: format!("{} (certificate `{lineage}`)", path.display()),
+            lineage,
+        })
+    }
 
-        // Authenticator: only dns-rfc2136 maps onto renewd.
-        let auth = rp("authenticator").unwrap_or("(none)");
-        if auth != "dns-rfc2136" {
-            let why = match auth {
-                "webroot" | "standalone" | "nginx" | "apache" => format!(
-                    "authenticator `{auth}` proves control with http-01; renewd uses dns-01 only \
-                     (RFC 2136 to a hidden primary): set up an `_acme-challenge` zone and write the spec by hand"
-                ),
-                "manual" => "authenticator `manual` (--manual-auth-hook scripts): renewd publishes TXT records itself \
-                     with RFC 2136 and has no auth hooks"
-                    .to_string(),
+    /// A value of `[renewalparams]`.
+    fn param(&self, key: &str) -> Option<&str> {
+        self.c.get("renewalparams", key)
+    }
+}
+
+/// One renewal conf → a spec, a DNS server, an account and a live certificate to install; or why not.
+/// Things the spec cannot express are added to `p.not_converted` and do not stop the conversion.
+fn convert_lineage(
+    conf: &RenewalConf,
+    hooks: &[String],
+    conv: &mut Conversion,
+    p: &mut Plan,
+) -> Result<(), String> {
+    let rp = |k: &str| conf.param(k);
+    check_authenticator(rp("authenticator").unwrap_or("(none)"))?;
+    let ini = rp("dns_rfc2136_credentials")
+        .map(PathBuf::from)
+        .ok_or("no `dns_rfc2136_credentials` in [renewalparams]")?;
+    let dns_name = dns_entry(&ini, &mut conv.dns)?;
+    if let Some(s) = rp("dns_rfc2136_propagation_seconds") {
+        conv.propagation_seen.push(s.to_string());
+    }
+    let key_yaml = key_yaml(&conf.c)?;
+    let current = current_certificate(&conf.c)?;
+    let server = rp("server").ok_or("no `server` (ACME directory URL)")?;
+    let account_name = account_entry(
+        &conv.certbot_dir,
+        server,
+        rp("account"),
+        &mut conv.accounts,
+        p,
+    );
+
+    let name = spec_name(&conf.lineage);
+    let live = conv.state_dir.join("live").join(&name);
+    let mut y = format!(
+        "# Imported from certbot: {}\n# (certbot's certificate {}: serial {}, expires {})\n",
+        conf.path.display(),
+        current.path.display(),
+        current.facts.serial,
+        current.facts.not_after_rfc3339()
+    );
+    let _ = writeln!(
+        y,
+        "domains: [{}]",
+        current.domains.iter().map(q).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(y, "account: {}", q(&account_name));
+    let _ = writeln!(y, "key: {key_yaml}");
+    let _ = writeln!(y, "dns: {}", q(&dns_name));
+    let _ = writeln!(
+        y,
+        "# Servers that read {}/{{fullchain,privkey}}.pem: point them at {}/ or add a `deploy:` entry.",
+        Path::new(conf.c.get("", "fullchain").unwrap_or(""))
+            .parent()
+            .unwrap_or(Path::new(""))
+            .display(),
+        live.display()
+    );
+    y.push_str(&reload_and_hooks_yaml(conf, hooks, p));
+    unsupported_params(conf, p);
+    if conv.specs.iter().any(|(n, _)| *n == name) {
+        return Err(format!("a second certificate named `{name}`"));
+    }
+    p.installs.push(current.install(&name));
+    conv.specs.push((name, y));
+    Ok(())
+}
+
+/// Only dns-rfc2136 maps onto renewd.
+fn check_authenticator(auth: &str) -> Result<(), String> {
+    Err(match auth {
+        "dns-rfc2136" => return Ok(()),
+        "webroot" | "standalone" | "nginx" | "apache" => format!(
+            "authenticator `{auth}` proves control with http-01; renewd uses dns-01 only \
+             (RFC 2136 to a hidden primary): set up an `_acme-challenge` zone and write the spec by hand"
+        ),
+        "manual" => "authenticator `manual` (--manual-auth-hook scripts): renewd publishes TXT records itself \
+             with RFC 2136 and has no auth hooks"
+            .to_string(),
+        other => format!(
+            "authenticator `{other}`: renewd only speaks RFC 2136 (certbot's dns-rfc2136 plugin)"
+        ),
+    })
+}
+
+/// A lineage's current certificate: its files, facts, and the names for the spec (CN first).
+struct Current {
+    path: PathBuf,
+    files: CertFiles,
+    facts: certs::CertFacts,
+    domains: Vec<String>,
+}
+
+impl Current {
+    /// Installed as version "issue time + serial" of `name`.
+    fn install(self, name: &str) -> Install {
+        let issued = self
+            .facts
+            .not_before
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Install {
+            name: name.to_string(),
+            version: state::version_name(issued, &self.facts.serial),
+            serial: self.facts.serial,
+            not_after: self.facts.not_after,
+            source: self.path,
+            files: self.files,
+        }
+    }
+}
+
+/// Read and check the top-level `cert`/`privkey`/`chain`/`fullchain` of a renewal conf.
+fn current_certificate(c: &ConfigObj) -> Result<Current, String> {
+    let read = |k: &str| -> Result<(PathBuf, String), String> {
+        let path = c
+            .get("", k)
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("no `{k}` path at the top of the file"))?;
+        fsread::read_text_capped(&path, TEXT_MAX)
+            .map(|t| (path.clone(), t))
+            .map_err(|e| match e {
+                ReadError::Io(e) => format!("cannot read {} ({k}): {e}", path.display()),
                 other => format!(
-                    "authenticator `{other}`: renewd only speaks RFC 2136 (certbot's dns-rfc2136 plugin)"
+                    "{} ({k}) {other}: certbot's {k} is a PEM file",
+                    path.display()
                 ),
-            };
-            p.not_converted.push(format!("{what}: {why}"));
-            continue;
-        }
-
-        // DNS server from the credentials ini.
-        let Some(ini_path) = rp("dns_rfc2136_credentials").map(PathBuf::from) else {
-            p.not_converted.push(format!(
-                "{what}: no `dns_rfc2136_credentials` in [renewalparams]"
-            ));
-            continue;
-        };
-        let dns_name = match dns_entry(&ini_path, &mut dns) {
-            Ok(n) => n,
-            Err(why) => {
-                p.not_converted.push(format!("{what}: {why}"));
-                continue;
-            }
-        };
-        if let Some(s) = rp("dns_rfc2136_propagation_seconds") {
-            propagation_seen.push(s.to_string());
-        }
-
-        // Key.
-        let key_yaml = match key_yaml(&c) {
-            Ok(k) => k,
-            Err(why) => {
-                p.not_converted.push(format!("{what}: {why}"));
-                continue;
-            }
-        };
-
-        // The current certificate.
-        let read = |k: &str| -> Result<(PathBuf, String), String> {
-            let path = c
-                .get("", k)
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("no `{k}` path at the top of the file"))?;
-            fs::read_to_string(&path)
-                .map(|t| (path.clone(), t))
-                .map_err(|e| format!("cannot read {} ({k}): {e}", path.display()))
-        };
-        let files = (|| -> Result<(PathBuf, CertFiles), String> {
-            let (cert_path, cert) = read("cert")?;
-            let (_, privkey) = read("privkey")?;
-            let (_, chain) = read("chain")?;
-            let (_, fullchain) = read("fullchain")?;
-            Ok((
-                cert_path,
-                CertFiles {
-                    cert,
-                    chain,
-                    fullchain,
-                    privkey,
-                },
+            })
+    };
+    let (path, cert) = read("cert")?;
+    let (_, privkey) = read("privkey")?;
+    let (_, chain) = read("chain")?;
+    let (_, fullchain) = read("fullchain")?;
+    let files = CertFiles {
+        cert,
+        chain,
+        fullchain,
+        privkey,
+    };
+    let facts = certs::pem_certificates(&files.cert)
+        .and_then(|ders| certs::facts(&ders[0], 0))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match certs::public_key_of_pem(&files.privkey) {
+        Ok(pk) if pk == facts.public_key => {}
+        Ok(_) => {
+            return Err(format!(
+                "the private key does not belong to the certificate {}",
+                path.display()
             ))
-        })();
-        let (cert_path, files) = match files {
-            Ok(f) => f,
-            Err(why) => {
-                p.not_converted.push(format!("{what}: {why}"));
-                continue;
+        }
+        Err(e) => return Err(format!("private key: {e}")),
+    }
+    let mut domains = Vec::new();
+    if let Some(cn) = common_name(&facts.subject) {
+        if facts.dns_names.contains(&cn) {
+            domains.push(cn);
+        }
+    }
+    for d in &facts.dns_names {
+        if !domains.contains(d) {
+            domains.push(d.clone());
+        }
+    }
+    if domains.is_empty() {
+        return Err("the certificate has no DNS names in subjectAltName".into());
+    }
+    Ok(Current {
+        path,
+        files,
+        facts,
+        domains,
+    })
+}
+
+/// `reload:` from certbot's installer and `hooks:` from its deploy hooks and `renew_hook`.
+fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[String], p: &mut Plan) -> String {
+    let (rp, what) = (|k: &str| conf.param(k), &conf.what);
+    let mut y = String::new();
+    match rp("installer") {
+        Some("nginx") => y.push_str("reload:\n  - nginx: {}\n"),
+        Some("apache") => y.push_str("reload:\n  - apache: {}\n"),
+        Some(other) => p.not_converted.push(format!(
+            "{what}: installer `{other}`: renewd does not edit server configurations; add a `reload:` entry"
+        )),
+        None => {}
+    }
+    // A path with a space is written as a one-element argv: as a plain string the loader would take it for
+    // a command line (hooks run without a shell).
+    let mut spec_hooks: Vec<String> = hooks
+        .iter()
+        .map(|h| {
+            if h.contains(char::is_whitespace) {
+                format!("  - [{}]\n", q(h))
+            } else {
+                format!("  - {}\n", q(h))
             }
-        };
-        let facts =
-            match certs::pem_certificates(&files.cert).and_then(|ders| certs::facts(&ders[0], 0)) {
-                Ok(f) => f,
-                Err(e) => {
-                    p.not_converted
-                        .push(format!("{what}: {}: {e}", cert_path.display()));
-                    continue;
-                }
-            };
-        match certs::public_key_of_pem(&files.privkey) {
-            Ok(pk) if pk == facts.public_key => {}
-            Ok(_) => {
-                p.not_converted.push(format!(
-                    "{what}: the private key does not belong to the certificate {}",
-                    cert_path.display()
+        })
+        .collect();
+    if let Some(cmd) = rp("renew_hook") {
+        // certbot runs it with a shell; renewd runs argv without one, so the shell is explicit.
+        spec_hooks.push(format!("  - [\"/bin/sh\", \"-c\", {}]\n", q(cmd)));
+    }
+    if !spec_hooks.is_empty() {
+        y.push_str(
+            "# certbot deploy hooks: RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
+        );
+        for h in spec_hooks {
+            y.push_str(&h);
+        }
+    }
+    y
+}
+
+/// certbot options renewd does not have: each one set is listed as not converted.
+fn unsupported_params(conf: &RenewalConf, p: &mut Plan) {
+    let (rp, what) = (|k: &str| conf.param(k), &conf.what);
+    for (k, why) in [
+        (
+            "pre_hook",
+            "renewd has no pre-hooks (dns-01 needs no port freed)",
+        ),
+        (
+            "post_hook",
+            "renewd has no post-hooks; use `hooks:` (after each renewal) or `reload:`",
+        ),
+        ("preferred_chain", "renewd takes the CA's default chain"),
+        ("must_staple", "renewd does not request OCSP must-staple"),
+    ] {
+        if let Some(v) = rp(k) {
+            if k != "must_staple" || v.eq_ignore_ascii_case("true") {
+                p.not_converted.push(format!("{what}: `{k} = {v}`: {why}"));
+            }
+        }
+    }
+    if rp("reuse_key").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        p.not_converted.push(format!(
+            "{what}: `reuse_key = True`: renewd generates a new key for every certificate"
+        ));
+    }
+}
+
+impl Conversion {
+    /// The files, laid out by `layout`: the global file, one BIND key file per DNS server, one spec
+    /// per certificate.
+    fn files(&self, layout: &Layout) -> Vec<PlannedFile> {
+        let mut files = vec![PlannedFile {
+            path: layout.config.clone(),
+            mode: 0o644,
+            contents: self.global_yaml(layout),
+            secret: false,
+            summary: String::new(),
+        }];
+        for d in &self.dns {
+            files.push(PlannedFile {
+                path: layout.key_file(&d.name),
+                mode: 0o600,
+                contents: format!(
+                    "key \"{}\" {{\n\talgorithm {};\n\tsecret \"{}\";\n}};\n",
+                    d.key_name, d.algorithm, d.secret
+                ),
+                secret: true,
+                summary: format!(
+                    "BIND key \"{}\" ({}), secret from {}",
+                    d.key_name,
+                    d.algorithm,
+                    d.ini.display()
+                ),
+            });
+        }
+        for (name, y) in &self.specs {
+            files.push(PlannedFile {
+                path: layout.certs_d.join(format!("{name}.yaml")),
+                mode: 0o644,
+                contents: y.clone(),
+                secret: false,
+                summary: String::new(),
+            });
+        }
+        files
+    }
+
+    /// renewd.yaml: the state directory, one account per ACME server, one DNS server per credentials ini.
+    fn global_yaml(&self, layout: &Layout) -> String {
+        let mut g = format!(
+            "# Written by `renewd import certbot {}`.\nstate_dir: {}\naccounts:\n",
+            self.certbot_dir.display(),
+            qp(&self.state_dir)
+        );
+        for a in &self.accounts {
+            let _ = writeln!(g, "  {}:\n    directory: {}", a.name, q(&a.directory));
+            if !a.contact.is_empty() {
+                let _ = writeln!(
+                    g,
+                    "    contact: [{}]",
+                    a.contact.iter().map(q).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if let Some(kid) = &self.eab_kid {
+                let _ = writeln!(
+                    g,
+                    "    eab: {{ kid: {}, hmac_key_file: {} }}",
+                    q(kid),
+                    qp(&layout.eab_file(&a.name))
+                );
+            }
+            if let Some(t) = &self.trust {
+                let _ = writeln!(g, "    trust: {}", qp(t));
+            }
+        }
+        g.push_str("dns_servers:\n");
+        for d in &self.dns {
+            let _ = writeln!(
+                g,
+                "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: 60",
+                d.name,
+                q(&d.address),
+                qp(&layout.key_file(&d.name))
+            );
+        }
+        g
+    }
+
+    /// What the user must do (EAB key files) and how renewd differs (EAB, trust, propagation).
+    fn notes(&self, layout: &Layout, p: &mut Plan) {
+        if self.eab_kid.is_some() {
+            for a in &self.accounts {
+                p.todo.push(format!(
+                    "certbot does not store the EAB HMAC key: put the key your CA gave you (base64url, one line) into {} \
+                     and `chmod 600` it; renewd registers a new account with it on its first renewal",
+                    layout.eab_file(&a.name).display()
                 ));
-                continue;
             }
-            Err(e) => {
-                p.not_converted.push(format!("{what}: private key: {e}"));
-                continue;
-            }
-        }
-        let mut domains = Vec::new();
-        if let Some(cn) = common_name(&facts.subject) {
-            if facts.dns_names.contains(&cn) {
-                domains.push(cn);
-            }
-        }
-        for d in &facts.dns_names {
-            if !domains.contains(d) {
-                domains.push(d.clone());
-            }
-        }
-        if domains.is_empty() {
-            p.not_converted.push(format!(
-                "{what}: the certificate has no DNS names in subjectAltName"
-            ));
-            continue;
-        }
-
-        // Account.
-        let Some(server) = rp("server") else {
-            p.not_converted
-                .push(format!("{what}: no `server` (ACME directory URL)"));
-            continue;
-        };
-        let account_name = account_entry(cb, server, rp("account"), &mut accounts, &mut p);
-
-        // Spec.
-        let name = spec_name(&lineage);
-        let mut y = format!(
-            "# Imported from certbot: {}\n# (certbot's certificate {}: serial {}, expires {})\n",
-            conf.display(),
-            cert_path.display(),
-            facts.serial,
-            facts.not_after_rfc3339()
-        );
-        let _ = writeln!(
-            y,
-            "domains: [{}]",
-            domains.iter().map(q).collect::<Vec<_>>().join(", ")
-        );
-        let _ = writeln!(y, "account: {}", q(&account_name));
-        let _ = writeln!(y, "key: {key_yaml}");
-        let _ = writeln!(y, "dns: {}", q(&dns_name));
-        let live = state_dir.join("live").join(&name);
-        let _ = writeln!(
-            y,
-            "# Servers that read {}/{{fullchain,privkey}}.pem: point them at {}/ or add a `deploy:` entry.",
-            Path::new(c.get("", "fullchain").unwrap_or(""))
-                .parent()
-                .unwrap_or(Path::new(""))
-                .display(),
-            live.display()
-        );
-        match rp("installer") {
-            Some("nginx") => y.push_str("reload:\n  - nginx: {}\n"),
-            Some("apache") => y.push_str("reload:\n  - apache: {}\n"),
-            Some(other) => p.not_converted.push(format!(
-                "{what}: installer `{other}`: renewd does not edit server configurations; add a `reload:` entry"
-            )),
-            None => {}
-        }
-        let mut spec_hooks: Vec<String> = hooks.iter().map(|h| format!("  - {}\n", q(h))).collect();
-        if let Some(cmd) = rp("renew_hook") {
-            // certbot runs it with a shell; renewd runs argv without one, so the shell is explicit.
-            spec_hooks.push(format!("  - [\"/bin/sh\", \"-c\", {}]\n", q(cmd)));
-        }
-        if !spec_hooks.is_empty() {
-            y.push_str(
-                "# certbot deploy hooks: RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
-            );
-            for h in spec_hooks {
-                y.push_str(&h);
-            }
-        }
-        for (k, why) in [
-            (
-                "pre_hook",
-                "renewd has no pre-hooks (dns-01 needs no port freed)",
-            ),
-            (
-                "post_hook",
-                "renewd has no post-hooks; use `hooks:` (after each renewal) or `reload:`",
-            ),
-            ("preferred_chain", "renewd takes the CA's default chain"),
-            ("must_staple", "renewd does not request OCSP must-staple"),
-        ] {
-            if let Some(v) = rp(k) {
-                if k != "must_staple" || v.eq_ignore_ascii_case("true") {
-                    p.not_converted.push(format!("{what}: `{k} = {v}`: {why}"));
-                }
-            }
-        }
-        if rp("reuse_key").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            p.not_converted.push(format!(
-                "{what}: `reuse_key = True`: renewd generates a new key for every certificate"
-            ));
-        }
-        if specs.iter().any(|(n, _)| *n == name) {
-            p.not_converted
-                .push(format!("{what}: a second certificate named `{name}`"));
-            continue;
-        }
-        p.installs.push(Install {
-            name: name.clone(),
-            version: state::version_name(
-                facts
-                    .not_before
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
-                &facts.serial,
-            ),
-            serial: facts.serial.clone(),
-            not_after: facts.not_after,
-            source: cert_path,
-            files,
-        });
-        specs.push((name, y));
-    }
-
-    if specs.is_empty() {
-        return Ok(p);
-    }
-
-    // Global file.
-    let mut g = format!(
-        "# Written by `renewd import certbot {}`.\nstate_dir: {}\naccounts:\n",
-        cb.display(),
-        qp(&state_dir)
-    );
-    for a in &accounts {
-        let _ = writeln!(g, "  {}:\n    directory: {}", a.name, q(&a.directory));
-        if !a.contact.is_empty() {
-            let _ = writeln!(
-                g,
-                "    contact: [{}]",
-                a.contact.iter().map(q).collect::<Vec<_>>().join(", ")
+        } else {
+            p.notes.push(
+                "certbot stores neither the EAB key id nor the HMAC key: if your CA requires External Account Binding \
+                 (SECOM, ZeroSSL, ...), import again with `--eab-kid KID`, or add `eab: { kid: KID, hmac_key_file: FILE }` \
+                 to the account"
+                    .into(),
             );
         }
-        if let Some(kid) = &opts.eab_kid {
-            let f = secrets.join(format!("{}.eab", a.name));
-            let _ = writeln!(
-                g,
-                "    eab: {{ kid: {}, hmac_key_file: {} }}",
-                q(kid),
-                qp(&f)
-            );
-            p.todo.push(format!(
-                "certbot does not store the EAB HMAC key: put the key your CA gave you (base64url, one line) into {} \
-                 and `chmod 600` it; renewd registers a new account with it on its first renewal",
-                f.display()
+        if let Some(t) = &self.trust {
+            p.notes.push(format!(
+                "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from REQUESTS_CA_BUNDLE or --trust)",
+                t.display()
             ));
         }
-        if let Some(t) = &trust {
-            let _ = writeln!(g, "    trust: {}", qp(t));
+        if !self.propagation_seen.is_empty() {
+            let mut seen = self.propagation_seen.clone();
+            seen.sort();
+            seen.dedup();
+            p.notes.push(format!(
+                "dns_rfc2136_propagation_seconds ({}): dropped; renewd waits until every authoritative server serves \
+                 the TXT record (at most `propagation.timeout`, default 5m) instead of sleeping",
+                seen.join(", ")
+            ));
         }
     }
-    if opts.eab_kid.is_none() {
-        p.notes.push(
-            "certbot stores neither the EAB key id nor the HMAC key: if your CA requires External Account Binding \
-             (SECOM, ZeroSSL, ...), import again with `--eab-kid KID`, or add `eab: { kid: KID, hmac_key_file: FILE }` \
-             to the account"
-                .into(),
-        );
-    }
-    if let Some(t) = &trust {
-        p.notes.push(format!(
-            "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from REQUESTS_CA_BUNDLE or --trust)",
-            t.display()
-        ));
-    }
-    g.push_str("dns_servers:\n");
-    for d in &dns {
-        let key_file = secrets.join(format!("{}.key", d.name));
-        let _ = writeln!(
-            g,
-            "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: 60",
-            d.name,
-            q(&d.address),
-            qp(&key_file)
-        );
-        p.files.push(PlannedFile {
-            path: key_file,
-            mode: 0o600,
-            contents: format!(
-                "key \"{}\" {{\n\talgorithm {};\n\tsecret \"{}\";\n}};\n",
-                d.key_name, d.algorithm, d.secret
-            ),
-            secret: true,
-            summary: format!(
-                "BIND key \"{}\" ({}), secret from {}",
-                d.key_name,
-                d.algorithm,
-                d.ini.display()
-            ),
-        });
-    }
-    if !propagation_seen.is_empty() {
-        propagation_seen.sort();
-        propagation_seen.dedup();
-        p.notes.push(format!(
-            "dns_rfc2136_propagation_seconds ({}): dropped; renewd waits until every authoritative server serves \
-             the TXT record (at most `propagation.timeout`, default 5m) instead of sleeping",
-            propagation_seen.join(", ")
-        ));
-    }
-    p.files.insert(
-        0,
-        PlannedFile {
-            path: opts.config.clone(),
-            mode: 0o644,
-            contents: g,
-            secret: false,
-            summary: String::new(),
-        },
-    );
-    for (name, y) in specs {
-        p.files.push(PlannedFile {
-            path: certs_d.join(format!("{name}.yaml")),
-            mode: 0o644,
-            contents: y,
-            secret: false,
-            summary: String::new(),
-        });
-    }
-    Ok(p)
 }
 
 /// Executable files of `renewal-hooks/deploy/`, sorted (certbot's order).
@@ -616,7 +783,7 @@ fn deploy_hooks(cb: &Path, p: &mut Plan) -> Result<Vec<String>, ImportError> {
     let mut v: Vec<PathBuf> = match fs::read_dir(&dir) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ImportError::Read { path: dir, source }),
+        Err(source) => return Err(ImportError::ReadDir { path: dir, source }),
     };
     v.sort();
     let mut out = Vec::new();
@@ -638,8 +805,14 @@ fn deploy_hooks(cb: &Path, p: &mut Plan) -> Result<Vec<String>, ImportError> {
 
 /// The `dns_servers` entry for a credentials ini (one per distinct server + key); its name.
 fn dns_entry(ini: &Path, dns: &mut Vec<DnsEntry>) -> Result<String, String> {
-    let text = fs::read_to_string(ini)
-        .map_err(|e| format!("cannot read the credentials file {}: {e}", ini.display()))?;
+    let text = fsread::read_text_capped(ini, TEXT_MAX).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read the credentials file {}: {e}", ini.display()),
+        other => format!(
+            "the credentials file {} {other}: `dns_rfc2136_credentials` names certbot's rfc2136.ini, \
+             a few `dns_rfc2136_*` lines",
+            ini.display()
+        ),
+    })?;
     let c = ConfigObj::parse(&text);
     let get = |k: &str| {
         c.get("", k)
@@ -650,24 +823,11 @@ fn dns_entry(ini: &Path, dns: &mut Vec<DnsEntry>) -> Result<String, String> {
     let key_name = get("dns_rfc2136_name")?.trim_end_matches('.').to_string();
     let secret = get("dns_rfc2136_secret")?.to_string();
     // certbot's default algorithm is HMAC-MD5.
-    let alg_in = c.get("", "dns_rfc2136_algorithm").unwrap_or("HMAC-MD5");
-    let algorithm = match alg_in
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "hmac-sha256" => "hmac-sha256",
-        "hmac-sha384" => "hmac-sha384",
-        "hmac-sha512" => "hmac-sha512",
-        other => {
-            return Err(format!(
-                "{}: TSIG algorithm {other} is not supported (renewd signs with hmac-sha256/384/512): \
-                 make a new key with `tsig-keygen -a hmac-sha256 {key_name}`, grant it in the zone's update-policy, \
-                 and import again",
-                ini.display()
-            ))
-        }
-    };
+    let algorithm = tsig_algorithm(
+        c.get("", "dns_rfc2136_algorithm").unwrap_or("HMAC-MD5"),
+        ini,
+        &key_name,
+    )?;
     if crate::config::parse_tsig_keys(
         ini,
         &format!("key \"{key_name}\" {{ algorithm {algorithm}; secret \"{secret}\"; }};"),
@@ -719,6 +879,21 @@ fn dns_entry(ini: &Path, dns: &mut Vec<DnsEntry>) -> Result<String, String> {
     let name = entry.name.clone();
     dns.push(entry);
     Ok(name)
+}
+
+/// renewd's name of certbot's `dns_rfc2136_algorithm`, if renewd signs with it.
+fn tsig_algorithm(alg: &str, ini: &Path, key_name: &str) -> Result<&'static str, String> {
+    match alg.trim_end_matches('.').to_ascii_lowercase().as_str() {
+        "hmac-sha256" => Ok("hmac-sha256"),
+        "hmac-sha384" => Ok("hmac-sha384"),
+        "hmac-sha512" => Ok("hmac-sha512"),
+        other => Err(format!(
+            "{}: TSIG algorithm {other} is not supported (renewd signs with hmac-sha256/384/512): \
+             make a new key with `tsig-keygen -a hmac-sha256 {key_name}`, grant it in the zone's update-policy, \
+             and import again",
+            ini.display()
+        )),
+    }
 }
 
 /// `key:` of a spec from `key_type` / `rsa_key_size` / `elliptic_curve`.
@@ -779,50 +954,17 @@ fn account_entry(
     if accounts.iter().any(|a| a.name == name) {
         name = format!("{name}-{}", accounts.len() + 1);
     }
-    // certbot keeps accounts under accounts/<host[:port]><path>/<id>/. Since certbot 0.x regr.json has an
-    // empty body (no contact); meta.json's register_to_eff holds the address when it was shared with EFF.
-    let mut contact = Vec::new();
-    let mut key_kind = None;
-    if let Some(id) = account_id {
-        let adir = cb
-            .join("accounts")
-            .join(rest.trim_end_matches('/'))
-            .join(id);
-        let json = |f: &str| -> Option<serde_json::Value> {
-            serde_json::from_slice(&fs::read(adir.join(f)).ok()?).ok()
-        };
-        if let Some(regr) = json("regr.json") {
-            if let Some(list) = regr["body"]["contact"].as_array() {
-                contact = list
-                    .iter()
-                    .filter_map(|c| c.as_str())
-                    .filter(|c| c.starts_with("mailto:"))
-                    .map(str::to_string)
-                    .collect();
-            }
-        } else {
-            p.notes.push(format!(
-                "certbot account {id}: no readable {}",
-                adir.join("regr.json").display()
-            ));
+    // certbot keeps accounts under accounts/<host[:port]><path>/<id>/.
+    let (contact, key_kind) = match account_id {
+        Some(id) => {
+            let adir = cb
+                .join("accounts")
+                .join(rest.trim_end_matches('/'))
+                .join(id);
+            certbot_account(&adir, id, p)
         }
-        if contact.is_empty() {
-            if let Some(mail) = json("meta.json")
-                .and_then(|m| m["register_to_eff"].as_str().map(str::to_string))
-                .filter(|m| m.contains('@'))
-            {
-                contact.push(format!("mailto:{mail}"));
-            }
-        }
-        // Only the key type is looked at, never the key.
-        key_kind = json("private_key.json").and_then(|k| {
-            let kty = k["kty"].as_str()?.to_string();
-            Some(match k["crv"].as_str() {
-                Some(crv) => format!("{kty} {crv}"),
-                None => kty,
-            })
-        });
-    }
+        None => (Vec::new(), None),
+    };
     if contact.is_empty() {
         p.todo.push(format!(
             "certbot does not keep the account's e-mail address locally: add `contact: [\"mailto:you@example.org\"]` \
@@ -842,6 +984,47 @@ fn account_entry(
         contact,
     });
     name
+}
+
+/// The contact addresses and the key type ("EC P-256") of certbot's account in `adir`. Since certbot
+/// 0.x regr.json has an empty body (no contact); meta.json's register_to_eff holds the address when it
+/// was shared with EFF. Only the key type is looked at, never the key.
+fn certbot_account(adir: &Path, id: &str, p: &mut Plan) -> (Vec<String>, Option<String>) {
+    let json = |f: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(&fsread::read_capped(&adir.join(f), SECRET_MAX).ok()?).ok()
+    };
+    let mut contact = Vec::new();
+    if let Some(regr) = json("regr.json") {
+        if let Some(list) = regr["body"]["contact"].as_array() {
+            contact = list
+                .iter()
+                .filter_map(|c| c.as_str())
+                .filter(|c| c.starts_with("mailto:"))
+                .map(str::to_string)
+                .collect();
+        }
+    } else {
+        p.notes.push(format!(
+            "certbot account {id}: no readable {}",
+            adir.join("regr.json").display()
+        ));
+    }
+    if contact.is_empty() {
+        if let Some(mail) = json("meta.json")
+            .and_then(|m| m["register_to_eff"].as_str().map(str::to_string))
+            .filter(|m| m.contains('@'))
+        {
+            contact.push(format!("mailto:{mail}"));
+        }
+    }
+    let key_kind = json("private_key.json").and_then(|k| {
+        let kty = k["kty"].as_str()?.to_string();
+        Some(match k["crv"].as_str() {
+            Some(crv) => format!("{kty} {crv}"),
+            None => kty,
+        })
+    });
+    (contact, key_kind)
 }
 
 /// `CN=...` of an RFC 4514-ish subject string.
@@ -926,51 +1109,13 @@ impl Plan {
         s
     }
 
-    /// Write every file (refusing if any exists) and install the certificates. Returns one line per
-    /// thing done.
+    /// Write every file and install the certificates. Refuses, with nothing written, when a file or live
+    /// certificate it would create already exists, or when the loader rejects the configuration it would
+    /// write. Returns one line per thing done.
     pub fn write(&self) -> Result<Vec<String>, ImportError> {
-        let existing: Vec<PathBuf> = self
-            .files
-            .iter()
-            .map(|f| f.path.clone())
-            .chain(
-                self.installs
-                    .iter()
-                    .map(|i| self.state_dir.join("live").join(&i.name)),
-            )
-            .filter(|p| fs::symlink_metadata(p).is_ok())
-            .collect();
-        if !existing.is_empty() {
-            return Err(ImportError::Exists(existing));
-        }
-        let mut done = Vec::new();
-        for f in &self.files {
-            let dir = f.path.parent().unwrap_or(Path::new("."));
-            let mkdir = if f.secret {
-                state::create_private_dir(dir)
-            } else {
-                fs::create_dir_all(dir)
-            };
-            mkdir.map_err(|source| ImportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            let err = |source| ImportError::Write {
-                path: f.path.clone(),
-                source,
-            };
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(f.mode)
-                .open(&f.path)
-                .map_err(err)?;
-            file.write_all(f.contents.as_bytes()).map_err(err)?;
-            file.sync_all().map_err(err)?;
-            // create_new honours the umask; set the mode exactly.
-            fs::set_permissions(&f.path, fs::Permissions::from_mode(f.mode)).map_err(err)?;
-            done.push(format!("wrote {}", f.path.display()));
-        }
+        self.refuse_existing()?;
+        self.check_with_loader()?;
+        let mut done = self.write_files()?;
         let st = StateDir::new(&self.state_dir);
         for i in &self.installs {
             st.install(&i.name, &i.version, &i.files)
@@ -990,11 +1135,187 @@ impl Plan {
         }
         Ok(done)
     }
+
+    /// The import only creates: any planned file or live certificate already there stops it.
+    fn refuse_existing(&self) -> Result<(), ImportError> {
+        let existing: Vec<PathBuf> = self
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(
+                self.installs
+                    .iter()
+                    .map(|i| self.state_dir.join("live").join(&i.name)),
+            )
+            .filter(|p| fs::symlink_metadata(p).is_ok())
+            .collect();
+        if existing.is_empty() {
+            Ok(())
+        } else {
+            Err(ImportError::Exists(existing))
+        }
+    }
+
+    /// Render the files into a private staging directory laid out like the target (`secrets/` and
+    /// `certs.d/` beside the global file, paths in the global file pointing there), stand in for the EAB
+    /// key files the user provides later, and load it with the loader `renewd check` uses. Its
+    /// diagnostics are reported against the target paths.
+    fn check_with_loader(&self) -> Result<(), ImportError> {
+        let (Some(conv), Some(global)) = (&self.conversion, self.files.first()) else {
+            return Ok(());
+        };
+        let stage_err = |source| ImportError::Stage { source };
+        let stage = tempfile::Builder::new()
+            .prefix("renewd-import.")
+            .tempdir()
+            .map_err(stage_err)?;
+        let staged = Layout {
+            config: stage
+                .path()
+                .join(global.path.file_name().unwrap_or("renewd.yaml".as_ref())),
+            secrets: stage.path().join("secrets"),
+            certs_d: stage.path().join("certs.d"),
+        };
+        state::create_private_dir(&staged.secrets).map_err(stage_err)?;
+        fs::create_dir(&staged.certs_d).map_err(stage_err)?;
+        for f in conv.files(&staged) {
+            state::write_atomic(&f.path, f.contents.as_bytes(), f.mode).map_err(stage_err)?;
+        }
+        if conv.eab_kid.is_some() {
+            for a in &conv.accounts {
+                // A well-formed stand-in (base64url of "placeholder"): the real key comes later.
+                state::write_atomic(&staged.eab_file(&a.name), b"cGxhY2Vob2xkZXI\n", 0o600)
+                    .map_err(stage_err)?;
+            }
+        }
+        match config::load(&staged.config) {
+            Ok(_) => Ok(()),
+            Err(errors) => {
+                let target = Layout::around(&global.path);
+                Err(ImportError::Invalid(unstage(errors, &staged, &target)))
+            }
+        }
+    }
+
+    /// Every planned file through the atomic primitive: complete temp files beside their targets first
+    /// (mode set before they are linked in), then each one placed only where nothing is.
+    fn write_files(&self) -> Result<Vec<String>, ImportError> {
+        let mut temps = Vec::new();
+        for f in &self.files {
+            let dir = f.path.parent().unwrap_or(Path::new("."));
+            let mkdir = if f.secret {
+                state::create_private_dir(dir)
+            } else {
+                fs::create_dir_all(dir)
+            };
+            let err = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| ImportError::Write {
+                    path,
+                    source,
+                    removed: Vec::new(),
+                }
+            };
+            mkdir.map_err(err(dir))?;
+            let tmp = state::write_temp(
+                &f.path,
+                f.contents.as_bytes(),
+                f.mode,
+                state::Ownership::default(),
+            )
+            .map_err(err(&f.path))?;
+            temps.push((f.path.clone(), tmp));
+        }
+        let written = place_new(temps)?;
+        Ok(written
+            .iter()
+            .map(|p| format!("wrote {}", p.display()))
+            .collect())
+    }
+}
+
+/// Link each complete temp file at its path, never over an existing file, then fsync the directories.
+/// If one cannot be placed, the files placed before it are removed again (the rest of the temp files
+/// go when dropped): the run leaves all of its files or none.
+fn place_new(temps: Vec<(PathBuf, tempfile::NamedTempFile)>) -> Result<Vec<PathBuf>, ImportError> {
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let mut failure = None;
+    for (path, tmp) in temps {
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => placed.push(path),
+            Err(e) => {
+                failure = Some((path, e.error));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        let mut dirs: Vec<&Path> = placed.iter().filter_map(|p| p.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        failure = dirs
+            .into_iter()
+            .find_map(|d| state::fsync_dir(d).err().map(|e| (d.to_path_buf(), e)));
+    }
+    let Some((path, source)) = failure else {
+        return Ok(placed);
+    };
+    let removed: Vec<PathBuf> = placed
+        .into_iter()
+        .filter(|p| fs::remove_file(p).is_ok())
+        .collect();
+    for d in removed.iter().filter_map(|p| p.parent()) {
+        let _ = state::fsync_dir(d);
+    }
+    Err(ImportError::Write {
+        path,
+        source,
+        removed,
+    })
+}
+
+/// The loader's diagnostics about the staged files, told about the files they stand for.
+fn unstage(errors: ConfigErrors, staged: &Layout, target: &Layout) -> ConfigErrors {
+    let pairs = [
+        (&staged.secrets, &target.secrets),
+        (&staged.certs_d, &target.certs_d),
+        (&staged.config, &target.config),
+    ];
+    let map_path = |p: &Path| -> PathBuf {
+        pairs
+            .iter()
+            .find_map(|(from, to)| {
+                let rest = p.strip_prefix(from).ok()?;
+                Some(if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                })
+            })
+            .unwrap_or_else(|| p.to_path_buf())
+    };
+    let map_text = |t: &str| -> String {
+        pairs.iter().fold(t.to_string(), |t, (from, to)| {
+            t.replace(&*from.to_string_lossy(), &to.to_string_lossy())
+        })
+    };
+    ConfigErrors(
+        errors
+            .0
+            .into_iter()
+            .map(|d| Diagnostic {
+                file: map_path(&d.file),
+                message: map_text(&d.message),
+                ..d
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{listing, mode};
 
     #[test]
     fn configobj_reads_sections_quotes_and_comments() {
@@ -1057,6 +1378,167 @@ mod tests {
         // The same credentials again share the entry.
         assert_eq!(dns_entry(&ini, &mut dns).unwrap(), "rfc2136");
         assert_eq!(dns.len(), 1);
+    }
+
+    const SECRET: &str = "2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=";
+
+    /// A plan as `plan` makes it for one certbot lineage, writing around `dir/renewd.yaml`.
+    fn planned(dir: &Path, spec: &str, eab_kid: Option<&str>) -> Plan {
+        let conv = Conversion {
+            certbot_dir: PathBuf::from("/etc/letsencrypt"),
+            state_dir: dir.join("state"),
+            eab_kid: eab_kid.map(str::to_string),
+            trust: None,
+            accounts: vec![AccountEntry {
+                name: "ca".into(),
+                directory: "https://acme.example.test/directory".into(),
+                contact: Vec::new(),
+            }],
+            dns: vec![DnsEntry {
+                name: "rfc2136".into(),
+                address: "192.0.2.1:53".into(),
+                key_name: "acme-update".into(),
+                algorithm: "hmac-sha256",
+                secret: SECRET.into(),
+                ini: PathBuf::from("/etc/letsencrypt/rfc2136.ini"),
+            }],
+            specs: vec![("web".into(), spec.into())],
+            propagation_seen: Vec::new(),
+        };
+        Plan {
+            files: conv.files(&Layout::around(&dir.join("renewd.yaml"))),
+            state_dir: dir.join("state"),
+            installs: Vec::new(),
+            not_converted: Vec::new(),
+            todo: Vec::new(),
+            notes: Vec::new(),
+            conversion: Some(conv),
+        }
+    }
+
+    const SPEC: &str = "domains: [\"web.example.test\"]\naccount: \"ca\"\nkey: { type: rsa, bits: 2048 }\ndns: \"rfc2136\"\n";
+
+    #[test]
+    fn write_places_every_file_with_its_mode_and_the_result_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, None);
+        assert!(!format!("{plan:?}").contains(SECRET), "secret in Debug");
+        let done = plan.write().unwrap();
+        assert_eq!(done.len(), 3, "{done:?}");
+        let (config, key, spec) = (
+            tmp.path().join("renewd.yaml"),
+            tmp.path().join("secrets/rfc2136.key"),
+            tmp.path().join("certs.d/web.yaml"),
+        );
+        assert_eq!(
+            (mode(&config), mode(&key), mode(&spec)),
+            (0o644, 0o600, 0o644)
+        );
+        assert_eq!(mode(&tmp.path().join("secrets")), 0o700);
+        assert_eq!(fs::read_to_string(&spec).unwrap(), SPEC);
+        assert_eq!(fs::read_to_string(&config).unwrap(), plan.files[0].contents);
+        assert!(fs::read_to_string(&key).unwrap().contains(SECRET));
+        // No temp file left beside them.
+        assert_eq!(listing(tmp.path()), ["certs.d", "renewd.yaml", "secrets"]);
+        assert_eq!(listing(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        assert_eq!(listing(&tmp.path().join("certs.d")), ["web.yaml"]);
+        let loaded = config::load(&config).unwrap();
+        assert_eq!(loaded.settings.dns_servers["rfc2136"].tsig_key_file, key);
+    }
+
+    #[test]
+    fn write_refuses_when_a_planned_file_exists_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, None);
+        let spec = tmp.path().join("certs.d/web.yaml");
+        fs::create_dir(tmp.path().join("certs.d")).unwrap();
+        fs::write(&spec, "mine\n").unwrap();
+        match plan.write() {
+            Err(ImportError::Exists(paths)) => assert_eq!(paths, vec![spec.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&spec).unwrap(), "mine\n");
+        assert_eq!(listing(tmp.path()), ["certs.d"]);
+    }
+
+    #[test]
+    fn write_refuses_what_the_loader_rejects_with_its_diagnostics_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(
+            tmp.path(),
+            &SPEC.replace("web.example.test", "bad_label.example.test"),
+            None,
+        );
+        let err = plan.write().unwrap_err();
+        let ImportError::Invalid(errors) = &err else {
+            panic!("{err:?}");
+        };
+        let e = errors.errors().next().unwrap();
+        // Said about the file it would have written, not the staged copy.
+        assert_eq!(e.file, tmp.path().join("certs.d/web.yaml"));
+        assert_eq!(e.line, Some(1));
+        let text = err.to_string();
+        assert!(text.contains("bad_label"), "{text}");
+        assert!(!text.contains("renewd-import."), "{text}");
+        assert!(listing(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn eab_key_files_are_stood_in_for_while_checking_and_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = planned(tmp.path(), SPEC, Some("kid-1"));
+        plan.write().unwrap();
+        assert_eq!(listing(&tmp.path().join("secrets")), ["rfc2136.key"]);
+        // As the import's to-do says: the user puts the CA's key there, then it loads.
+        let eab = tmp.path().join("secrets/ca.eab");
+        state::write_atomic(&eab, b"c2VjcmV0LWVhYi1rZXk\n", 0o600).unwrap();
+        config::load(&tmp.path().join("renewd.yaml")).unwrap();
+    }
+
+    #[test]
+    fn a_deploy_hook_path_with_a_space_is_written_so_that_the_loader_takes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = RenewalConf {
+            path: PathBuf::from("/etc/letsencrypt/renewal/web.conf"),
+            c: ConfigObj::parse("[renewalparams]\nrenew_hook = systemctl reload nginx\n"),
+            lineage: "web".into(),
+            what: "web.conf".into(),
+        };
+        let hooks = ["/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()];
+        let mut scratch = planned(tmp.path(), "", None);
+        let yaml = reload_and_hooks_yaml(&conf, &hooks, &mut scratch);
+        assert!(
+            yaml.contains("  - [\"/etc/letsencrypt/renewal-hooks/deploy/reload web.sh\"]\n"),
+            "{yaml}"
+        );
+        planned(tmp.path(), &format!("{SPEC}{yaml}"), None)
+            .write()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_placement_removes_the_files_placed_before_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let temp =
+            |p: &Path| state::write_temp(p, b"new", 0o640, state::Ownership::default()).unwrap();
+        let temps = vec![(a.clone(), temp(&a)), (b.clone(), temp(&b))];
+        // Someone creates `b` after the existence check.
+        fs::write(&b, "theirs").unwrap();
+        match place_new(temps) {
+            Err(ImportError::Write {
+                path,
+                source,
+                removed,
+            }) => {
+                assert_eq!(path, b);
+                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists);
+                assert_eq!(removed, vec![a.clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(listing(tmp.path()), ["b"]);
+        assert_eq!(fs::read_to_string(&b).unwrap(), "theirs");
     }
 
     #[test]

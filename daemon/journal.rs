@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsread::{self, SECRET_MAX};
 use crate::state::{create_private_dir, fsync_dir, write_atomic};
 
 /// One published TXT value.
@@ -113,13 +114,11 @@ impl Journal {
             if !dead {
                 continue;
             }
-            match fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-            {
-                Some(rec) => out.push((Entry { path }, rec)),
-                None => {
-                    tracing::warn!(path = %path.display(), "removing an unreadable cleanup journal record");
+            match read_record(&path) {
+                Ok(rec) => out.push((Entry { path }, rec)),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error,
+                        "removing an unreadable cleanup journal record");
                     let _ = remove_entry(&path);
                 }
             }
@@ -170,6 +169,12 @@ impl Drop for Journal {
             let _ = fs::remove_file(self.dir.join(format!("{}.lock", self.token)));
         }
     }
+}
+
+/// One record: a small regular file ([`SECRET_MAX`]) holding its JSON.
+fn read_record(path: &Path) -> Result<Record, String> {
+    let bytes = fsread::read_capped(path, SECRET_MAX).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("not a journal record: {e}"))
 }
 
 fn remove_entry(path: &Path) -> io::Result<()> {
@@ -240,5 +245,21 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(left, vec![format!("{}.lock", b.token)]);
+    }
+
+    #[test]
+    fn an_oversized_or_special_record_is_dropped_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = Journal::open(tmp.path()).unwrap();
+        // A dead process's token (no lock held) with a huge sparse record and a FIFO record.
+        let huge = tmp.path().join("1-dead.0.json");
+        File::create(&huge)
+            .unwrap()
+            .set_len(10 * SECRET_MAX)
+            .unwrap();
+        let fifo = tmp.path().join("1-dead.1.json");
+        crate::testutil::mkfifo(&fifo);
+        assert!(live.stale().unwrap().is_empty());
+        assert!(!huge.exists() && fs::symlink_metadata(&fifo).is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! - [`fsread`]: every file renewd reads: capped in size, regular files only.
 //! - [`live`]: the live certificate a plan starts from (facts, key match) and why it may be unusable.
 //! - [`certs`]: private keys, CSRs, and facts read from certificates with x509-parser.
+//! - [`fsread`]: every file renewd reads: regular files only, capped in size, never blocking on a FIFO.
 //! - [`state`]: the state directory layout and atomic file writes.
 //! - [`journal`]: the cleanup journal of published TXT values (crash safety).
 //! - [`metrics`]: Prometheus metrics (textfile and loopback listener) from the daemon's plan and attempts.
@@ -44,3 +45,5 @@ pub mod scheduler;
 pub mod state;
 pub mod status;
 pub mod systemd;
+#[cfg(test)]
+mod testutil;

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::Parser;
 use renewd::cli::{Cli, Command};
-use renewd::config::{self, Severity};
+use renewd::config;
 use renewd::renew::Engine;
 
 /// Exit status: 0 success, 1 an operation failed, 2 bad usage or invalid configuration.
@@ -72,11 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             for d in &errors.0 {
                 eprintln!("{d}");
             }
-            let n = errors
-                .0
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .count();
+            let n = errors.error_count();
             eprintln!("renewd: {n} error(s) in the configuration; nothing was done");
             return Ok(EXIT_CONFIG);
         }

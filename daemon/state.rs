@@ -19,6 +19,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::fsread;
+
 /// How many issued versions of a certificate `archive/NAME/` keeps (the live one included).
 pub const KEEP_VERSIONS: usize = 5;
 
@@ -130,7 +132,7 @@ impl StateDir {
     /// Read the live files of `name`, if there are any.
     pub fn read_live(&self, name: &str) -> io::Result<Option<CertFiles>> {
         let dir = self.live_dir(name);
-        let read = |f: &str| fs::read_to_string(dir.join(f));
+        let read = |f: &str| read_pem(&dir.join(f));
         match read(FULLCHAIN_FILE) {
             Ok(fullchain) => Ok(Some(CertFiles {
                 cert: read(CERT_FILE)?,
@@ -325,6 +327,18 @@ impl StateDir {
         }
         Ok(())
     }
+}
+
+/// One PEM file of a live set (a regular file of at most [`fsread::TEXT_MAX`] bytes). NotFound stays
+/// NotFound; anything else found there is InvalidData, with the path in the message.
+fn read_pem(path: &Path) -> io::Result<String> {
+    fsread::read_text_capped(path, fsread::TEXT_MAX).map_err(|e| match e {
+        fsread::ReadError::Io(e) => e,
+        other => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {other}", path.display()),
+        ),
+    })
 }
 
 /// A version directory name: UTC time of issue plus the serial, so names sort by time and are unique.
@@ -568,6 +582,26 @@ mod tests {
         assert_eq!(key_mode & 0o777, 0o600);
         let root_mode = fs::metadata(tmp.path().join("archive")).unwrap().mode();
         assert_eq!(root_mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn read_live_refuses_a_fifo_or_device_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::new(tmp.path());
+        st.install("web", &version_name(1_700_000_000, "0a"), &files("one"))
+            .unwrap();
+        let chain = st.live_dir("web").join(CHAIN_FILE);
+        fs::remove_file(&chain).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &chain).unwrap();
+        let e = st.read_live("web").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .ends_with("chain.pem: is a character device, not a regular file"),
+            "{e}"
+        );
+        // No live set at all is still "none", not an error.
+        assert!(st.read_live("other").unwrap().is_none());
     }
 
     #[test]

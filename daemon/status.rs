@@ -1,12 +1,15 @@
 //! `renewd status`: one row per certificate, from the configuration, the live certificates, and the
 //! daemon's `status.json` (failure history, last error). Works whether or not the daemon runs.
 
+use std::io;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::daemon::StatusFile;
+use crate::fsread::{self, STATUS_MAX};
 use crate::renew::read_live;
 use crate::scheduler::{self, CertInput, History};
 use crate::state::StateDir;
@@ -48,13 +51,27 @@ pub struct Report {
     pub certificates: Vec<Row>,
 }
 
+/// The daemon's `status.json` (a regular file of at most [`STATUS_MAX`] bytes); empty when there is
+/// none yet, or (with a warning) when it cannot be used.
+fn read_status_file(path: &Path) -> StatusFile {
+    let parsed = fsread::read_capped(path, STATUS_MAX)
+        .map_err(|e| (e.io_kind(), e.to_string()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| (None, e.to_string())));
+    match parsed {
+        Ok(file) => file,
+        Err((Some(io::ErrorKind::NotFound), _)) => StatusFile::default(),
+        Err((_, error)) => {
+            tracing::warn!(path = %path.display(), %error,
+                "ignoring the daemon's status file: no failure history shown");
+            StatusFile::default()
+        }
+    }
+}
+
 /// Build the report, rows sorted by time left (no certificate first).
 pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
     let state = StateDir::new(&settings.state_dir);
-    let file: StatusFile = std::fs::read(state.status_file())
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let file = read_status_file(&state.status_file());
     let mut rows: Vec<Row> = settings
         .certs
         .values()

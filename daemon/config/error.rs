@@ -3,6 +3,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// At most this many diagnostics are shown per file; one line sums up the rest. A file with thousands of
+/// unknown keys is one mistake (a wrong file, a bad paste), and its first errors say which.
+pub(crate) const MAX_DIAGS_PER_FILE: usize = 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Error,
@@ -30,6 +34,9 @@ pub struct Diagnostic {
     pub col: Option<usize>,
     pub severity: Severity,
     pub message: String,
+    /// For the line that stands for the errors left out of a file with too many (see
+    /// [`Diagnostic::summary`]): how many errors it stands for. 0 for every other diagnostic.
+    pub omitted: usize,
 }
 
 impl Diagnostic {
@@ -48,7 +55,31 @@ impl Diagnostic {
             col: pos.map(|p| p.col),
             severity,
             message: message.into(),
+            omitted: 0,
         }
+    }
+
+    /// The one line that replaces the diagnostics of `file` beyond the first few: "… and N more errors
+    /// in this file". An error when any error was left out, else a warning.
+    pub(crate) fn summary(file: &Path, errors: usize, warnings: usize) -> Self {
+        let plural =
+            |n: usize, what: &str| format!("{n} more {what}{}", if n == 1 { "" } else { "s" });
+        let (severity, what) = match (errors, warnings) {
+            (0, w) => (Severity::Warning, plural(w, "warning")),
+            (e, 0) => (Severity::Error, plural(e, "error")),
+            (e, w) => (
+                Severity::Error,
+                format!("{} and {}", plural(e, "error"), plural(w, "warning")),
+            ),
+        };
+        let mut d = Self::new(
+            severity,
+            file,
+            None,
+            format!("… and {what} in this file (fix the ones above first)"),
+        );
+        d.omitted = errors;
+        d
     }
 
     pub fn is_error(&self) -> bool {
@@ -78,6 +109,11 @@ impl ConfigErrors {
     /// Only the errors (not the warnings that came with them).
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter().filter(|d| d.is_error())
+    }
+
+    /// How many errors were found, those left out of the list (files with too many) included.
+    pub fn error_count(&self) -> usize {
+        self.errors().map(|d| d.omitted.max(1)).sum()
     }
 }
 

@@ -9,6 +9,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 use super::error::{Diags, Pos};
+use crate::fsread::{self, ReadError, SECRET_MAX, TEXT_MAX};
 
 const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
@@ -34,39 +35,77 @@ pub(crate) fn io_advice(e: &io::Error, path: &Path, what: &str) -> String {
     }
 }
 
-/// Read a secret file named by the config at `at`; warn if group or others may read or write it.
+/// Why `path` could not be read: the I/O advice, or what was found instead of a small regular file
+/// followed by what such a file should be.
+pub(crate) fn read_advice(e: &ReadError, path: &Path, kind: FileKind) -> String {
+    match e {
+        ReadError::Io(io) => io_advice(io, path, kind.what()),
+        _ => format!("{} {} {e}: {}", kind.what(), path.display(), kind.about()),
+    }
+}
+
+/// The files renewd's configuration consists of or points at, for messages about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Global,
+    Spec,
+    TsigKey,
+    EabKey,
+    Trust,
+}
+
+impl FileKind {
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            FileKind::Global => "configuration file",
+            FileKind::Spec => "spec file",
+            FileKind::TsigKey => "TSIG key file",
+            FileKind::EabKey => "EAB HMAC key file",
+            FileKind::Trust => "trust file",
+        }
+    }
+
+    /// What such a file is, for a message about finding something else.
+    pub(crate) fn about(self) -> &'static str {
+        match self {
+            FileKind::Global => {
+                "renewd.yaml is a short YAML file (accounts, DNS servers, defaults)"
+            }
+            FileKind::Spec => "a spec is a few lines of YAML about one certificate",
+            FileKind::TsigKey => "a TSIG key file is a small text file as `tsig-keygen` writes it",
+            FileKind::EabKey => {
+                "an EAB HMAC key file is one line of text: the base64url key the CA gave you"
+            }
+            FileKind::Trust => {
+                "`trust:` names a PEM file holding the root certificate(s) of the ACME server's TLS"
+            }
+        }
+    }
+}
+
+/// Read a secret file named by the config at `at` (a regular file of at most [`SECRET_MAX`] bytes);
+/// warn if group or others may read or write it.
 pub(crate) fn read_secret(
     d: &mut Diags,
     at: Pos,
     key: &str,
     path: &Path,
-    what: &str,
+    kind: FileKind,
 ) -> Option<String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    match fsread::read_text_capped(path, SECRET_MAX) {
+        Ok(text) => {
+            check_private(d, at, key, path);
+            Some(text)
+        }
         Err(e) => {
-            let mut msg = format!("`{key}`: {}", io_advice(&e, path, what));
-            if e.kind() == io::ErrorKind::NotFound && what.contains("TSIG") {
+            let mut msg = format!("`{key}`: {}", read_advice(&e, path, kind));
+            if e.io_kind() == Some(io::ErrorKind::NotFound) && kind == FileKind::TsigKey {
                 msg.push_str(&format!(
                     " with `tsig-keygen -a hmac-sha256 NAME > {}` (and give the same key to the DNS server)",
                     path.display()
                 ));
             }
             d.err(at, msg);
-            return None;
-        }
-    };
-    check_private(d, at, key, path);
-    match String::from_utf8(bytes) {
-        Ok(s) => Some(s),
-        Err(_) => {
-            d.err(
-                at,
-                format!(
-                    "`{key}`: {what} {} is not a text file (not UTF-8)",
-                    path.display()
-                ),
-            );
             None
         }
     }
@@ -128,7 +167,8 @@ pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {
 pub(crate) fn check_trust(path: &Path) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
-    let bytes = std::fs::read(path).map_err(|e| io_advice(&e, path, "trust file"))?;
+    let bytes =
+        fsread::read_capped(path, TEXT_MAX).map_err(|e| read_advice(&e, path, FileKind::Trust))?;
     let mut n = 0usize;
     for item in CertificateDer::pem_slice_iter(&bytes) {
         match item {

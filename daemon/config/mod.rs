@@ -17,14 +17,16 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigErrors, Diagnostic, Pos, Severity};
 pub use settings::*;
 pub use tsig_key::{parse_tsig_key_file, parse_tsig_key_file_named, parse_tsig_keys};
 
-use error::Diags;
+use crate::fsread::{self, ReadError};
+use error::{Diags, MAX_DIAGS_PER_FILE};
+use files::FileKind;
 use validate::{PartialSpec, SpecContext};
 
 /// A valid configuration, and the warnings found on the way (e.g. a secret file readable by others).
@@ -151,7 +153,7 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
     let accounts: BTreeSet<String> = s.accounts.keys().cloned().collect();
     let dns: BTreeSet<String> = s.dns_servers.keys().cloned().collect();
     let mut defaults = PartialSpec::default();
-    if let Some(text) = read_text(&mut out, &s.config_path, "configuration file") {
+    if let Some(text) = read_text(&mut out, &s.config_path, FileKind::Global) {
         match raw::parse(&s.config_path, &text) {
             Ok(root) => {
                 if let raw::Kind::Map(entries) = &root.kind {
@@ -249,21 +251,39 @@ pub fn spec_files(certs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- internals
 
-/// Order diagnostics by file (in the order files were first mentioned), then by position.
-fn sort_diags(out: &mut [Diagnostic]) {
-    let mut order: Vec<PathBuf> = Vec::new();
+/// Order diagnostics by file (in the order files were first mentioned), then by position, and keep at
+/// most [`MAX_DIAGS_PER_FILE`] of each file, followed by one [`Diagnostic::summary`] line for the rest.
+fn sort_diags(out: &mut Vec<Diagnostic>) {
+    let mut order: HashMap<PathBuf, usize> = HashMap::new();
     for d in out.iter() {
-        if !order.contains(&d.file) {
-            order.push(d.file.clone());
+        let next = order.len();
+        order.entry(d.file.clone()).or_insert(next);
+    }
+    // Stable: diagnostics at one position keep the order they were found in.
+    out.sort_by_cached_key(|d| (order[&d.file], d.line.unwrap_or(0), d.col.unwrap_or(0)));
+    let all = std::mem::take(out);
+    let mut shown = 0;
+    let (mut errors, mut warnings) = (0, 0);
+    let mut iter = all.into_iter().peekable();
+    while let Some(d) = iter.next() {
+        let last_of_file = iter.peek().is_none_or(|n| n.file != d.file);
+        let file = last_of_file.then(|| d.file.clone());
+        if shown < MAX_DIAGS_PER_FILE {
+            shown += 1;
+            out.push(d);
+        } else if d.is_error() {
+            errors += 1;
+        } else {
+            warnings += 1;
+        }
+        if let Some(file) = file {
+            if errors + warnings > 0 {
+                out.push(Diagnostic::summary(&file, errors, warnings));
+            }
+            shown = 0;
+            (errors, warnings) = (0, 0);
         }
     }
-    out.sort_by_key(|d| {
-        (
-            order.iter().position(|f| *f == d.file),
-            d.line.unwrap_or(0),
-            d.col.unwrap_or(0),
-        )
-    });
 }
 
 fn finish(mut out: Vec<Diagnostic>, spec: Option<CertSpec>) -> Result<CertSpec, ConfigErrors> {
@@ -281,11 +301,15 @@ fn check_against_others(
     domains: &[(String, Pos)],
     others: &BTreeMap<String, CertSpec>,
 ) {
+    // domain → the first other spec that has it (one pass over the others, not one per domain).
+    let mut owners: HashMap<&str, &CertSpec> = HashMap::new();
+    for o in others.values().filter(|o| o.name != spec.name) {
+        for dom in &o.domains {
+            owners.entry(dom.as_str()).or_insert(o);
+        }
+    }
     for (dom, pos) in domains {
-        if let Some(other) = others
-            .values()
-            .find(|o| o.name != spec.name && o.domains.contains(dom))
-        {
+        if let Some(other) = owners.get(dom.as_str()) {
             out.push(Diagnostic::error(
                 path,
                 Some(*pos),
@@ -305,31 +329,20 @@ fn base_dir(config_path: &Path) -> PathBuf {
     abs.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn read_text(out: &mut Vec<Diagnostic>, path: &Path, what: &str) -> Option<String> {
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                out.push(Diagnostic::error(
-                    path,
-                    None,
-                    format!(
-                        "the {what} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                        e.utf8_error().valid_up_to()
-                    ),
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            out.push(Diagnostic::error(
-                path,
-                None,
-                format!("cannot read the {what}: {e}"),
-            ));
-            None
-        }
-    }
+/// The text of a configuration file (a regular file of at most [`fsread::TEXT_MAX`] bytes, UTF-8).
+fn read_text(out: &mut Vec<Diagnostic>, path: &Path, kind: FileKind) -> Option<String> {
+    let what = kind.what();
+    let (pos, message) = match fsread::read_text_capped(path, fsread::TEXT_MAX) {
+        Ok(s) => return Some(s),
+        Err(ReadError::Io(e)) => (None, format!("cannot read the {what}: {e}")),
+        Err(ReadError::NotUtf8 { line, col }) => (
+            Some(Pos { line, col }),
+            format!("the {what} is not UTF-8 text (an invalid byte here); save it as UTF-8"),
+        ),
+        Err(e) => (None, format!("the {what} {e}: {}", kind.about())),
+    };
+    out.push(Diagnostic::error(path, pos, message));
+    None
 }
 
 /// Global settings plus where `certs_dir` was set; `None` when the file could not be read or parsed.
@@ -337,7 +350,7 @@ fn load_global_into(
     out: &mut Vec<Diagnostic>,
     config_path: &Path,
 ) -> Option<(Global, Option<Pos>)> {
-    let text = read_text(out, config_path, "configuration file")?;
+    let text = read_text(out, config_path, FileKind::Global)?;
     let root = match raw::parse(config_path, &text) {
         Ok(r) => r,
         Err(e) => {
@@ -459,7 +472,7 @@ fn load_one_spec(
             ),
         ));
     }
-    let Some(text) = read_text(out, path, "spec file") else {
+    let Some(text) = read_text(out, path, FileKind::Spec) else {
         return (None, Vec::new());
     };
     let root = match raw::parse(path, &text) {

@@ -212,30 +212,41 @@ pub(crate) fn parse_metrics_listen(input: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Levenshtein distance (small strings: config keys).
+/// Levenshtein distance (small strings: config keys). Two rows, allocated once.
 pub(crate) fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
+            let sub = prev[j] + usize::from(ca != *cb);
             cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
         }
-        prev = cur;
+        std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
 }
 
 /// The closest candidate, if it is close enough to be a plausible typo.
+///
+/// Cheap for any input: a candidate whose length differs by more than the allowed distance cannot be
+/// close enough (the distance is at least the difference in length), so a long word is never compared.
 pub(crate) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let w = word.to_ascii_lowercase().replace('-', "_");
+    let wlen = w.chars().count();
     candidates
         .iter()
-        .map(|c| (distance(&w, c), *c))
-        .filter(|(d, c)| {
-            *d <= (c.len().max(w.len()) / 3).max(1) || c.starts_with(&w) && w.len() >= 3
+        .filter_map(|c| {
+            let allowed = (c.len().max(wlen) / 3).max(1);
+            if c.starts_with(&w) && wlen >= 3 {
+                return Some((c.len() - w.len(), *c));
+            }
+            if c.len().abs_diff(wlen) > allowed {
+                return None;
+            }
+            let d = distance(&w, c);
+            (d <= allowed).then_some((d, *c))
         })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

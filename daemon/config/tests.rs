@@ -848,3 +848,110 @@ fn metrics_listen_refuses_non_loopback_addresses_with_file_line_col() {
     assert!(s.contains("`metrics_listen`: `0.0.0.0:9469`"), "{s}");
     assert!(s.contains("127.0.0.1 or [::1] only"), "{s}");
 }
+
+#[test]
+fn files_that_are_not_small_regular_files_are_refused_with_what_was_found() {
+    let fx = valid();
+    // TSIG key file → a character device: the config line, the key, the path and what it is.
+    fs::write(
+        fx.config(),
+        GLOBAL.replace("secrets/acme-update.key", "/dev/zero"),
+    )
+    .unwrap();
+    let (e, s) = fx.one_error();
+    assert_eq!((e.file.clone(), e.line), (fx.config(), Some(13)));
+    assert!(s.contains("`dns_servers.acme-master.tsig_key_file`"), "{s}");
+    assert!(
+        s.contains("/dev/zero is a character device, not a regular file"),
+        "{s}"
+    );
+    assert!(s.contains("as `tsig-keygen` writes it"), "{s}");
+
+    // EAB key file → a directory.
+    fs::write(fx.config(), GLOBAL.replace("secrets/ca.eab", "secrets")).unwrap();
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(7));
+    assert!(s.contains("`accounts.secom.eab.hmac_key_file`"), "{s}");
+    assert!(s.contains("is a directory, not a regular file"), "{s}");
+
+    // A TSIG key file larger than a secret may be.
+    let big = fx.secret("secrets/big.key", &" ".repeat(70_000));
+    fs::write(
+        fx.config(),
+        GLOBAL.replace("secrets/acme-update.key", "secrets/big.key"),
+    )
+    .unwrap();
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains(&format!(
+            "{} is 70000 bytes, more than the 65536",
+            big.display()
+        )),
+        "{s}"
+    );
+
+    // A spec that is too large is refused before it is parsed.
+    fs::write(fx.config(), GLOBAL).unwrap();
+    let spec = fx.spec("huge", &"# padding\n".repeat(110_000));
+    let (e, s) = fx.one_error();
+    assert_eq!((e.file, e.line), (spec, None));
+    assert!(
+        s.contains("the spec file is 1100000 bytes, more than the 1048576"),
+        "{s}"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_line_and_column() {
+    let fx = valid();
+    let p = fx.path("certs.d/latin1.yaml");
+    fs::write(&p, b"domains: [a.example.org]\n# caf\xe9\n").unwrap();
+    let (e, s) = fx.one_error();
+    assert_eq!((e.file, e.line, e.col), (p, Some(2), Some(6)));
+    assert!(s.contains("not UTF-8 text"), "{s}");
+}
+
+#[test]
+fn diagnostics_are_capped_per_file_with_a_summary_line() {
+    let fx = valid();
+    let mut text = String::from("domains: [a.example.org]\n");
+    for i in 0..1000 {
+        text.push_str(&format!("k{i:04}: 1\n"));
+    }
+    let spec = fx.spec("many", &text);
+    fx.spec("two", "domian: [b.example.org]\nkye: {}\n");
+    let errors = fx.load().unwrap_err();
+    let of = |f: &Path| errors.0.iter().filter(|d| d.file == f).collect::<Vec<_>>();
+    let many = of(&spec);
+    assert_eq!(many.len(), MAX_DIAGS_PER_FILE + 1);
+    assert_eq!(many[0].line, Some(2));
+    assert!(many[0].message.contains("expected one of"), "{}", many[0]);
+    let last = many.last().unwrap().to_string();
+    assert_eq!(
+        last,
+        format!(
+            "{}: error: … and 980 more errors in this file (fix the ones above first)",
+            spec.display()
+        )
+    );
+    // Other files keep their own diagnostics, and the count covers what was left out.
+    assert_eq!(of(&fx.path("certs.d/two.yaml")).len(), 2);
+    assert_eq!(errors.error_count(), 1002);
+}
+
+#[test]
+fn a_long_domain_list_is_checked_for_duplicates_in_one_pass() {
+    let fx = valid();
+    let mut text = String::from("domains:\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("  - h{i}.example.org\n"));
+    }
+    text.push_str("  - h7.example.org\n");
+    fx.spec("long", &text);
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(30_002));
+    assert!(
+        s.contains("`h7.example.org` is listed twice (first at line 9)"),
+        "{s}"
+    );
+}

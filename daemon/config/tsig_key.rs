@@ -18,6 +18,7 @@ use base64::Engine;
 
 use super::error::{Diagnostic, Pos};
 use super::settings::{Secret, TsigAlgorithm, TsigKey};
+use crate::fsread::ReadError;
 
 /// Standard base64, padding optional (BIND writes it padded).
 const STANDARD_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
@@ -33,12 +34,16 @@ pub fn parse_tsig_key_file(path: &Path) -> Result<TsigKey, Diagnostic> {
 
 /// Read `path` and return the key called `name` (or the only key when `name` is `None`).
 pub fn parse_tsig_key_file_named(path: &Path, name: Option<&str>) -> Result<TsigKey, Diagnostic> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::fsread::read_text_capped(path, crate::fsread::SECRET_MAX).map_err(|e| {
+        let why = match e {
+            ReadError::Io(e) => format!("cannot read the TSIG key file: {e}"),
+            other => format!("the TSIG key file {other}"),
+        };
         Diagnostic::error(
             path,
             None,
             format!(
-                "cannot read the TSIG key file: {e}; create it with `tsig-keygen -a hmac-sha256 NAME > {}` \
+                "{why}; create it with `tsig-keygen -a hmac-sha256 NAME > {}` \
                  (the key the DNS server's update-policy grants) and make it readable by renewd only",
                 path.display()
             ),

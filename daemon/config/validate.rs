@@ -1,11 +1,11 @@
 //! Stage two: the raw node tree → validated settings, collecting every problem with its position.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::error::{Diags, Pos};
-use super::files;
+use super::error::{Diags, Pos, MAX_DIAGS_PER_FILE};
+use super::files::{self, FileKind};
 use super::names;
 use super::raw::{Kind, Node};
 use super::settings::*;
@@ -142,6 +142,7 @@ pub(crate) fn fields<'n>(
         return None;
     };
     let mut out = Vec::new();
+    let mut unknown = 0;
     for (k, v) in entries {
         let Some(name) = k.scalar_text() else {
             d.err(
@@ -154,8 +155,13 @@ pub(crate) fn fields<'n>(
             out.push((name, k, v));
             continue;
         }
+        unknown += 1;
         let full = sub(path, &name);
-        let msg = if let Some(h) = hint(&name) {
+        let msg = if unknown > MAX_DIAGS_PER_FILE {
+            // Never shown: at least MAX_DIAGS_PER_FILE errors of this file come before it (the
+            // unknown keys above). Counted in the summary line; no suggestion worked out.
+            format!("unknown key `{full}`")
+        } else if let Some(h) = hint(&name) {
             format!("unknown key `{full}`: {h}")
         } else if let Some(near) = names::nearest(&name, known) {
             format!("unknown key `{full}`; did you mean `{near}`?")
@@ -641,7 +647,7 @@ fn account(
                 Some(k) => {
                     let kp = sub(&ep, "hmac_key_file");
                     path_value(d, k, &kp, base).and_then(|p| {
-                        let text = files::read_secret(d, k.pos, &kp, &p, "EAB HMAC key file")?;
+                        let text = files::read_secret(d, k.pos, &kp, &p, FileKind::EabKey)?;
                         match files::decode_eab_key(&text) {
                             Ok(bytes) => Some((p, bytes)),
                             Err(e) => {
@@ -738,7 +744,7 @@ fn dns_server(
         Some(n) => {
             let kp = sub(&path, "tsig_key_file");
             path_value(d, n, &kp, base).and_then(|p| {
-                let text = files::read_secret(d, n.pos, &kp, &p, "TSIG key file")?;
+                let text = files::read_secret(d, n.pos, &kp, &p, FileKind::TsigKey)?;
                 let keys = match tsig_key::parse_tsig_keys(&p, &text) {
                     Ok(k) => k,
                     Err(diag) => {
@@ -867,10 +873,12 @@ fn domains(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Pos)>>
         return Some(Vec::new());
     }
     let mut out: Vec<(String, Pos)> = Vec::new();
+    // name → where it was first listed (a set, not a scan of `out`: the list may be long).
+    let mut seen: HashMap<String, Pos> = HashMap::new();
     for (raw, pos) in list {
         match names::normalize_domain(&raw) {
             Ok(n) => {
-                if let Some((_, first)) = out.iter().find(|(o, _)| *o == n) {
+                if let Some(first) = seen.get(&n) {
                     d.err(
                         pos,
                         format!(
@@ -879,6 +887,7 @@ fn domains(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Pos)>>
                         ),
                     );
                 } else {
+                    seen.insert(n.clone(), pos);
                     out.push((n, pos));
                 }
             }

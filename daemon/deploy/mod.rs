@@ -31,6 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::{CertSpec, DeployTarget};
+use crate::fsread;
 use crate::logging::message_id;
 use crate::reload::{self, ReloadError};
 use crate::state::{self, CertFiles, Ownership};
@@ -116,9 +117,12 @@ pub fn needs_redeploy(spec: &CertSpec, files: &CertFiles, live_dir: &Path) -> bo
         return true;
     }
     match items(&spec.deploy, files) {
-        Ok(items) => items
-            .iter()
-            .any(|it| fs::read(it.path).map_or(true, |d| d != it.data.as_bytes())),
+        // Read at most as much as would be written (a longer file differs, unread); a target that is
+        // not a regular file (a FIFO would block the daemon's loop) differs too.
+        Ok(items) => items.iter().any(|it| {
+            fsread::read_capped(it.path, it.data.len() as u64)
+                .map_or(true, |d| d != it.data.as_bytes())
+        }),
         Err(_) => true,
     }
 }
@@ -477,6 +481,7 @@ pub fn lookup_group(name: &str) -> io::Result<u32> {
 mod tests {
     use super::*;
     use crate::config::ReloadSpec;
+    use crate::testutil::{listing, mkfifo, mode};
     use std::fs::Permissions;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::time::Duration;
@@ -500,10 +505,6 @@ mod tests {
         }
     }
 
-    fn mode(p: &Path) -> u32 {
-        fs::symlink_metadata(p).unwrap().mode() & 0o7777
-    }
-
     fn spec(deploy: Vec<DeployTarget>, reload: Vec<ReloadSpec>) -> CertSpec {
         CertSpec {
             name: "web".into(),
@@ -524,16 +525,6 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             timeout: Duration::from_secs(10),
         }
-    }
-
-    /// Every file but the staged temp files and backups.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
@@ -681,6 +672,11 @@ mod tests {
             needs_redeploy(&ok, &files("newer"), &live),
             "targets differ"
         );
+        // A target replaced by a named pipe differs, and is not waited on.
+        let pem = out.join("site.pem");
+        fs::remove_file(&pem).unwrap();
+        mkfifo(&pem);
+        assert!(needs_redeploy(&ok, &files("new"), &live));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A stub resolver for discovery: asks recursive servers (RD=1), in order.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -8,6 +9,10 @@ use hickory_proto::rr::{RData, RecordType};
 use super::error::{DnsError, ServerRef};
 use super::name;
 use super::transport::{exchange, Timeouts};
+use crate::fsread;
+
+/// Where the system's recursive servers are listed (when `resolver:` is empty).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// EDNS payload we advertise (the DNS Flag Day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
@@ -32,13 +37,18 @@ impl Resolver {
             return Ok(Self::new(servers.to_vec()));
         }
         let text =
-            std::fs::read_to_string("/etc/resolv.conf").map_err(|e| DnsError::NoResolver {
-                reason: format!("cannot read /etc/resolv.conf: {e}"),
+            fsread::read_text_capped(Path::new(RESOLV_CONF), fsread::TEXT_MAX).map_err(|e| {
+                DnsError::NoResolver {
+                    reason: match e {
+                        fsread::ReadError::Io(e) => format!("cannot read {RESOLV_CONF}: {e}"),
+                        other => format!("{RESOLV_CONF} {other}"),
+                    },
+                }
             })?;
         let found = parse_resolv_conf(&text);
         if found.is_empty() {
             return Err(DnsError::NoResolver {
-                reason: "/etc/resolv.conf has no `nameserver` line".to_string(),
+                reason: format!("{RESOLV_CONF} has no `nameserver` line"),
             });
         }
         Ok(Self::new(found))

@@ -206,3 +206,58 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
         "hook saw: {ran}"
     );
 }
+
+/// `renewd import certbot` on a certbot tree made by hand (no topology), with at most 1 GB of address
+/// space: a file that is read without a cap fails with "out of memory" instead of the message asked for.
+fn import_bounded(cb: &Path, config: &Path) -> std::process::Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\""])
+        .arg(crate::support::renewd_bin())
+        .arg("--config")
+        .arg(config)
+        .args(["import", "certbot"])
+        .arg(cb);
+    output_with_timeout(&mut cmd, Duration::from_secs(60)).expect("renewd import runs")
+}
+
+#[test]
+fn import_refuses_a_credentials_file_at_dev_zero_and_a_renewal_conf_that_is_a_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cb = tmp.path().join("letsencrypt");
+    fs::create_dir_all(cb.join("renewal")).unwrap();
+    let conf = cb.join("renewal/web.example.test.conf");
+    fs::write(
+        &conf,
+        "version = 2.1.0\ncert = /nonexistent/cert.pem\n[renewalparams]\nauthenticator = dns-rfc2136\n\
+         dns_rfc2136_credentials = /dev/zero\nserver = https://acme.example.test/directory\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("renewd/renewd.yaml");
+
+    let out = import_bounded(&cb, &config);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} (certificate `web.example.test`): the credentials file /dev/zero is a character device, \
+             not a regular file",
+            conf.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("nothing could be converted"), "{text}");
+
+    fs::remove_file(&conf).unwrap();
+    crate::support::mkfifo(&conf);
+    let out = import_bounded(&cb, &config);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} is a named pipe (FIFO), not a regular file",
+            conf.display()
+        )),
+        "{text}"
+    );
+    assert!(!config.exists());
+}

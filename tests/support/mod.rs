@@ -60,6 +60,14 @@ where
     proc::output_with_timeout(&mut cmd, RENEWD_TIMEOUT).unwrap_or_else(|e| panic!("renewd: {e}"))
 }
 
+/// Make a named pipe at `path` (for tests of files that must not be waited on).
+pub fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
 /// Panics with stdout and stderr unless the command exited 0.
 #[track_caller]
 pub fn assert_success(what: &str, out: &Output) {
