@@ -51,7 +51,8 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Voluntary + involuntary context switches summed over every thread.
+/// Voluntary + involuntary context switches summed over every thread alive now (threads that ended took
+/// theirs with them: a difference across a window may undercount, never overcount).
 pub fn ctx_switches(pid: u32) -> u64 {
     fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()

@@ -57,7 +57,7 @@ fn main() {
         ready.as_secs_f64(),
         cpu0 as f64 * 1000.0 / tick,
         (cpu1 - cpu0) as f64 * 1000.0 / tick,
-        ctx1 - ctx0
+        ctx1.saturating_sub(ctx0)
     );
     // SAFETY: SIGTERM to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -68,7 +68,7 @@ fn main() {
         "{n}\t{:.3}\t{window}\t{cpu_ms:.0}\t{:.1}\t{}\t{rss_kb}\t{}\t{:.1}",
         ready.as_secs_f64(),
         cpu_ms / 10.0 / window as f64,
-        ctx1 - ctx0,
+        ctx1.saturating_sub(ctx0),
         accepted.load(Ordering::SeqCst),
         stop.as_secs_f64()
     );

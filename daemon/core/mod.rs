@@ -771,15 +771,27 @@ impl<W: Work> Scheduler<W> {
         self.side.spawn(async move { Event::Inspected(fut.await) });
     }
 
-    /// The next event of the workers or the side tasks; pending forever when there is none.
+    /// The next events of the workers and the side tasks: waits for one, then takes every other one that
+    /// is already there, so that a burst (1000 renewal-window answers at start) costs one turn of the loop,
+    /// not one each. Pending forever when nothing runs. Returns the outcome of a configuration load, if one
+    /// was among them.
     pub async fn next_event(&mut self) -> Option<Applied> {
-        tokio::select! {
+        let mut applied = tokio::select! {
             joined = self.pool.join_next() => {
                 self.on_job(joined);
                 None
             }
             Some(Ok(event)) = self.side.join_next() => self.on_event(event),
+        };
+        while let Some(joined) = self.pool.try_join_next() {
+            self.on_job(joined);
         }
+        while let Some(event) = self.side.try_join_next() {
+            if let Ok(event) = event {
+                applied = self.on_event(event).or(applied);
+            }
+        }
+        applied
     }
 
     /// Whether `renewd renew` is done with every certificate.

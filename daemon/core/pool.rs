@@ -79,6 +79,27 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// A job that has already finished, without waiting.
+    pub fn try_join_next(&mut self) -> Option<Joined<T>> {
+        loop {
+            match self.tasks.try_join_next_with_id()? {
+                Ok((id, out)) => {
+                    self.names.remove(&id);
+                    return Some(Joined::Done(out));
+                }
+                Err(e) => {
+                    let name = self.names.remove(&e.id()).unwrap_or_default();
+                    if !e.is_cancelled() {
+                        return Some(Joined::Panicked {
+                            name,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
