@@ -955,3 +955,39 @@ fn a_long_domain_list_is_checked_for_duplicates_in_one_pass() {
         "{s}"
     );
 }
+
+#[test]
+fn attempt_timeout_defaults_to_ten_minutes_and_refuses_a_deadline_no_renewal_can_meet() {
+    let fx = valid();
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.attempt_timeout, Duration::from_secs(600));
+
+    fx.write("renewd.yaml", &format!("{GLOBAL}attempt_timeout: 3m\n"));
+    let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
+    assert_eq!(s.attempt_timeout, Duration::from_secs(180));
+
+    fx.write("renewd.yaml", &format!("{GLOBAL}attempt_timeout: 2s\n"));
+    let (d, text) = fx.one_error();
+    assert_eq!(d.line, Some(GLOBAL.lines().count() + 1));
+    assert!(
+        text.contains("`attempt_timeout`: 2s is too short for a renewal")
+            && text.contains("at least 5s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn settings_compare_by_value_secrets_included() {
+    let fx = valid();
+    let a = fx.load().unwrap().settings;
+    assert_eq!(a, fx.load().unwrap().settings);
+    // A rotated EAB key in the same file is a changed configuration (and never printed).
+    fx.secret(
+        "secrets/ca.eab",
+        "c2VjcmV0LWVhYi1rZXktb2YtdGhlLWNhLXJvdGF0ZWQ\n",
+    );
+    let b = fx.load().unwrap().settings;
+    assert_ne!(a.accounts, b.accounts);
+    assert_eq!(a.dns_servers, b.dns_servers);
+    assert!(!format!("{:?}", b.accounts).contains("c2VjcmV0"));
+}

@@ -342,24 +342,7 @@ pub(crate) struct GlobalOut {
 
 pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node) -> GlobalOut {
     let mut out = GlobalOut {
-        settings: Settings {
-            config_path: config_path.to_path_buf(),
-            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            certs_dir: base.join("certs.d"),
-            workers: 4,
-            stop_grace: Duration::from_secs(30),
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            accounts: BTreeMap::new(),
-            dns_servers: BTreeMap::new(),
-            propagation: PropagationSettings {
-                timeout: Duration::from_secs(300),
-                nameservers: Vec::new(),
-            },
-            resolver: Vec::new(),
-            metrics_file: None,
-            metrics_listen: None,
-            certs: BTreeMap::new(),
-        },
+        settings: default_settings(config_path, base),
         defaults: PartialSpec::default(),
         certs_dir_pos: None,
         account_names: BTreeSet::new(),
@@ -371,33 +354,77 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
         d.warn(None, NO_DNS_SERVER);
         return out;
     }
-    let spec_hint = |k: &str| {
-        if k == "domains" {
-            Some(
-                "`domains` belongs in a certificate spec (certs.d/NAME.yaml), one per certificate"
-                    .to_string(),
-            )
-        } else if SPEC_KEYS.contains(&k) {
-            Some(format!(
-                "`{k}` is a certificate setting: put it in a spec (certs.d/NAME.yaml), or under `defaults:` to apply it to every spec"
-            ))
-        } else if [
-            "account",
-            "dns_server",
-            "dns-servers",
-            "dnsservers",
-            "servers",
-        ]
-        .contains(&k)
-        {
-            names::nearest(k, GLOBAL_KEYS).map(|n| format!("did you mean `{n}`?"))
-        } else {
-            None
-        }
-    };
-    let Some(f) = fields(d, root, "", GLOBAL_KEYS, &spec_hint) else {
+    let Some(f) = fields(d, root, "", GLOBAL_KEYS, &global_key_hint) else {
         return out;
     };
+    global_scalars(d, &f, base, &mut out);
+    global_accounts(d, &f, base, &mut out);
+    global_dns_servers(d, &f, base, &mut out);
+    global_lookups(d, &f, &mut out.settings);
+    global_metrics(d, &f, base, &mut out.settings);
+    if let Some(n) = f.get("defaults") {
+        out.defaults = partial_spec(d, n, "defaults", true);
+        check_refs(
+            d,
+            &out.defaults,
+            &out.account_names,
+            &out.dns_names,
+            "defaults.",
+        );
+    }
+    out
+}
+
+/// The settings of a global file that sets nothing.
+fn default_settings(config_path: &Path, base: &Path) -> Settings {
+    Settings {
+        config_path: config_path.to_path_buf(),
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        certs_dir: base.join("certs.d"),
+        workers: 4,
+        stop_grace: Duration::from_secs(30),
+        attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+        accounts: BTreeMap::new(),
+        dns_servers: BTreeMap::new(),
+        propagation: PropagationSettings {
+            timeout: Duration::from_secs(300),
+            nameservers: Vec::new(),
+        },
+        resolver: Vec::new(),
+        metrics_file: None,
+        metrics_listen: None,
+        certs: BTreeMap::new(),
+    }
+}
+
+/// What to say about an unknown key of the global file.
+fn global_key_hint(k: &str) -> Option<String> {
+    if k == "domains" {
+        Some(
+            "`domains` belongs in a certificate spec (certs.d/NAME.yaml), one per certificate"
+                .to_string(),
+        )
+    } else if SPEC_KEYS.contains(&k) {
+        Some(format!(
+            "`{k}` is a certificate setting: put it in a spec (certs.d/NAME.yaml), or under `defaults:` to apply it to every spec"
+        ))
+    } else if [
+        "account",
+        "dns_server",
+        "dns-servers",
+        "dnsservers",
+        "servers",
+    ]
+    .contains(&k)
+    {
+        names::nearest(k, GLOBAL_KEYS).map(|n| format!("did you mean `{n}`?"))
+    } else {
+        None
+    }
+}
+
+/// `state_dir`, `certs_dir`, `workers`, `attempt_timeout`, `stop_grace`.
+fn global_scalars(d: &mut Diags, f: &Fields, base: &Path, out: &mut GlobalOut) {
     let s = &mut out.settings;
     if let Some(n) = f.get("state_dir") {
         if let Some(p) = path_value(d, n, "state_dir", base) {
@@ -436,8 +463,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
             s.stop_grace = v;
         }
     }
+}
 
-    // accounts
+fn global_accounts(d: &mut Diags, f: &Fields, base: &Path, out: &mut GlobalOut) {
     match f.get("accounts") {
         // Not an error: a fresh install has none yet. A spec that needs one fails on its own.
         None => d.warn(f.has("accounts").then(|| f.key_pos("accounts")), NO_ACCOUNT),
@@ -446,13 +474,15 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
                 for (name, kpos, v) in accts {
                     out.account_names.insert(name.clone());
                     if let Some(a) = account(d, &name, kpos, v, base) {
-                        s.accounts.insert(name, a);
+                        out.settings.accounts.insert(name, a);
                     }
                 }
             }
         }
     }
-    // dns_servers
+}
+
+fn global_dns_servers(d: &mut Diags, f: &Fields, base: &Path, out: &mut GlobalOut) {
     match f.get("dns_servers") {
         None => d.warn(
             f.has("dns_servers").then(|| f.key_pos("dns_servers")),
@@ -463,12 +493,16 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
                 for (name, kpos, v) in servers {
                     out.dns_names.insert(name.clone());
                     if let Some(srv) = dns_server(d, &name, kpos, v, base) {
-                        s.dns_servers.insert(name, srv);
+                        out.settings.dns_servers.insert(name, srv);
                     }
                 }
             }
         }
     }
+}
+
+/// `propagation` and `resolver`: how DNS is asked.
+fn global_lookups(d: &mut Diags, f: &Fields, s: &mut Settings) {
     if let Some(n) = f.get("propagation") {
         if let Some(pf) = fields(d, n, "propagation", PROPAGATION_KEYS, &no_hint) {
             if let Some(t) = pf.get("timeout") {
@@ -498,6 +532,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
             }
         }
     }
+}
+
+fn global_metrics(d: &mut Diags, f: &Fields, base: &Path, s: &mut Settings) {
     if let Some(n) = f.get("metrics_file") {
         if let Some(p) = path_value(d, n, "metrics_file", base) {
             s.metrics_file = Some(p);
@@ -511,17 +548,6 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
             }
         }
     }
-    if let Some(n) = f.get("defaults") {
-        out.defaults = partial_spec(d, n, "defaults", true);
-        check_refs(
-            d,
-            &out.defaults,
-            &out.account_names,
-            &out.dns_names,
-            "defaults.",
-        );
-    }
-    out
 }
 
 /// A map of user-chosen names (accounts, DNS servers) → entries.
