@@ -3,7 +3,8 @@
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The renewd binary: `$RENEWD_BIN`, else the one built beside this example.
@@ -15,6 +16,45 @@ pub fn renewd_bin() -> PathBuf {
             exe.parent().unwrap().parent().unwrap().join("renewd")
         }
     }
+}
+
+/// A renewd configuration in `d` (state in `d/state`, specs in `d/certs.d`) with one account `ca` at
+/// `directory`, a DNS server on loopback with a TSIG key, and `extra` global lines; no spec yet.
+pub fn write_config(d: &Path, directory: &str, extra: &str) {
+    fs::create_dir_all(d.join("certs.d")).unwrap();
+    let key = d.join("tsig.key");
+    fs::write(
+        &key,
+        "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(
+        d.join("renewd.yaml"),
+        format!(
+            "state_dir: {}/state\n{extra}accounts:\n  ca: {{ directory: \"{directory}\" }}\n\
+             dns_servers:\n  p: {{ address: 127.0.0.1, tsig_key_file: {} }}\n\
+             resolver: [127.0.0.1]\ndefaults: {{ account: ca, dns: p, key: {{ type: ecdsa, curve: p256 }} }}\n",
+            d.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// `renewd run` on the configuration in `d`, reporting to the notify socket `sock`, logging to
+/// `d/daemon.log`.
+pub fn spawn_daemon(d: &Path, sock: &Path) -> Child {
+    Command::new(renewd_bin())
+        .arg("--config")
+        .arg(d.join("renewd.yaml"))
+        .arg("run")
+        .env("NOTIFY_SOCKET", sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(d.join("daemon.log")).unwrap()))
+        .spawn()
+        .unwrap()
 }
 
 /// Wait for READY=1 on `sock` (at most 120 s); the time since `t0`.

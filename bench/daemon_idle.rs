@@ -12,7 +12,6 @@ mod common;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use renewd::certs::pem_encode;
@@ -25,20 +24,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d, n);
-    let renewd = common::renewd_bin();
 
     let sock_path = d.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let t0 = Instant::now();
-    let mut child = Command::new(&renewd)
-        .arg("--config")
-        .arg(d.join("renewd.yaml"))
-        .arg("run")
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(d.join("daemon.log")).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_daemon(d, &sock_path);
     let ready = common::wait_ready(&sock, t0);
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(5)); // settle (a benchmark pause)
@@ -65,26 +55,7 @@ fn main() {
 }
 
 fn setup(d: &Path, n: usize) {
-    fs::create_dir_all(d.join("certs.d")).unwrap();
-    let key = d.join("tsig.key");
-    fs::write(
-        &key,
-        "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(
-        d.join("renewd.yaml"),
-        format!(
-            "state_dir: {}/state\naccounts:\n  ca: {{ directory: \"https://127.0.0.1:9/dir\" }}\n\
-             dns_servers:\n  p: {{ address: 127.0.0.1, tsig_key_file: {} }}\n\
-             resolver: [127.0.0.1]\ndefaults: {{ account: ca, dns: p, key: {{ type: ecdsa, curve: p256 }} }}\n",
-            d.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    common::write_config(d, "https://127.0.0.1:9/dir", "");
     let state = StateDir::new(d.join("state"));
     // Leaves issued by a CA (with an Authority Key Identifier, as real ones have), so the daemon can ask
     // the (unreachable) CA for each one's renewal window.

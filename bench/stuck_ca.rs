@@ -12,7 +12,6 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,15 +40,7 @@ fn main() {
     let sock_path = d.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let t0 = Instant::now();
-    let mut child = Command::new(common::renewd_bin())
-        .arg("--config")
-        .arg(d.join("renewd.yaml"))
-        .arg("run")
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(d.join("daemon.log")).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_daemon(d, &sock_path);
     let ready = common::wait_ready(&sock, t0);
     let pid = child.id();
     let (cpu0, ctx0) = (common::cpu_ticks(pid), common::ctx_switches(pid));
@@ -75,27 +66,11 @@ fn main() {
 }
 
 fn setup(d: &Path, n: usize, port: u16) {
-    fs::create_dir_all(d.join("certs.d")).unwrap();
-    let key = d.join("tsig.key");
-    fs::write(
-        &key,
-        "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\";\n};\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(
-        d.join("renewd.yaml"),
-        format!(
-            "state_dir: {}/state\nworkers: 4\nstop_grace: 2s\n\
-             accounts:\n  ca: {{ directory: \"https://127.0.0.1:{port}/dir\" }}\n\
-             dns_servers:\n  p: {{ address: 127.0.0.1, tsig_key_file: {} }}\n\
-             resolver: [127.0.0.1]\ndefaults: {{ account: ca, dns: p, key: {{ type: ecdsa, curve: p256 }} }}\n",
-            d.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    common::write_config(
+        d,
+        &format!("https://127.0.0.1:{port}/dir"),
+        "workers: 4\nstop_grace: 2s\n",
+    );
     for i in 0..n {
         fs::write(
             d.join("certs.d").join(format!("host{i:04}.yaml")),
