@@ -303,10 +303,6 @@ impl<W: Work> Scheduler<W> {
         self.clock.now()
     }
 
-    pub fn settings(&self) -> &Arc<Settings> {
-        &self.settings
-    }
-
     /// The metrics the loop counts attempts into (rendered by the writer).
     pub fn metrics(&self) -> Arc<Mutex<Metrics>> {
         self.metrics.clone()
@@ -320,18 +316,6 @@ impl<W: Work> Scheduler<W> {
     /// The certificates (for tests and the one-shot command).
     pub fn cert(&self, name: &str) -> Option<&Cert> {
         self.certs.get(name)
-    }
-
-    pub fn running(&self) -> usize {
-        self.pool.running()
-    }
-
-    pub fn len(&self) -> usize {
-        self.certs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.certs.is_empty()
     }
 
     /// Make the certificates follow `settings.certs`: add new specs, drop removed ones (a running
@@ -578,10 +562,6 @@ impl<W: Work> Scheduler<W> {
         let Some(cert) = self.certs.get_mut(&done.name) else {
             return; // its spec was removed meanwhile
         };
-        if cert.spec != done.spec {
-            // The spec changed while it ran: its history belongs to the old version.
-            tracing::info!(cert_name = %done.name, "the spec changed during the renewal");
-        }
         let result = match done.result {
             JobResult::Changed(i) => {
                 if let Ok(Some(l)) = &i.live {

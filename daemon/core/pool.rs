@@ -31,10 +31,6 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// A new bound, for the jobs started from now on.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit.max(1);
