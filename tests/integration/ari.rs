@@ -39,11 +39,6 @@ fn log_text(log: &Path) -> String {
     fs::read_to_string(log).unwrap_or_default()
 }
 
-fn status_json(r: &Renewd) -> serde_json::Value {
-    let text = fs::read_to_string(r.state().join("status.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 fn time(v: &serde_json::Value) -> SystemTime {
     let s = v
         .as_str()
@@ -139,7 +134,7 @@ fn ari_window_in_the_past_renews_now_with_replaces_with_a_local_renewal_info_sta
         )
     });
     poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        status_json(&r)["certificates"]["host1"]["ari_window"]
+        r.status_json()["certificates"]["host1"]["ari_window"]
             .get("chosen")
             .is_some()
             .then_some(())
@@ -167,7 +162,7 @@ fn ari_window_in_the_future_is_not_renewed_with_a_local_renewal_info_stand_in() 
     let log = topo.dir().join("daemon.log");
     let daemon = r.spawn_logged(&["run"], &log, &[]);
     let host1 = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
-        let s = status_json(&r);
+        let s = r.status_json();
         let c = &s["certificates"]["host1"];
         c["ari_window"].get("chosen").is_some().then(|| c.clone())
     })
@@ -244,7 +239,7 @@ fn retry_after_on_new_order_is_honoured_injected_by_a_stand_in() {
     let t0 = SystemTime::now();
     let daemon = r.spawn_logged(&["run"], &log, &[]);
     let host1 = poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        let s = status_json(&r);
+        let s = r.status_json();
         let c = &s["certificates"]["host1"];
         (c["last_result"] == "failed").then(|| c.clone())
     })

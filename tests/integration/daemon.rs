@@ -35,32 +35,6 @@ fn wait_issued_draining(r: &Renewd, name: &str, log: &Path, sock: Option<&Notify
     .unwrap_or_else(|| panic!("{name} was not issued; daemon log:\n{}", log_text(log)));
 }
 
-/// Every line of every datagram received so far (a datagram may carry several `KEY=VALUE` lines).
-fn lines(sock: &NotifySocket) -> Vec<String> {
-    sock.messages()
-        .iter()
-        .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>())
-        .collect()
-}
-
-/// Wait until `line` was received `n` times in all.
-fn wait_count(sock: &NotifySocket, line: &str, n: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while lines(sock).iter().filter(|l| *l == line).count() < n {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} {line} within {timeout:?}: {:?}",
-            lines(sock)
-        );
-        sock.recv_until(|_| true, Duration::from_millis(200));
-    }
-}
-
-fn status_json(r: &Renewd) -> serde_json::Value {
-    let text = fs::read_to_string(r.state().join("status.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 /// The sd_notify protocol as systemd sees it: READY once planned, WATCHDOG from the loop, RELOADING with
 /// MONOTONIC_USEC then READY on SIGHUP (also when the new configuration is refused: the old one keeps
 /// running and renewing, and STATUS says why), STOPPING on SIGTERM, exit 0.
@@ -82,30 +56,31 @@ fn daemon_speaks_sd_notify_through_start_reload_invalid_reload_and_stop() {
     );
     let pid = daemon.id();
 
-    wait_count(&sock, "READY=1", 1, Duration::from_secs(20));
+    sock.wait_count("READY=1", 1, Duration::from_secs(20));
     wait_issued_draining(&r, "host1", &log, Some(&sock));
     // The watchdog is pinged at half of WATCHDOG_USEC (0.5 s) by the scheduler loop.
-    let pings = lines(&sock).iter().filter(|l| *l == "WATCHDOG=1").count();
-    wait_count(&sock, "WATCHDOG=1", pings + 3, Duration::from_secs(5));
+    let pings = sock.lines().iter().filter(|l| *l == "WATCHDOG=1").count();
+    sock.wait_count("WATCHDOG=1", pings + 3, Duration::from_secs(5));
 
     signal(pid, libc::SIGHUP);
-    wait_count(&sock, "READY=1", 2, Duration::from_secs(10));
+    sock.wait_count("READY=1", 2, Duration::from_secs(10));
 
     // An invalid global file: refused, the old configuration keeps running.
     let config = r.config();
     let good = fs::read_to_string(&config).unwrap();
     fs::write(&config, format!("{good}wrokers: 2\n")).unwrap();
     signal(pid, libc::SIGHUP);
-    wait_count(&sock, "READY=1", 3, Duration::from_secs(10));
+    sock.wait_count("READY=1", 3, Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !lines(&sock)
+    while !sock
+        .lines()
         .iter()
         .any(|l| l.starts_with("STATUS=") && l.contains("reload refused"))
     {
         assert!(
             Instant::now() < deadline,
             "STATUS should say the reload was refused: {:?}",
-            lines(&sock)
+            sock.lines()
         );
         sock.recv_until(|_| true, Duration::from_millis(200));
     }
@@ -119,13 +94,13 @@ fn daemon_speaks_sd_notify_through_start_reload_invalid_reload_and_stop() {
     fs::write(r.spec_path("host2"), format!("domains: [\"{h2}\"]\n")).unwrap();
     wait_issued_draining(&r, "host2", &log, Some(&sock));
     assert!(
-        lines(&sock)
+        sock.lines()
             .iter()
             .rev()
             .find(|l| l.starts_with("STATUS="))
             .is_some_and(|l| l.contains("2 certificates") && l.contains("reload refused")),
         "the refusal stays in STATUS until a reload succeeds: {:?}",
-        lines(&sock)
+        sock.lines()
     );
 
     // The socket queue is short (net.unix.max_dgram_qlen): drain it before and while stopping, as
@@ -140,7 +115,7 @@ fn daemon_speaks_sd_notify_through_start_reload_invalid_reload_and_stop() {
     assert!(status.success(), "exit status {status}\n{}", log_text(&log));
 
     sock.recv_until(|_| false, Duration::from_millis(100));
-    let all = lines(&sock);
+    let all = sock.lines();
     let lifecycle: Vec<&str> = all
         .iter()
         .map(String::as_str)
@@ -221,13 +196,13 @@ fn daemon_follows_spec_changes_without_restart() {
     // Removed: no longer planned.
     fs::remove_file(r.spec_path("host1")).unwrap();
     poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        status_json(&r)["certificates"]
+        r.status_json()["certificates"]
             .get("host1")
             .is_none()
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("host1 still planned: {}", status_json(&r)));
-    assert!(status_json(&r)["certificates"].get("host2").is_some());
+    .unwrap_or_else(|| panic!("host1 still planned: {}", r.status_json()));
+    assert!(r.status_json()["certificates"].get("host2").is_some());
 
     signal(daemon.id(), libc::SIGTERM);
     let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
@@ -406,7 +381,7 @@ fn daemon_follows_a_certificate_renewed_by_hand() {
     let mut daemon = r.spawn_logged(&["run"], &log, &[]);
     wait_issued(&r, "host1", &log);
     let first = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        status_json(&r)["certificates"]["host1"]["serial"]
+        r.status_json()["certificates"]["host1"]["serial"]
             .as_str()
             .map(str::to_string)
     })
@@ -425,7 +400,7 @@ fn daemon_follows_a_certificate_renewed_by_hand() {
 
     let t0 = Instant::now();
     poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        (status_json(&r)["certificates"]["host1"]["serial"].as_str() == Some(serial.as_str()))
+        (r.status_json()["certificates"]["host1"]["serial"].as_str() == Some(serial.as_str()))
             .then_some(())
     })
     .unwrap_or_else(|| {
@@ -468,7 +443,7 @@ fn daemon_refuses_a_reload_that_moves_the_state_dir() {
     .unwrap();
     let sock = NotifySocket::new();
     let mut daemon = spawn_run(&config, &sock);
-    wait_count(&sock, "READY=1", 1, Duration::from_secs(20));
+    sock.wait_count("READY=1", 1, Duration::from_secs(20));
     fs::write(
         &config,
         format!("state_dir: {}\nworkers: 2\n", new.display()),

@@ -19,11 +19,6 @@ use crate::support::SpecFixture;
 /// The attempt deadline of these tests (the default is 10 minutes).
 const ATTEMPT: Duration = Duration::from_secs(8);
 
-fn status_json(r: &Renewd) -> serde_json::Value {
-    let text = fs::read_to_string(r.state().join("status.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 /// Add an account `name` with `directory` to the renewd.yaml the fixtures wrote.
 fn add_account(config: &Path, name: &str, directory: &str) {
     let text = fs::read_to_string(config).unwrap();
@@ -33,26 +28,6 @@ fn add_account(config: &Path, name: &str, directory: &str) {
         1,
     );
     fs::write(config, text).unwrap();
-}
-
-fn count(sock: &NotifySocket, line: &str) -> usize {
-    sock.messages()
-        .iter()
-        .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l == line)
-        .count()
-}
-
-fn wait_count(sock: &NotifySocket, line: &str, n: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while count(sock, line) < n {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} {line} within {timeout:?}: {:?}",
-            sock.messages()
-        );
-        sock.recv_until(|_| true, Duration::from_millis(100));
-    }
 }
 
 /// A CA that accepts the connection and never answers: every renewal on its account fails within
@@ -84,7 +59,7 @@ fn a_ca_that_never_answers_fails_each_renewal_within_attempt_timeout_with_a_stuc
     let mut daemon = r.spawn_logged(&["run"], &log, &[("NOTIFY_SOCKET", &sock_path)]);
     let log_text = || fs::read_to_string(&log).unwrap_or_default();
 
-    wait_count(&sock, "READY=1", 1, Duration::from_secs(20));
+    sock.wait_count("READY=1", 1, Duration::from_secs(20));
     let started = SystemTime::now();
     // The other account's certificate is issued while both stuck renewals hang.
     poll_until(Duration::from_secs(40), Duration::from_millis(20), || {
@@ -92,7 +67,7 @@ fn a_ca_that_never_answers_fails_each_renewal_within_attempt_timeout_with_a_stuc
     })
     .unwrap_or_else(|| panic!("host1 was not issued:\n{}", log_text()));
     assert!(stuck.accepted() >= 1, "the stuck CA was contacted");
-    let running = status_json(&r);
+    let running = r.status_json();
     assert_eq!(
         running["certificates"]["host2"]["state"], "renewing",
         "{running}"
@@ -100,7 +75,7 @@ fn a_ca_that_never_answers_fails_each_renewal_within_attempt_timeout_with_a_stuc
 
     // SIGHUP answers while the stuck renewals run.
     signal(daemon.id(), libc::SIGHUP);
-    wait_count(&sock, "READY=1", 2, Duration::from_secs(5));
+    sock.wait_count("READY=1", 2, Duration::from_secs(5));
     // So does `renewd status`.
     let t = Instant::now();
     r.run(&["status", "--json"]);
@@ -108,7 +83,7 @@ fn a_ca_that_never_answers_fails_each_renewal_within_attempt_timeout_with_a_stuc
 
     // Both stuck renewals fail at their deadline (not after the request timeout, nor never).
     let failed = poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        let s = status_json(&r);
+        let s = r.status_json();
         let ok = ["host2", "host3"]
             .iter()
             .all(|n| s["certificates"][n]["last_error"].is_string());

@@ -117,6 +117,27 @@ impl NotifySocket {
         self.received.lock().unwrap().clone()
     }
 
+    /// Every line of every datagram received so far (a datagram may carry several `KEY=VALUE` lines).
+    pub fn lines(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Wait until `line` was received `n` times in all; panics after `timeout`.
+    pub fn wait_count(&self, line: &str, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.lines().iter().filter(|l| *l == line).count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {n} {line} within {timeout:?}: {:?}",
+                self.lines()
+            );
+            self.recv_until(|_| true, Duration::from_millis(100));
+        }
+    }
+
     /// One datagram: waits up to `wait` (`None`: do not wait). `Ok(None)`: nothing came.
     fn recv_one(&self, wait: Option<Duration>) -> io::Result<Option<String>> {
         let mut buf = vec![0u8; 64 * 1024];

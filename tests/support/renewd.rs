@@ -94,6 +94,12 @@ impl<'t> Renewd<'t> {
         cmd.spawn().expect("renewd starts")
     }
 
+    /// The daemon's `state_dir/status.json` (Null while there is none).
+    pub fn status_json(&self) -> serde_json::Value {
+        let text = fs::read_to_string(self.state().join("status.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn spec_path(&self, name: &str) -> PathBuf {
         self.dir.join("certs.d").join(format!("{name}.yaml"))
     }
