@@ -31,19 +31,31 @@ pub enum LiveError {
 
 /// Read `live/NAME/` (Ok(None) when there is none yet). Blocking: call it off the async runtime.
 pub fn read_live(state: &StateDir, name: &str) -> Result<Option<LiveCert>, LiveError> {
-    let dir = state.live_dir(name);
-    let files = match state.read_live(name) {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            return Err(LiveError::Unreadable {
-                path: dir,
-                kind: Some(e.kind()),
-                reason: e.to_string(),
-            })
-        }
-    };
-    let cert_path = dir.join(crate::state::CERT_FILE);
+    match read_live_files(state, name)? {
+        Some(files) => live_cert(state, name, &files).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The files of `live/NAME/` (Ok(None) when there is none yet), as read for [`live_cert`].
+pub fn read_live_files(
+    state: &StateDir,
+    name: &str,
+) -> Result<Option<crate::state::CertFiles>, LiveError> {
+    state.read_live(name).map_err(|e| LiveError::Unreadable {
+        path: state.live_dir(name),
+        kind: Some(e.kind()),
+        reason: e.to_string(),
+    })
+}
+
+/// The facts of the live `files` of `name`, and whether the key matches the certificate.
+pub fn live_cert(
+    state: &StateDir,
+    name: &str,
+    files: &crate::state::CertFiles,
+) -> Result<LiveCert, LiveError> {
+    let cert_path = state.live_dir(name).join(crate::state::CERT_FILE);
     let bad = |reason: String| LiveError::BadCertificate {
         path: cert_path.clone(),
         reason,
@@ -53,7 +65,7 @@ pub fn read_live(state: &StateDir, name: &str) -> Result<Option<LiveCert>, LiveE
     let key_matches = certs::public_key_of_pem(&files.privkey)
         .map(|k| k == facts.public_key)
         .unwrap_or(false);
-    Ok(Some(LiveCert { facts, key_matches }))
+    Ok(LiveCert { facts, key_matches })
 }
 
 /// [`read_live`] on tokio's blocking pool.

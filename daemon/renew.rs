@@ -969,15 +969,20 @@ pub fn inspect_all(
     specs
         .iter()
         .map(|spec| {
-            let redeploy = match state.read_live(&spec.name) {
-                Ok(Some(files)) => {
-                    crate::deploy::needs_redeploy(spec, &files, &state.live_dir(&spec.name))
-                }
-                _ => false,
-            };
-            let inspection = crate::core::Inspection {
-                live: read_live(state, &spec.name),
-                redeploy,
+            // One read of live/ serves both: the certificate's facts and the comparison with the targets.
+            let inspection = match crate::live::read_live_files(state, &spec.name) {
+                Ok(Some(files)) => crate::core::Inspection {
+                    redeploy: crate::deploy::needs_redeploy(
+                        spec,
+                        &files,
+                        &state.live_dir(&spec.name),
+                    ),
+                    live: crate::live::live_cert(state, &spec.name, &files).map(Some),
+                },
+                live => crate::core::Inspection {
+                    live: live.map(|_| None),
+                    redeploy: false,
+                },
             };
             (spec.name.clone(), inspection)
         })

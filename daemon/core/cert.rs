@@ -367,6 +367,26 @@ impl Cert {
         changed
     }
 
+    /// Take what a read of `live/` found: the certificate, and whether its deploy targets still need the
+    /// live files. Returns whether the certificate changed (see [`Cert::set_live`]).
+    pub fn inspected(&mut self, i: super::Inspection) -> bool {
+        self.redeploy = if i.redeploy {
+            Redeploy::Pending { now: false }
+        } else {
+            Redeploy::No
+        };
+        self.set_live(i.live)
+    }
+
+    /// Say that another process installed the live certificate (`renewd renew` by hand, an import).
+    pub fn log_replaced(&self) {
+        if let Some(l) = self.live_cert() {
+            tracing::info!(cert_name = %self.name, cert_serial = %l.facts.serial,
+                cert_not_after = %humantime::format_rfc3339_seconds(l.facts.not_after),
+                "live certificate replaced by another process (renewd renew, import); replanned");
+        }
+    }
+
     /// A new version of the spec: its failure history no longer applies.
     pub fn set_spec(&mut self, spec: Arc<CertSpec>) {
         self.spec = spec;

@@ -340,8 +340,7 @@ impl<W: Work> Scheduler<W> {
             match self.certs.get_mut(name) {
                 Some(cert) if *cert.spec == *spec => {
                     if let Some(i) = inspection {
-                        cert.set_live(i.live);
-                        cert.redeploy = redeploy_flag(i.redeploy, false);
+                        cert.inspected(i);
                         cert.replan(now);
                     }
                 }
@@ -349,8 +348,7 @@ impl<W: Work> Scheduler<W> {
                     tracing::info!(cert_name = %name, "spec changed");
                     cert.set_spec(Arc::new(spec.clone()));
                     if let Some(i) = inspection {
-                        cert.set_live(i.live);
-                        cert.redeploy = redeploy_flag(i.redeploy, false);
+                        cert.inspected(i);
                     }
                     cert.replan(now);
                 }
@@ -564,13 +562,8 @@ impl<W: Work> Scheduler<W> {
         };
         let result = match done.result {
             JobResult::Changed(i) => {
-                if let Ok(Some(l)) = &i.live {
-                    tracing::info!(cert_name = %done.name, cert_serial = %l.facts.serial,
-                        cert_not_after = %humantime::format_rfc3339_seconds(l.facts.not_after),
-                        "live certificate replaced by another process (renewd renew, import); replanned");
-                }
-                cert.set_live(i.live);
-                cert.redeploy = redeploy_flag(i.redeploy, false);
+                cert.inspected(i);
+                cert.log_replaced();
                 let _ = cert.finished(now, false);
                 return;
             }
@@ -580,14 +573,12 @@ impl<W: Work> Scheduler<W> {
                     .unwrap_or_else(|e| e.into_inner())
                     .record(&done.name, &done.spec.account, &result);
                 record_renewal(cert, &done.spec, &result, now);
-                cert.set_live(after.live);
-                cert.redeploy = redeploy_flag(after.redeploy, false);
+                cert.inspected(after);
                 result.map(RunResult::Renewed)
             }
             JobResult::Redeploy { result, after } => {
                 record_redeploy(cert, &result, now);
-                cert.set_live(after.live);
-                cert.redeploy = redeploy_flag(after.redeploy, false);
+                cert.inspected(after);
                 let _ = cert.finished(now, once);
                 return;
             }
@@ -629,14 +620,9 @@ impl<W: Work> Scheduler<W> {
                         .get_mut(&name)
                         .filter(|c| !c.state().is_running())
                     {
-                        if cert.set_live(i.live) {
-                            if let Some(l) = cert.live_cert() {
-                                tracing::info!(cert_name = %name, cert_serial = %l.facts.serial,
-                                    cert_not_after = %humantime::format_rfc3339_seconds(l.facts.not_after),
-                                    "live certificate replaced by another process (renewd renew, import); replanned");
-                            }
+                        if cert.inspected(i) {
+                            cert.log_replaced();
                         }
-                        cert.redeploy = redeploy_flag(i.redeploy, false);
                         cert.replan(now);
                     }
                 }
@@ -883,14 +869,6 @@ async fn run_job<W: Work>(
             let after = inspect(work, spec).await;
             JobResult::Redeploy { result, after }
         }
-    }
-}
-
-fn redeploy_flag(needed: bool, now: bool) -> Redeploy {
-    if needed {
-        Redeploy::Pending { now }
-    } else {
-        Redeploy::No
     }
 }
 
