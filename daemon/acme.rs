@@ -78,13 +78,27 @@ pub enum AcmeError {
         /// The CA's Retry-After, when it refused with 429/503 or rateLimited and sent one.
         retry_after: Option<SystemTime>,
     },
-    /// The CA offers no dns-01 challenge for a name.
-    #[error("{ca}: the CA offers no dns-01 challenge for {domain} (it offers: {})", list_or_none(.offered))]
+    /// The CA offers no challenge of the spec's type (`dns-01`, `dns-persist-01`) for a name.
+    #[error("{ca}: the CA offers no {wanted} challenge for {domain} (it offers: {}){}", list_or_none(.offered), challenge_hint(.wanted, .offered))]
     NoDnsChallenge {
         ca: Ca,
         domain: String,
+        /// The challenge type the spec asks for.
+        wanted: String,
         offered: Vec<String>,
     },
+    /// The spec's `profile:` is not among the profiles the CA's directory lists.
+    #[error("{ca}: {}", profile_text(.profile, .offered))]
+    UnknownProfile {
+        ca: Ca,
+        profile: String,
+        /// The profiles the CA's directory lists, by name.
+        offered: Vec<String>,
+    },
+    /// The CA offers dns-persist-01 but its directory names no issuer domain (`caaIdentities`) to put
+    /// in the record.
+    #[error("{ca}: the CA offers dns-persist-01 but its directory lists no issuer domain name (meta.caaIdentities), so renewd cannot tell which name the record must carry; ask the CA, or use `challenge: dns-01`")]
+    NoIssuerDomain { ca: Ca },
     /// The CA marked a name's authorization (or its challenge) invalid.
     #[error("{ca}: the CA rejected {domain}: {}", problem_text(.problem.as_deref(), .status))]
     Rejected {
@@ -143,6 +157,30 @@ fn retry_text(at: &Option<SystemTime>) -> String {
             humantime::format_rfc3339_seconds(*t)
         ),
         None => String::new(),
+    }
+}
+
+fn challenge_hint(wanted: &str, offered: &[String]) -> String {
+    let other = if wanted == "dns-01" {
+        "dns-persist-01"
+    } else {
+        "dns-01"
+    };
+    if offered.iter().any(|o| o == other) {
+        format!("; set `challenge: {other}` in the spec to use what it offers")
+    } else {
+        String::new()
+    }
+}
+
+fn profile_text(profile: &str, offered: &[String]) -> String {
+    if offered.is_empty() {
+        format!("the CA offers no certificate profiles (its directory lists none), so `profile: {profile}` cannot be honoured: remove `profile:` from the spec")
+    } else {
+        format!(
+            "the CA offers no profile `{profile}`; it offers: {}. Set `profile:` to one of them, or remove it for the CA's default",
+            offered.join(", ")
+        )
     }
 }
 
@@ -237,8 +275,9 @@ pub struct NoAnswer(pub Duration);
 
 /// renewd's [`HttpClient`]: every request (connection, TLS, headers and the whole body) is bounded by
 /// `timeout`, and the Retry-After of every 429/503 answer is recorded into a [`RetryAfterSlot`].
+#[derive(Clone)]
 struct CaClient {
-    inner: Box<dyn HttpClient>,
+    inner: Arc<dyn HttpClient>,
     slot: RetryAfterSlot,
     timeout: Duration,
 }
@@ -290,9 +329,107 @@ pub struct AcmeAccount {
     pub account: Account,
     pub ca: Ca,
     pub retry_after: RetryAfterSlot,
+    /// The same HTTP client the account uses, for plain GETs (the directory's `meta`).
+    http: CaClient,
+    /// The directory's `meta.caaIdentities`, fetched once when first needed (dns-persist-01).
+    issuer_domains: Arc<tokio::sync::OnceCell<Vec<String>>>,
+}
+
+/// The parts of a directory's `meta` that instant-acme does not expose.
+#[derive(Deserialize, Default)]
+struct DirectoryDoc {
+    #[serde(default)]
+    meta: DirectoryMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct DirectoryMeta {
+    #[serde(default, rename = "caaIdentities")]
+    caa_identities: Vec<String>,
 }
 
 impl AcmeAccount {
+    fn new(account: Account, ca: Ca, retry_after: RetryAfterSlot, http: CaClient) -> Self {
+        AcmeAccount {
+            account,
+            ca,
+            retry_after,
+            http,
+            issuer_domains: Arc::default(),
+        }
+    }
+
+    /// The CA's issuer domain names (the directory's `meta.caaIdentities`, lower-case): what a
+    /// dns-persist-01 record names before `accounturi` (instant-acme 0.8.5 does not expose the
+    /// challenge object's `issuer-domain-names`, nor the directory's meta). One GET, then cached for
+    /// the life of this account handle.
+    pub async fn issuer_domains(&self, phase: Phase) -> Result<Vec<String>, AcmeError> {
+        let got = self
+            .issuer_domains
+            .get_or_try_init(|| async {
+                let req = http::Request::builder()
+                    .method(http::Method::GET)
+                    .uri(&self.ca.directory)
+                    .header(
+                        http::header::USER_AGENT,
+                        concat!("renewd/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .body(BodyWrapper::default())
+                    .map_err(|e| self.error(phase, instant_acme::Error::Other(Box::new(e))))?;
+                let mut rsp = self
+                    .http
+                    .request(req)
+                    .await
+                    .map_err(|e| self.error(phase, e))?;
+                let status = rsp.parts.status;
+                let body = rsp
+                    .body
+                    .into_bytes()
+                    .await
+                    .map_err(|e| self.error(phase, instant_acme::Error::Other(e)))?;
+                if !status.is_success() {
+                    return Err(self.error(
+                        phase,
+                        instant_acme::Error::Str("the directory answered with an error status"),
+                    ));
+                }
+                let doc: DirectoryDoc = serde_json::from_slice(&body)
+                    .map_err(|e| self.error(phase, instant_acme::Error::Json(e)))?;
+                Ok(doc
+                    .meta
+                    .caa_identities
+                    .into_iter()
+                    .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+                    .filter(|d| !d.is_empty())
+                    .collect())
+            })
+            .await?;
+        if got.is_empty() {
+            return Err(AcmeError::NoIssuerDomain {
+                ca: self.ca.clone(),
+            });
+        }
+        Ok(got.clone())
+    }
+
+    /// `profile` if the CA's directory lists it; else the error naming what it lists.
+    pub fn check_profile(&self, profile: &str) -> Result<(), AcmeError> {
+        let mut offered: Vec<String> = self
+            .account
+            .profiles()
+            .map(|p| p.name.to_string())
+            .collect();
+        if offered.iter().any(|p| p == profile) {
+            return Ok(());
+        }
+        offered.sort();
+        Err(AcmeError::UnknownProfile {
+            ca: self.ca.clone(),
+            profile: profile.to_string(),
+            offered,
+        })
+    }
+
     /// A failed request of this account in `phase`, with the CA's Retry-After attached when it was a
     /// rate limit.
     pub fn error(&self, phase: Phase, source: instant_acme::Error) -> AcmeError {
@@ -420,10 +557,7 @@ struct StoredAccount {
 /// The HTTP client for one account: system roots plus the account's `trust:` file, connections bounded
 /// by [`CONNECT_TIMEOUT`] and requests by [`REQUEST_TIMEOUT`]; it records the Retry-After of 429/503
 /// answers into `slot`.
-fn http_client(
-    settings: &AccountSettings,
-    slot: &RetryAfterSlot,
-) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
+fn http_client(settings: &AccountSettings, slot: &RetryAfterSlot) -> Result<CaClient, AcmeError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -459,11 +593,11 @@ fn http_client(
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
-    Ok(Box::new(CaClient {
-        inner: Box::new(client),
+    Ok(CaClient {
+        inner: Arc::new(client),
         slot: slot.clone(),
         timeout: REQUEST_TIMEOUT,
-    }))
+    })
 }
 
 /// Load the account from `accounts/NAME.json`, or register it (with EAB when configured) and save it 0600.
@@ -500,15 +634,11 @@ pub async fn account(
     if let Some(stored) = stored {
         if stored.directory == settings.directory {
             on_phase(Phase::LoadingAccount);
-            let account = Account::builder_with_http(client)
+            let account = Account::builder_with_http(Box::new(client.clone()))
                 .from_credentials(stored.credentials)
                 .await
                 .map_err(|e| fail(Phase::LoadingAccount, e))?;
-            return Ok(AcmeAccount {
-                account,
-                ca,
-                retry_after: slot,
-            });
+            return Ok(AcmeAccount::new(account, ca, slot, client));
         }
         tracing::warn!(
             account = %settings.name,
@@ -519,17 +649,23 @@ pub async fn account(
         let _ = std::fs::rename(&path, path.with_extension("json.old"));
     }
     on_phase(Phase::Registering);
-    let account = register(settings, state, &path, client)
+    let account = register(settings, state, &path, Box::new(client.clone()))
         .await
         .map_err(|e| match e {
             Registration::Ca(source) => fail(Phase::Registering, source),
             Registration::Local(e) => e,
         })?;
-    Ok(AcmeAccount {
-        account,
-        ca,
-        retry_after: slot,
-    })
+    Ok(AcmeAccount::new(account, ca, slot, client))
+}
+
+/// The account URL stored in `accounts/NAME.json`, if the account was registered (no network).
+pub fn stored_account_url(state: &StateDir, account: &str) -> Option<String> {
+    let bytes = fsread::read_capped(&state.account_file(account), fsread::SECRET_MAX).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("credentials")?
+        .get("id")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn read_stored(
@@ -684,7 +820,7 @@ mod tests {
     async fn the_client_records_retry_after_of_429_and_503_only() {
         let slot = RetryAfterSlot::default();
         let client = |status, headers| CaClient {
-            inner: Box::new(Canned { status, headers }),
+            inner: Arc::new(Canned { status, headers }),
             slot: slot.clone(),
             timeout: REQUEST_TIMEOUT,
         };

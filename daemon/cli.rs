@@ -72,6 +72,15 @@ pub enum Command {
         /// domain of the first spec that uses SERVER.
         #[arg(long, value_name = "DOMAIN")]
         name: Option<String>,
+        /// Write nothing: show the dns-persist-01 record (`_validation-persist.DOMAIN`) on every
+        /// authoritative server, and whether it names this certificate's account.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// The standing dns-persist-01 records renewd wrote.
+    Persist {
+        #[command(subcommand)]
+        action: PersistAction,
     },
     /// Turn a certbot --dns-rfc2136 setup into renewd's configuration; its certificates become
     /// renewd's live ones (nothing is reissued). Prints the files; --write writes them next to --config.
@@ -94,5 +103,16 @@ pub enum Command {
         /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistAction {
+    /// Delete exactly the values renewd wrote for NAME (other values at the same owner stay), through
+    /// the dns server they were written with.
+    Remove {
+        /// The certificate (spec file stem).
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }

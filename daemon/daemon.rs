@@ -436,6 +436,8 @@ fn write_outputs(
             not_after: c.not_after,
             next_renewal: Some(c.next_renewal),
             ready: c.ready,
+            profile: c.profile.as_deref().unwrap_or(""),
+            challenge: c.challenge.as_str(),
         })
         .collect();
     let text = metrics

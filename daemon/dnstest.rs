@@ -47,6 +47,9 @@ pub struct Options {
     pub zone: Option<String>,
     /// `--name`: a domain, or an `_acme-challenge.` owner name.
     pub name: Option<String>,
+    /// `--persist`: only show the dns-persist-01 record of the name on every authoritative server
+    /// (nothing is written).
+    pub persist: bool,
 }
 
 /// Bad usage or configuration: exit status 2, nothing was sent.
@@ -197,6 +200,149 @@ impl Reporter<'_> {
     }
 }
 
+/// `dns-test SERVER --persist [--name DOMAIN]`: the dns-persist-01 record of DOMAIN (default: the first
+/// domain of the first dns-persist-01 spec using SERVER) as every authoritative server of its zone
+/// serves it. A server passes when it serves a value naming this certificate's account (its URL from
+/// `state_dir/accounts/`); read-only, so it also works with the TSIG key file removed.
+async fn run_persist(
+    settings: &Settings,
+    opts: &Options,
+    out: &mut dyn FnMut(&Line),
+) -> Result<Summary, UsageError> {
+    server_settings(settings, &opts.server)?;
+    let users: Vec<&crate::config::CertSpec> = settings
+        .certs
+        .values()
+        .filter(|s| s.dns == opts.server)
+        .collect();
+    let (domain, spec) = match &opts.name {
+        Some(n) => {
+            let n = name::normalize(n.trim_start_matches(&format!("{}.", name::PERSIST_LABEL)))
+                .map_err(|e| UsageError(format!("--name: {e}")))?;
+            let n = n.trim_start_matches("*.").to_string();
+            let spec = users
+                .iter()
+                .find(|s| s.domains.iter().any(|d| d.trim_start_matches("*.") == n))
+                .copied();
+            (n, spec)
+        }
+        None => {
+            let spec = users
+                .iter()
+                .find(|s| s.challenge == crate::config::ChallengeKind::DnsPersist01)
+                .or(users.first())
+                .copied()
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "no spec uses dns server `{}`: give the name with `--name DOMAIN`",
+                        opts.server
+                    ))
+                })?;
+            (
+                spec.domains[0].trim_start_matches("*.").to_string(),
+                Some(spec),
+            )
+        }
+    };
+    let account_uri = spec.and_then(|s| {
+        crate::acme::stored_account_url(
+            &crate::state::StateDir::new(&settings.state_dir),
+            &s.account,
+        )
+    });
+    let mut r = Reporter {
+        out,
+        summary: Summary {
+            server: opts.server.clone(),
+            ..Summary::default()
+        },
+    };
+    let resolver = match Resolver::from_config(&settings.resolver) {
+        Ok(res) => res,
+        Err(e) => {
+            r.fail("resolver", "", e.to_string(), vec![]);
+            return Ok(r.summary);
+        }
+    };
+    let zone_hint = spec.and_then(|s| s.zone.as_deref());
+    let target = match crate::dns::find_target_at(
+        &resolver,
+        name::PERSIST_LABEL,
+        &domain,
+        zone_hint,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail("zone", "", e.to_string(), vec![]);
+            return Ok(r.summary);
+        }
+    };
+    let via = if target.owner == target.challenge_name {
+        String::new()
+    } else {
+        format!(" (CNAME to {})", target.owner)
+    };
+    r.ok(
+        "zone",
+        format!("{}{via} is in zone {}", target.challenge_name, target.zone),
+    );
+    match &account_uri {
+        Some(u) => r.info("account", format!("a value must name accounturi={u}")),
+        None => r.info(
+            "account",
+            "no stored account for this name yet: showing the values only",
+        ),
+    }
+    let servers =
+        match authoritative_servers(&resolver, &target.zone, &settings.propagation.nameservers)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                r.fail("servers", "", e.to_string(), vec![]);
+                return Ok(r.summary);
+            }
+        };
+    for (server, served) in crate::dns::serving(&servers, &target.owner).await {
+        let label = format!("{} ({})", server.name, server.addr);
+        match served {
+            crate::dns::Served::Trouble(t) => {
+                r.fail("record", &server.name, format!("{label}: {t}"), vec![]);
+            }
+            crate::dns::Served::Txt(values) => {
+                let shown = if values.is_empty() {
+                    "no TXT record".to_string()
+                } else {
+                    values
+                        .iter()
+                        .map(|v| format!("\"{v}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let ours = account_uri.as_ref().is_none_or(|u| {
+                    values.iter().any(|v| {
+                        crate::persist::parse(v)
+                            .is_some_and(|p| p.params.get("accounturi") == Some(u))
+                    })
+                });
+                if ours && !values.is_empty() {
+                    r.ok("record", format!("{label}: {shown}"));
+                } else {
+                    r.fail(
+                        "record",
+                        &server.name,
+                        format!("{label}: {shown}"),
+                        vec!["renewd writes the record at the next renewal of a dns-persist-01 certificate (`renewd renew --force NAME`)".to_string()],
+                    );
+                }
+            }
+        }
+    }
+    Ok(r.summary)
+}
+
 /// Where the name to test comes from, and the explicit zone that goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
@@ -299,6 +445,9 @@ pub async fn run(
     opts: &Options,
     out: &mut dyn FnMut(&Line),
 ) -> Result<Summary, UsageError> {
+    if opts.persist {
+        return run_persist(settings, opts, out).await;
+    }
     let server = server_settings(settings, &opts.server)?;
     let specs: Vec<SpecView<'_>> = settings
         .certs
@@ -330,12 +479,18 @@ async fn test(
     choice: &Choice,
     r: &mut Reporter<'_>,
 ) {
-    let key = format!(
-        "TSIG key `{}` ({}, from {})",
-        server.tsig.name,
-        server.tsig.algorithm.as_str(),
-        server.tsig_key_file.display()
-    );
+    let key = match &server.tsig {
+        Some(k) => format!(
+            "TSIG key `{}` ({}, from {})",
+            k.name,
+            k.algorithm.as_str(),
+            server.tsig_key_file.display()
+        ),
+        None => format!(
+            "no TSIG key ({} does not exist)",
+            server.tsig_key_file.display()
+        ),
+    };
     r.info(
         "server",
         format!("{} at {}, {key}", server.name, server.address),
@@ -414,7 +569,8 @@ async fn test(
                     "the update will fail (NOTAUTH) unless it is the zone's primary: point \
                      `dns_servers.{}.address` at the primary of {zone}, check the zone name, and \
                      with views check that key `{}` selects the view holding the zone",
-                    server.name, server.tsig.name
+                    server.name,
+                    server.tsig.as_ref().map_or("?", |k| k.name.as_str())
                 )],
             );
             None
@@ -946,6 +1102,7 @@ mod tests {
             server: "acme-master".into(),
             zone: zone.map(Into::into),
             name: name.map(Into::into),
+            persist: false,
         }
     }
 

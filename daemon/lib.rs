@@ -38,6 +38,7 @@ pub mod journal;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod persist;
 pub mod phase;
 pub mod reload;
 pub mod renew;

@@ -14,7 +14,8 @@
 //! | `ACME_ORDER_URL` | `acme_order_url` | the ACME order URL |
 //! | `CERT_SERIAL` | `cert_serial` | serial of the new certificate, uppercase hex (as `openssl x509 -serial`) |
 //! | `CERT_NOT_AFTER` | `cert_not_after` | notAfter of the new certificate, RFC 3339 UTC |
-//! | `DNS_ZONE` | `dns_zone` | the zone(s) updated for DNS-01, comma-separated |
+//! | `DNS_ZONE` | `dns_zone` | the zone(s) updated for DNS-01 (or holding the dns-persist-01 records), comma-separated |
+//! | `ACME_CHALLENGE` | `acme_challenge` | on `renewed`: how control was proven, `dns-01` or `dns-persist-01` |
 //! | `MESSAGE_ID` | `message_id` | one of the IDs below |
 //! | `MESSAGE` | the event's message | human-readable text |
 //!

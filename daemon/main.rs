@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::Parser;
-use renewd::cli::{Cli, Command};
+use renewd::cli::{Cli, Command, PersistAction};
 use renewd::config;
 use renewd::renew::Engine;
 
@@ -100,6 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 0
             })
         }
+        Command::Persist {
+            action: PersistAction::Remove { name },
+        } => persist_remove(&settings, &name),
         Command::Check => {
             for w in renewd::live::lifetime_warnings(&settings) {
                 eprintln!("{w}");
@@ -142,8 +145,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .context("cannot start the async runtime")?;
             rt.block_on(renew(Arc::new(settings), names, force))
         }
-        Command::DnsTest { server, zone, name } => {
-            let opts = renewd::dnstest::Options { server, zone, name };
+        Command::DnsTest {
+            server,
+            zone,
+            name,
+            persist,
+        } => {
+            let opts = renewd::dnstest::Options {
+                server,
+                zone,
+                name,
+                persist,
+            };
             let fancy = std::io::IsTerminal::is_terminal(&std::io::stdout());
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -162,6 +175,69 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+/// `renewd persist remove NAME`: delete the dns-persist-01 values renewd wrote for NAME, under NAME's lock.
+fn persist_remove(settings: &renewd::config::Settings, name: &str) -> anyhow::Result<u8> {
+    let state = renewd::state::StateDir::new(&settings.state_dir);
+    let book = renewd::persist::Book::new(state.root(), name);
+    let written = book
+        .read()
+        .with_context(|| format!("cannot read {}", book.path().display()))?;
+    if written.is_empty() {
+        println!(
+            "{name}: renewd wrote no dns-persist-01 record for it (nothing in {})",
+            book.path().display()
+        );
+        return Ok(0);
+    }
+    let Some(_lock) = state
+        .lock_cert(name)
+        .with_context(|| format!("cannot take the lock of {name}"))?
+    else {
+        eprintln!("renewd: {name} is being renewed right now; try again when it is done");
+        return Ok(EXIT_FAILED);
+    };
+    if let Some(spec) = settings.certs.get(name) {
+        if spec.challenge == renewd::config::ChallengeKind::DnsPersist01 {
+            eprintln!(
+                "renewd: warning: spec `{name}` still says `challenge: dns-persist-01`: its next renewal writes the record again; set `challenge: dns-01` (or remove the spec) first"
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let resolver = renewd::dns::Resolver::from_config(&settings.resolver)?;
+    let mut left = Vec::new();
+    let mut failed = 0;
+    for w in written {
+        let Some(server) = settings.dns_servers.get(&w.dns_server) else {
+            eprintln!(
+                "renewd: {}: \"{}\" was written through dns server `{}`, which the configuration no longer has; add it back to remove the value",
+                w.owner, w.value, w.dns_server
+            );
+            failed += 1;
+            left.push(w);
+            continue;
+        };
+        let result = rt.block_on(async {
+            let updater = renewd::dns::Updater::new(server, &resolver).await?;
+            updater.delete_txt(&w.zone, &w.owner, &w.value).await
+        });
+        match result {
+            Ok(()) => println!("{name}: removed {} TXT \"{}\"", w.owner, w.value),
+            Err(e) => {
+                eprintln!("renewd: {}: cannot remove \"{}\": {e}", w.owner, w.value);
+                failed += 1;
+                left.push(w);
+            }
+        }
+    }
+    book.write(left)
+        .with_context(|| format!("cannot update {}", book.path().display()))?;
+    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
 }
 
 /// `renewd import certbot`: needs no valid renewd configuration (it makes one).
@@ -262,11 +338,12 @@ async fn renew(
     for name in wanted {
         match results.get(&name) {
             Some(RunResult::Renewed(r)) => println!(
-                "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s)",
+                "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s, {})",
                 r.serial,
                 humantime::format_rfc3339_seconds(r.not_after),
                 r.elapsed.as_secs_f64(),
-                r.propagation.as_secs_f64()
+                r.propagation.as_secs_f64(),
+                core::proof(r)
             ),
             Some(RunResult::NotDue {
                 not_after,

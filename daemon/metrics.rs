@@ -80,6 +80,17 @@ pub struct CertSnapshot<'a> {
     pub not_after: Option<SystemTime>,
     pub next_renewal: Option<SystemTime>,
     pub ready: bool,
+    /// `profile:` of the spec (empty for the CA's default) and its challenge type.
+    pub profile: &'a str,
+    pub challenge: &'a str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    name: String,
+    account: String,
+    profile: String,
+    challenge: String,
 }
 
 /// The daemon's metrics: counters and histograms kept across writes, and the last published text.
@@ -167,7 +178,15 @@ impl Metrics {
         let expiration = Family::<CertLabels, Gauge>::default();
         let renewal = Family::<CertLabels, Gauge>::default();
         let ready = Family::<CertLabels, Gauge>::default();
+        let info = Family::<InfoLabels, Gauge>::default();
         for c in certs {
+            info.get_or_create(&InfoLabels {
+                name: c.name.to_string(),
+                account: c.account.to_string(),
+                profile: c.profile.to_string(),
+                challenge: c.challenge.to_string(),
+            })
+            .set(1);
             let labels = CertLabels {
                 name: c.name.to_string(),
                 account: c.account.to_string(),
@@ -196,6 +215,11 @@ impl Metrics {
             "renewd_certificate_ready",
             "1 if a valid certificate matching the spec is live and renewals are not failing, else 0",
             ready,
+        );
+        registry.register(
+            "renewd_certificate_info",
+            "Always 1: how the certificate is ordered (ACME profile, empty for the CA's default) and proven (challenge)",
+            info,
         );
         registry.register(
             "renewd_renewal_attempts",
@@ -397,6 +421,8 @@ mod tests {
             zones: Vec::new(),
             propagation: Duration::from_secs_f64(propagation),
             elapsed: Duration::from_secs_f64(elapsed),
+            challenge: crate::config::ChallengeKind::Dns01,
+            persist_written: 0,
         })
     }
 
@@ -407,6 +433,8 @@ mod tests {
             not_after: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             next_renewal: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_890_000_000)),
             ready,
+            profile: "",
+            challenge: "dns-01",
         }
     }
 

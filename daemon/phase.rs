@@ -20,6 +20,8 @@ pub enum Phase {
     FetchingAuthorizations,
     /// Zone discovery for every name (CNAME chain, SOA walk).
     FindingZones,
+    /// dns-persist-01: asking every authoritative server whether the standing record is there.
+    CheckingPersistRecord,
     /// Journal, then the RFC 2136 UPDATE to the primary.
     PublishingTxt,
     /// Polling every authoritative server until it serves every value.
@@ -46,6 +48,7 @@ impl fmt::Display for Phase {
             Phase::PlacingOrder => "placing the order",
             Phase::FetchingAuthorizations => "fetching the authorizations",
             Phase::FindingZones => "finding the zones of the challenge records",
+            Phase::CheckingPersistRecord => "checking the dns-persist-01 records",
             Phase::PublishingTxt => "publishing the TXT records",
             Phase::WaitingForPropagation => {
                 "waiting until every authoritative server serves the TXT records"

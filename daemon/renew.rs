@@ -22,10 +22,12 @@ use instant_acme::{
 
 use crate::acme::{self, AcmeAccount, AcmeError, Ca, RenewalWindow};
 use crate::certs::{self, CertError, CertFacts, NewKey};
-use crate::config::{AccountSettings, CertSpec, DnsServerSettings, Settings};
+use crate::config::{AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, Settings};
 use crate::deploy::InstallError;
-use crate::dns::{self, DnsError, Resolver, Updater};
+use crate::dns::name::PERSIST_LABEL;
+use crate::dns::{self, DnsError, Resolver, Served, Updater};
 use crate::journal::{self, Journal};
+use crate::persist;
 use crate::phase::{Phase, Progress};
 use crate::state::{self, CertFiles, StateDir};
 
@@ -82,6 +84,13 @@ fn shared_text(shared: &Option<Duration>) -> String {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RenewError {
     let context = context.into();
     move |source| RenewError::Io { context, source }
@@ -105,6 +114,10 @@ pub struct Renewed {
     /// Longest time any zone took to be served by all its authoritative servers.
     pub propagation: Duration,
     pub elapsed: Duration,
+    /// How control was proven.
+    pub challenge: ChallengeKind,
+    /// dns-persist-01: how many records renewd had to write (0: every one already stood).
+    pub persist_written: usize,
 }
 
 /// After an account could not be loaded or registered (the CA unreachable, say), renewal-window requests
@@ -129,10 +142,15 @@ struct Published {
     entry: Option<journal::Entry>,
 }
 
-/// A dns-01 value to publish for one name.
+/// One name whose authorization waits for our answer.
 struct Pending {
+    /// As the CA names it (`*.x` for a wildcard).
     domain: String,
-    value: String,
+    /// The name without `*.`.
+    base: String,
+    wildcard: bool,
+    /// dns-01: the TXT value to publish. dns-persist-01: none (the record depends on the account).
+    value: Option<String>,
 }
 
 /// One ACME account of the engine: loaded or registered at most once at a time (single flight); the
@@ -445,12 +463,29 @@ impl Engine {
         let mut order = self.place_order(spec, &account, progress).await?;
         let order_url = order.url().to_string();
         tracing::info!(acme_order_url = %order_url, "order placed");
-        let pending = pending_challenges(&account, &mut order, progress).await?;
-        let by_owner = self
-            .publish(spec, server, &pending, published, progress)
-            .await?;
-        let propagation = self.wait_for_propagation(&by_owner, progress).await?;
-        validate(&account, &mut order, !pending.is_empty(), progress).await?;
+        let pending = pending_challenges(&account, &mut order, spec.challenge, progress).await?;
+        let (zones, propagation, persist_written) = match spec.challenge {
+            ChallengeKind::Dns01 => {
+                let by_owner = self
+                    .publish(spec, server, &pending, published, progress)
+                    .await?;
+                let propagation = self.wait_for_propagation(&by_owner, progress).await?;
+                let zones = by_owner.keys().map(|(z, _)| z.clone()).collect();
+                (zones, propagation, 0)
+            }
+            ChallengeKind::DnsPersist01 => {
+                self.ensure_persist(spec, server, &account, &pending, progress)
+                    .await?
+            }
+        };
+        validate(
+            &account,
+            &mut order,
+            &challenge_type(spec.challenge),
+            !pending.is_empty(),
+            progress,
+        )
+        .await?;
         let (key, chain) = finalize(spec, &account, &mut order, progress).await?;
         let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
         let files = CertFiles {
@@ -469,9 +504,11 @@ impl Engine {
             serial: issued.leaf.serial.clone(),
             not_after: issued.leaf.not_after,
             order_url,
-            zones: by_owner.keys().map(|(z, _)| z.clone()).collect(),
+            zones,
             propagation,
             elapsed: started.elapsed(),
+            challenge: spec.challenge,
+            persist_written,
         })
     }
 
@@ -500,6 +537,16 @@ impl Engine {
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
+        if let Some(profile) = &spec.profile {
+            account.check_profile(profile)?;
+        }
+        let new_order = |identifiers| {
+            let order = NewOrder::new(identifiers);
+            match &spec.profile {
+                Some(p) => order.profile(p),
+                None => order,
+            }
+        };
         // The certificate this order replaces (ARI): the live one, when it can be named.
         let replaces = crate::live::read_live_async(&self.state, &spec.name)
             .await
@@ -510,7 +557,7 @@ impl Engine {
             let shown = id.to_string();
             match account
                 .account
-                .new_order(&NewOrder::new(&identifiers).replaces(id))
+                .new_order(&new_order(&identifiers).replaces(id))
                 .await
             {
                 Ok(order) => {
@@ -534,7 +581,7 @@ impl Engine {
         }
         account
             .account
-            .new_order(&NewOrder::new(&identifiers))
+            .new_order(&new_order(&identifiers))
             .await
             .map_err(|e| account.error(Phase::PlacingOrder, e).into())
     }
@@ -552,11 +599,12 @@ impl Engine {
         progress.enter(Phase::FindingZones);
         let mut by_owner: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for p in pending {
+            let Some(value) = &p.value else { continue };
             let target = dns::find_target(&self.resolver, &p.domain, spec.zone.as_deref()).await?;
             by_owner
                 .entry((target.zone.clone(), target.owner.clone()))
                 .or_default()
-                .push(p.value.clone());
+                .push(value.clone());
         }
         if by_owner.is_empty() {
             return Ok(by_owner);
@@ -607,10 +655,7 @@ impl Engine {
             zone: zone.to_string(),
             owner: owner.to_string(),
             value: value.to_string(),
-            published_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            published_at: unix_now(),
         };
         let journal = self.journal.clone();
         blocking(move || journal.add(&record))
@@ -655,6 +700,107 @@ impl Engine {
             );
         }
         Ok(propagation)
+    }
+
+    /// dns-persist-01: make sure every name's standing record is served by every authoritative server
+    /// of its zone. One query per server shows it is there (no UPDATE, no journal entry); where it is
+    /// missing, or names another account or CA, renewd appends its own value (other values at the owner
+    /// stay), records it in `persist/NAME.json` first, and waits until every server serves it. Returns
+    /// the zones, the propagation wait, and how many values were written.
+    async fn ensure_persist(
+        &self,
+        spec: &CertSpec,
+        server: &DnsServerSettings,
+        account: &AcmeAccount,
+        pending: &[Pending],
+        progress: &Progress,
+    ) -> Result<(Vec<String>, Duration, usize), RenewError> {
+        if pending.is_empty() {
+            return Ok((Vec::new(), Duration::ZERO, 0));
+        }
+        progress.enter(Phase::CheckingPersistRecord);
+        let issuers = account.issuer_domains(Phase::CheckingPersistRecord).await?;
+        // One record per base name; `policy=wildcard` when the order has `*.base`.
+        let mut bases: BTreeMap<&str, bool> = BTreeMap::new();
+        for p in pending {
+            *bases.entry(p.base.as_str()).or_default() |= p.wildcard;
+        }
+        let now = unix_now();
+        let explicit = &self.settings.propagation.nameservers;
+        let mut zones = Vec::new();
+        let mut to_write = Vec::new();
+        for (base, wildcard) in bases {
+            let target =
+                dns::find_target_at(&self.resolver, PERSIST_LABEL, base, spec.zone.as_deref())
+                    .await?;
+            let servers =
+                dns::authoritative_servers(&self.resolver, &target.zone, explicit).await?;
+            let want = persist::Wanted {
+                issuer: issuers[0].clone(),
+                issuers: issuers.clone(),
+                account_uri: account.account.id().to_string(),
+                wildcard,
+                persist_until: spec.persist_until,
+            };
+            let lacking: Vec<String> = dns::serving(&servers, &target.owner)
+                .await
+                .into_iter()
+                .filter(|(_, served)| {
+                    !matches!(served, Served::Txt(v) if v.iter().any(|x| persist::satisfies(x, &want, now)))
+                })
+                .map(|(s, _)| s.name)
+                .collect();
+            if !zones.contains(&target.zone) {
+                zones.push(target.zone.clone());
+            }
+            if lacking.is_empty() {
+                tracing::info!(dns_zone = %target.zone, owner = %target.owner, servers = servers.len(),
+                    "the dns-persist-01 record stands on every authoritative server: no DNS update");
+                continue;
+            }
+            tracing::info!(dns_zone = %target.zone, owner = %target.owner, lacking = %lacking.join(", "),
+                "the dns-persist-01 record is missing there (or names another account or CA): writing it");
+            to_write.push((target, servers, want.value()));
+        }
+        if to_write.is_empty() {
+            return Ok((zones, Duration::ZERO, 0));
+        }
+        progress.enter(Phase::PublishingTxt);
+        let updater = Updater::new(server, &self.resolver).await?;
+        let book = persist::Book::new(self.state.root(), &spec.name);
+        for (target, _, value) in &to_write {
+            let written = persist::Written {
+                dns_server: spec.dns.clone(),
+                zone: target.zone.clone(),
+                owner: target.owner.clone(),
+                value: value.clone(),
+                written_at: now,
+            };
+            let book = book.clone();
+            blocking(move || book.add(written)).await.map_err(io_err(
+                "cannot record the dns-persist-01 value in the state directory",
+            ))?;
+            updater
+                .add_txt_values(&target.zone, &target.owner, &[value])
+                .await?;
+            tracing::info!(dns_zone = %target.zone, owner = %target.owner, value = %value,
+                "dns-persist-01 record written");
+        }
+        progress.enter(Phase::WaitingForPropagation);
+        let t0 = Instant::now();
+        let timeout = self.settings.propagation.timeout;
+        let waits = to_write.iter().map(|(target, servers, value)| {
+            dns::wait_for_txt(servers, &target.owner, std::slice::from_ref(value), timeout)
+        });
+        for r in futures::future::join_all(waits).await {
+            r?;
+        }
+        let propagation = t0.elapsed();
+        tracing::info!(
+            ms = propagation.as_millis() as u64,
+            "every authoritative server serves the dns-persist-01 records"
+        );
+        Ok((zones, propagation, to_write.len()))
     }
 
     /// Write the new version into the state directory and make it live (off the async runtime).
@@ -725,6 +871,7 @@ impl Engine {
 async fn pending_challenges(
     account: &AcmeAccount,
     order: &mut instant_acme::Order,
+    kind: ChallengeKind,
     progress: &Progress,
 ) -> Result<Vec<Pending>, RenewError> {
     progress.enter(Phase::FetchingAuthorizations);
@@ -743,20 +890,42 @@ async fn pending_challenges(
             .iter()
             .map(|c| challenge_name(&c.r#type))
             .collect();
-        let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+        let identifier = authz.identifier();
+        let wildcard = identifier.wildcard;
+        let base = match identifier.identifier {
+            Identifier::Dns(d) => d.trim_start_matches("*.").to_string(),
+            _ => domain.trim_start_matches("*.").to_string(),
+        };
+        let Some(challenge) = authz.challenge(challenge_type(kind)) else {
             return Err(AcmeError::NoDnsChallenge {
                 ca: account.ca.clone(),
                 domain,
+                wanted: kind.as_str().to_string(),
                 offered,
             }
             .into());
         };
+        let value = match kind {
+            ChallengeKind::Dns01 => Some(challenge.key_authorization().dns_value()),
+            ChallengeKind::DnsPersist01 => None,
+        };
         pending.push(Pending {
             domain,
-            value: challenge.key_authorization().dns_value(),
+            base,
+            wildcard,
+            value,
         });
     }
     Ok(pending)
+}
+
+/// instant-acme 0.8.5 knows no dns-persist-01: the CA's challenge arrives as `Unknown`, which is enough to
+/// find it in the authorization and answer it (an empty POST, like dns-01).
+fn challenge_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
+        ChallengeKind::DnsPersist01 => ChallengeType::Unknown(kind.as_str().to_string()),
+    }
 }
 
 fn challenge_name(t: &ChallengeType) -> String {
@@ -793,6 +962,7 @@ fn rejected(
 async fn validate(
     account: &AcmeAccount,
     order: &mut instant_acme::Order,
+    challenge: &ChallengeType,
     answered: bool,
     progress: &Progress,
 ) -> Result<(), RenewError> {
@@ -804,7 +974,7 @@ async fn validate(
             if authz.status != AuthorizationStatus::Pending {
                 continue;
             }
-            if let Some(mut ch) = authz.challenge(ChallengeType::Dns01) {
+            if let Some(mut ch) = authz.challenge(challenge.clone()) {
                 ch.set_ready()
                     .await
                     .map_err(|e| account.error(Phase::AnsweringChallenge, e))?;

@@ -24,6 +24,10 @@ pub struct Row {
     /// Whole days left until not_after (negative when expired), or null.
     pub days_left: Option<i64>,
     pub serial: Option<String>,
+    /// The ACME profile the spec asks for (`profile:`), null for the CA's default.
+    pub profile: Option<String>,
+    /// How control of the names is proven: `dns-01` or `dns-persist-01`.
+    pub challenge: String,
     /// RFC 3339 moment of the next planned renewal.
     pub next_renewal: String,
     /// Why then, in words.
@@ -106,6 +110,8 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                 not_after: facts.map(|f| rfc3339(f.not_after)),
                 days_left: seconds_left.map(|s| s.div_euclid(86400)),
                 serial: facts.map(|f| f.serial.clone()),
+                profile: spec.profile.clone(),
+                challenge: spec.challenge.to_string(),
                 // The daemon's own plan (with its jitter and ARI) when it recorded one.
                 next_renewal: recorded
                     .and_then(|r| r.next_renewal.clone())
@@ -182,7 +188,11 @@ pub fn render_text(report: &Report, color: bool) -> String {
             line
         };
         out.push_str(&line);
-        out.push_str(&format!("{:<20} {}\n", "", r.domains.join(", ")));
+        let mut about = format!("{}; {}", r.domains.join(", "), r.challenge);
+        if let Some(p) = &r.profile {
+            about.push_str(&format!(", profile {p}"));
+        }
+        out.push_str(&format!("{:<20} {about}\n", ""));
     }
     out
 }

@@ -44,6 +44,7 @@ pub struct Global {
     defaults: PartialSpec,
     account_names: BTreeSet<String>,
     dns_names: BTreeSet<String>,
+    keyless_dns: BTreeMap<String, PathBuf>,
 }
 
 impl Global {
@@ -72,6 +73,7 @@ impl Global {
             defaults: &self.defaults,
             accounts: &self.account_names,
             dns: &self.dns_names,
+            keyless_dns: &self.keyless_dns,
         }
     }
 }
@@ -177,11 +179,13 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
         sort_diags(&mut out);
         return Err(ConfigErrors(out));
     }
+    let keyless_dns = validate::keyless_dns(s);
     let cx = SpecContext {
         config_path: &s.config_path,
         defaults: &defaults,
         accounts: &accounts,
         dns: &dns,
+        keyless_dns: &keyless_dns,
     };
     let (spec, domains) = load_one_spec(&mut out, path, Some(&cx));
     if let Some(spec) = &spec {
@@ -366,6 +370,7 @@ fn load_global_into(
     let g = validate::global(&mut d, config_path, &base, &root);
     Some((
         Global {
+            keyless_dns: validate::keyless_dns(&g.settings),
             settings: g.settings,
             warnings: Vec::new(),
             defaults: g.defaults,

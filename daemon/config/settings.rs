@@ -90,7 +90,10 @@ pub struct DnsServerSettings {
     pub name: String,
     /// `host` or `host:port` / `[v6]:port` as written; resolved when used (check never touches the network).
     pub address: String,
-    pub tsig: TsigKey,
+    /// `None` when `tsig_key_file` does not exist: the operator removed the credentials after the
+    /// dns-persist-01 records were written. Only dns-persist-01 specs may use such a server; an UPDATE
+    /// through it fails with [`crate::dns::DnsError::NoCredentials`].
+    pub tsig: Option<TsigKey>,
     pub tsig_key_file: PathBuf,
     pub ttl: u32,
 }
@@ -144,6 +147,33 @@ impl fmt::Display for KeySpec {
     }
 }
 
+/// How a certificate's names are proven to the CA (`challenge:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ChallengeKind {
+    /// A TXT value at `_acme-challenge.<name>` per order, removed afterwards.
+    #[default]
+    Dns01,
+    /// One standing TXT record at `_validation-persist.<name>` naming the CA and this account
+    /// (draft-ietf-acme-dns-persist-01), written once and never removed by a renewal.
+    DnsPersist01,
+}
+
+impl ChallengeKind {
+    /// The ACME challenge type, as written in a spec and offered by CAs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::DnsPersist01 => "dns-persist-01",
+        }
+    }
+}
+
+impl fmt::Display for ChallengeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One certificate, from `certs.d/NAME.yaml` merged over `defaults`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
@@ -157,6 +187,13 @@ pub struct CertSpec {
     /// Explicit zone for every name of this certificate (no trailing dot).
     pub zone: Option<String>,
     pub renew_before: Option<Duration>,
+    /// `profile:` the ACME profile the order asks for (a CA that offers profiles lists them in its
+    /// directory). `None`: the CA's default.
+    pub profile: Option<String>,
+    /// `challenge:` how the names are proven.
+    pub challenge: ChallengeKind,
+    /// `persist_until:` (dns-persist-01 only) the record's `persistUntil`, in seconds since the epoch.
+    pub persist_until: Option<u64>,
     pub deploy: Vec<DeployTarget>,
     /// The `reload:` entries in order, then the `hooks:` entries ([`ReloadSpec::Hook`]).
     pub reload: Vec<ReloadSpec>,
@@ -175,6 +212,9 @@ impl CertSpec {
             dns: "primary".into(),
             zone: None,
             renew_before,
+            profile: None,
+            challenge: ChallengeKind::Dns01,
+            persist_until: None,
             deploy: vec![],
             reload: vec![],
         }

@@ -151,9 +151,12 @@ fn full_valid_config_loads_with_defaults_and_resolved_paths() {
     assert_eq!(dns.address, "acme-master.example.ac.jp:53");
     assert_eq!(dns.ttl, 120);
     assert_eq!(dns.tsig_key_file, base.join("secrets/acme-update.key"));
-    assert_eq!(dns.tsig.name, "acme-update");
-    assert_eq!(dns.tsig.algorithm, TsigAlgorithm::HmacSha256);
-    assert_eq!(dns.tsig.secret.expose().len(), 32);
+    assert_eq!(dns.tsig.as_ref().unwrap().name, "acme-update");
+    assert_eq!(
+        dns.tsig.as_ref().unwrap().algorithm,
+        TsigAlgorithm::HmacSha256
+    );
+    assert_eq!(dns.tsig.as_ref().unwrap().secret.expose().len(), 32);
 
     assert_eq!(s.certs.len(), 2);
     let g = &s.certs["gitlab"];
@@ -430,16 +433,32 @@ fn bad_duration() {
 #[test]
 fn unreadable_key_file() {
     let fx = Fx::new(&GLOBAL.replace("secrets/acme-update.key", "secrets/missing.key"));
-    fx.spec("ok", "domains: [a.example.org]\n");
+    let spec = fx.spec("ok", "domains: [a.example.org]\n");
+    // The dns-01 spec that needs the key is the error; the global file says where the key should be.
     let (e, s) = fx.one_error();
-    assert_eq!(e.file, fx.config());
-    assert_eq!((e.line, e.col), (Some(13), Some(20)));
+    assert_eq!(e.file, spec);
     assert!(
         s.contains(&fx.path("secrets/missing.key").display().to_string()),
         "{s}"
     );
     assert!(s.contains("does not exist"), "{s}");
     assert!(s.contains("tsig-keygen -a hmac-sha256"), "{s}");
+    let all = fx.load().unwrap_err().0;
+    let w = all
+        .iter()
+        .find(|d| !d.is_error() && d.file == fx.config())
+        .expect("a warning in the global file");
+    assert_eq!((w.line, w.col), (Some(13), Some(20)));
+    assert!(w.to_string().contains("does not exist"), "{w}");
+
+    // A dns-persist-01 spec renews without the key while its record stands: a warning, not an error.
+    fx.spec(
+        "ok",
+        "domains: [a.example.org]\nchallenge: dns-persist-01\n",
+    );
+    let loaded = fx.load().expect("loads");
+    assert!(loaded.settings.dns_servers["acme-master"].tsig.is_none());
+    assert!(loaded.settings.certs.contains_key("ok"));
 
     // Standalone parser: FILE: error: ... without a position.
     let err = parse_tsig_key_file(&fx.path("secrets/missing.key")).unwrap_err();
@@ -539,9 +558,16 @@ fn multi_key_file() {
     fx.secret("secrets/acme-update.key", &two);
     fx.spec("ok", "domains: [a.example.org]\n");
     let s = fx.load().unwrap_or_else(|e| panic!("{e}")).settings;
-    assert_eq!(s.dns_servers["acme-master"].tsig.name, "other");
     assert_eq!(
-        s.dns_servers["acme-master"].tsig.algorithm,
+        s.dns_servers["acme-master"].tsig.as_ref().unwrap().name,
+        "other"
+    );
+    assert_eq!(
+        s.dns_servers["acme-master"]
+            .tsig
+            .as_ref()
+            .unwrap()
+            .algorithm,
         TsigAlgorithm::HmacSha384
     );
 
@@ -990,4 +1016,44 @@ fn settings_compare_by_value_secrets_included() {
     assert_ne!(a.accounts, b.accounts);
     assert_eq!(a.dns_servers, b.dns_servers);
     assert!(!format!("{:?}", b.accounts).contains("c2VjcmV0"));
+}
+
+#[test]
+fn profile_challenge_and_persist_until() {
+    let fx = valid();
+    fx.spec(
+        "p",
+        "domains: [p.example.org]\nprofile: shortlived\nchallenge: dns-persist-01\npersist_until: 2099-12-31\n",
+    );
+    let l = fx.load().expect("loads");
+    let spec = &l.settings.certs["p"];
+    assert_eq!(spec.profile.as_deref(), Some("shortlived"));
+    assert_eq!(spec.challenge, ChallengeKind::DnsPersist01);
+    // The end of that day, UTC.
+    assert_eq!(spec.persist_until, Some(4102444799));
+    assert_eq!(l.settings.certs["www"].challenge, ChallengeKind::Dns01);
+    assert_eq!(l.settings.certs["www"].profile, None);
+
+    fx.spec("p", "domains: [p.example.org]\nchallenge: http-01\n");
+    let (e, s) = fx.one_error();
+    assert_eq!((e.line, e.col), (Some(2), Some(12)));
+    assert!(s.contains("through DNS only"), "{s}");
+
+    fx.spec("p", "domains: [p.example.org]\npersist_until: 2099-12-31\n");
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains("`persist_until` applies to `challenge: dns-persist-01` only"),
+        "{s}"
+    );
+
+    fx.spec(
+        "p",
+        "domains: [p.example.org]\nchallenge: dns-persist-01\npersist_until: next year\n",
+    );
+    let (_, s) = fx.one_error();
+    assert!(s.contains("is not a date"), "{s}");
+
+    fx.spec("p", "domains: [p.example.org]\nprofile: \"short lived\"\n");
+    let (_, s) = fx.one_error();
+    assert!(s.contains("is not a profile name"), "{s}");
 }

@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::acme::RenewalWindow;
 use crate::certs::CertFacts;
-use crate::config::{CertSpec, Settings};
+use crate::config::{CertSpec, ChallengeKind, Settings};
 use crate::live::{LiveCert, LiveError};
 use crate::logging::message_id;
 use crate::metrics::Metrics;
@@ -224,6 +224,8 @@ pub struct CertView {
     pub ari: Option<AriWindow>,
     /// A valid certificate matching the spec is live, and the last attempt did not fail.
     pub ready: bool,
+    pub profile: Option<String>,
+    pub challenge: ChallengeKind,
 }
 
 /// The loop's state: every certificate, the pool, the side tasks.
@@ -877,6 +879,17 @@ fn random_jitter() -> Duration {
 }
 
 /// Record a finished renewal in the certificate's history, with its journal line.
+/// How control was proven, in words: `dns-01`, `dns-persist-01 (standing record)`.
+pub fn proof(r: &Renewed) -> String {
+    match (r.challenge, r.persist_written) {
+        (ChallengeKind::Dns01, _) => "dns-01".to_string(),
+        (ChallengeKind::DnsPersist01, 0) => {
+            "dns-persist-01 (standing record, no DNS update)".to_string()
+        }
+        (ChallengeKind::DnsPersist01, n) => format!("dns-persist-01 ({n} record(s) written)"),
+    }
+}
+
 fn record_renewal(
     cert: &mut Cert,
     spec: &CertSpec,
@@ -895,9 +908,11 @@ fn record_renewal(
                 cert_serial = %r.serial,
                 cert_not_after = %humantime::format_rfc3339_seconds(r.not_after),
                 dns_zone = %r.zones.join(","),
-                "renewed {name} (serial {}, expires {})",
+                acme_challenge = %r.challenge,
+                "renewed {name} (serial {}, expires {}; control proven by {})",
                 r.serial,
-                humantime::format_rfc3339_seconds(r.not_after)
+                humantime::format_rfc3339_seconds(r.not_after),
+                proof(r)
             );
             cert.succeeded(now);
         }
@@ -973,6 +988,8 @@ fn view(c: &Cert, now: SystemTime) -> CertView {
         history: c.history.clone(),
         ari: c.ari.window().cloned(),
         ready,
+        profile: c.spec.profile.clone(),
+        challenge: c.spec.challenge,
     }
 }
 

@@ -180,6 +180,8 @@ impl Work for Fake {
                         zones: vec![],
                         propagation: Duration::ZERO,
                         elapsed: self.delay,
+                        challenge: crate::config::ChallengeKind::Dns01,
+                        persist_written: 0,
                     })
                 }
                 Ends::Transient => Err(RenewError::Io {

@@ -515,6 +515,9 @@ mod tests {
             dns: "primary".into(),
             zone: None,
             renew_before: None,
+            profile: None,
+            challenge: Default::default(),
+            persist_until: None,
             deploy,
             reload,
         }

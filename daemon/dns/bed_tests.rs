@@ -57,11 +57,11 @@ impl Bed {
         DnsServerSettings {
             name: "acme-master".into(),
             address: self.get("MASTER").into(),
-            tsig: TsigKey {
+            tsig: Some(TsigKey {
                 name: key.unwrap_or(self.get("TSIG_KEY_NAME")).into(),
                 algorithm: TsigAlgorithm::HmacSha256,
                 secret: Secret::new(secret.map(<[u8]>::to_vec).unwrap_or(real)),
-            },
+            }),
             tsig_key_file: PathBuf::from("/etc/renewd/secrets/acme-update.key"),
             ttl: 60,
         }

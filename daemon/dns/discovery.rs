@@ -19,7 +19,7 @@ pub const MAX_CNAME_HOPS: usize = 8;
 pub struct ChallengeTarget {
     /// As in the spec, maybe `*.x`.
     pub domain: String,
-    /// `_acme-challenge.<domain without *.>`
+    /// `_acme-challenge.<domain without *.>` (or the label asked for)
     pub challenge_name: String,
     /// The name that gets the TXT record, after following CNAMEs.
     pub owner: String,
@@ -35,7 +35,17 @@ pub async fn find_target(
     domain: &str,
     explicit_zone: Option<&str>,
 ) -> Result<ChallengeTarget, DnsError> {
-    let challenge = name::challenge_name(domain)?;
+    find_target_at(resolver, name::CHALLENGE_LABEL, domain, explicit_zone).await
+}
+
+/// [`find_target`] for the owner `LABEL.<domain>` (`_validation-persist` for dns-persist-01).
+pub async fn find_target_at(
+    resolver: &Resolver,
+    label: &str,
+    domain: &str,
+    explicit_zone: Option<&str>,
+) -> Result<ChallengeTarget, DnsError> {
+    let challenge = name::owner_name(label, domain)?;
     if let Some(zone) = explicit_zone {
         let zone = name::normalize(zone)?;
         if !is_inside(&challenge, &zone) {

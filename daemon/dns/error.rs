@@ -69,6 +69,9 @@ pub enum DnsError {
     #[error("TSIG key `{key}` cannot be used: {reason}")]
     InvalidTsigKey { key: String, reason: String },
 
+    #[error("DNS server `{server}` has no TSIG key ({} does not exist), so renewd cannot write a record through it: create the file again (`tsig-keygen -a hmac-sha256 NAME`, the same key as the DNS server's)", .key_file.display())]
+    NoCredentials { server: String, key_file: PathBuf },
+
     #[error("no DNS resolver to ask: {reason}; set `resolver:` in the global config")]
     NoResolver { reason: String },
 

@@ -22,8 +22,10 @@ pub mod update;
 #[cfg(test)]
 mod bed_tests;
 
-pub use discovery::{authoritative_servers, find_target, AuthServer, ChallengeTarget};
+pub use discovery::{
+    authoritative_servers, find_target, find_target_at, AuthServer, ChallengeTarget,
+};
 pub use error::{DnsError, Lagging, ServerRef};
-pub use propagation::{poll_delays, query_txt, wait_for_txt, Propagation};
+pub use propagation::{poll_delays, query_txt, serving, wait_for_txt, Propagation, Served};
 pub use resolver::Resolver;
 pub use update::Updater;

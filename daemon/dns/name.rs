@@ -38,8 +38,18 @@ pub fn normalize(name: &str) -> Result<String, DnsError> {
     Ok(n.to_ascii_lowercase())
 }
 
+/// The owner label of dns-01 values.
+pub const CHALLENGE_LABEL: &str = "_acme-challenge";
+/// The owner label of the standing dns-persist-01 record.
+pub const PERSIST_LABEL: &str = "_validation-persist";
+
 /// `*.foo.example` and `foo.example` → `_acme-challenge.foo.example`.
 pub fn challenge_name(domain: &str) -> Result<String, DnsError> {
+    owner_name(CHALLENGE_LABEL, domain)
+}
+
+/// `*.foo.example` and `foo.example` → `LABEL.foo.example`.
+pub fn owner_name(label: &str, domain: &str) -> Result<String, DnsError> {
     let d = normalize(domain)?;
     let base = d.strip_prefix("*.").unwrap_or(&d);
     if base.contains('*') {
@@ -49,7 +59,7 @@ pub fn challenge_name(domain: &str) -> Result<String, DnsError> {
                 .to_string(),
         });
     }
-    normalize(&format!("_acme-challenge.{base}"))
+    normalize(&format!("{label}.{base}"))
 }
 
 /// Whether `name` is `zone` or below it (label-wise: `xfoo.example` is not inside `foo.example`).

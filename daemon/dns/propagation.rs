@@ -136,6 +136,15 @@ pub async fn wait_for_txt(
     }
 }
 
+/// One non-recursive TXT query of every server at `owner`, concurrently: what each serves now.
+pub async fn serving(servers: &[AuthServer], owner: &str) -> Vec<(AuthServer, Served)> {
+    let asks = servers.iter().map(|s| async move {
+        let served = ask(&s.server_ref(), owner, Timeouts::POLL).await;
+        (s.clone(), served)
+    });
+    futures::future::join_all(asks).await
+}
+
 /// Ok(time to success) or Err(what it served last).
 async fn poll_one(
     server: &AuthServer,

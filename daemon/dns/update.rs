@@ -70,7 +70,13 @@ impl Updater {
 
     /// Like [`Updater::new`] with the address already known.
     pub fn with_addr(server: &DnsServerSettings, addr: SocketAddr) -> Result<Self, DnsError> {
-        let key = &server.tsig;
+        let key = server
+            .tsig
+            .as_ref()
+            .ok_or_else(|| DnsError::NoCredentials {
+                server: server.name.clone(),
+                key_file: server.tsig_key_file.clone(),
+            })?;
         let invalid = |reason: String| DnsError::InvalidTsigKey {
             key: key.name.clone(),
             reason,
@@ -347,11 +353,11 @@ mod tests {
         DnsServerSettings {
             name: "acme-master".to_string(),
             address: addr.to_string(),
-            tsig: TsigKey {
+            tsig: Some(TsigKey {
                 name: key.to_string(),
                 algorithm: TsigAlgorithm::HmacSha256,
                 secret: Secret::new(secret.to_vec()),
-            },
+            }),
             tsig_key_file: PathBuf::from("/etc/renewd/secrets/acme-update.key"),
             ttl: 60,
         }

@@ -83,6 +83,8 @@ fn dns_kind(e: &DnsError) -> FailureKind {
         | DnsError::InvalidAddress { .. }
         | DnsError::OwnerNotInZone { .. }
         | DnsError::InvalidTsigKey { .. }
+        // The operator removed the key file: someone has to put it back.
+        | DnsError::NoCredentials { .. }
         | DnsError::NoResolver { .. }
         | DnsError::BadKey { .. }
         | DnsError::BadSig { .. }
@@ -122,6 +124,10 @@ fn acme_kind(e: &AcmeError) -> FailureKind {
         AcmeError::Request { source, .. } => instant_acme_kind(source),
         // The CA will not validate this name with dns-01: asking again changes nothing.
         AcmeError::NoDnsChallenge { .. } => FailureKind::Permanent,
+        // The spec or the CA's directory has to change first.
+        AcmeError::UnknownProfile { .. } | AcmeError::NoIssuerDomain { .. } => {
+            FailureKind::Permanent
+        }
         // The CA's verdict: by the problems it gave (none: a DNS answer the CA did not like, transient).
         AcmeError::Rejected { .. } | AcmeError::OrderInvalid { .. } => {
             worst(e.problems().into_iter().map(problem_kind))
@@ -500,6 +506,7 @@ mod tests {
         let no_dns01 = AcmeError::NoDnsChallenge {
             ca: ca(),
             domain: "a.example.test".into(),
+            wanted: "dns-01".into(),
             offered: vec!["http-01".into()],
         };
         assert_eq!(kind(no_dns01), Permanent);
