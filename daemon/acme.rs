@@ -333,6 +333,9 @@ pub struct AcmeAccount {
     http: CaClient,
     /// The directory's `meta.caaIdentities`, fetched once when first needed (dns-persist-01).
     issuer_domains: Arc<tokio::sync::OnceCell<Vec<String>>>,
+    /// The CA accepted an order with `replaces` but did not echo it (RFC 9773 §5 says it must): later
+    /// orders of this account leave `replaces` out instead of paying a second newOrder each time.
+    pub replaces_not_echoed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The parts of a directory's `meta` that instant-acme does not expose.
@@ -356,6 +359,7 @@ impl AcmeAccount {
             retry_after,
             http,
             issuer_domains: Arc::default(),
+            replaces_not_echoed: Arc::default(),
         }
     }
 

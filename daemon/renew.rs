@@ -13,6 +13,7 @@
 //! (single flight), never under a lock shared with other accounts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -553,7 +554,8 @@ impl Engine {
             .ok()
             .flatten()
             .and_then(|live| acme::certificate_id(&live.facts));
-        if let Some(id) = replaces {
+        let skip_replaces = account.replaces_not_echoed.load(Ordering::Relaxed);
+        if let (Some(id), false) = (replaces, skip_replaces) {
             let shown = id.to_string();
             match account
                 .account
@@ -569,12 +571,17 @@ impl Engine {
                 Err(e) if acme::is_rate_limited(&e) => {
                     return Err(account.error(Phase::PlacingOrder, e).into());
                 }
-                // A problem document (alreadyReplaced, malformed, ...), or an order that does not echo
-                // `replaces` (instant-acme's check, its only `Other` error of newOrder; RFC 9773 §5
-                // requires the echo).
-                Err(e @ (instant_acme::Error::Api(_) | instant_acme::Error::Other(_))) => {
+                // A problem document (alreadyReplaced, malformed, ...).
+                Err(e @ instant_acme::Error::Api(_)) => {
                     tracing::warn!(replaces = %shown, error = %acme::describe(&e),
                         "the CA refused `replaces`; ordering again without it");
+                }
+                // An order that does not echo `replaces` (instant-acme's check, its only `Other` error of
+                // newOrder; RFC 9773 §5 requires the echo): the CA took the order and ignored `replaces`.
+                Err(instant_acme::Error::Other(_)) => {
+                    account.replaces_not_echoed.store(true, Ordering::Relaxed);
+                    tracing::warn!(replaces = %shown,
+                        "the CA accepted the order but did not echo `replaces` (RFC 9773 §5 requires it), so it ignores it; ordering again without `replaces`, and leaving it out of this account's later orders");
                 }
                 Err(e) => return Err(account.error(Phase::PlacingOrder, e).into()),
             }
