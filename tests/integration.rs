@@ -43,6 +43,44 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
     start.elapsed()
 }
 
+/// `persist_zones`: each host's `_validation-persist` zone is delegated, takes renewd's TSIG updates and
+/// reaches every secondary, like its challenge zone (dns-persist-01's standing record lives there).
+#[test]
+fn topology_persist_zones_take_renewds_updates_and_reach_every_server() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 2,
+        persist_zones: true,
+        two_ns_hosts: vec!["host2".into()],
+        ..Default::default()
+    });
+    let zone = persist_zone(&topo.host_domain(1));
+    assert_eq!(zone, "_validation-persist.host1.example.test");
+    let value = "ca.example.test; accounturi=https://127.0.0.1:14010/acme/acct/x";
+    let out = topo.add_txt(&zone, value);
+    assert!(out.status.success(), "{out:?}");
+    for addr in topo.secondary_addrs() {
+        wait_for(
+            &format!("{addr} to serve the record at {zone}"),
+            Duration::from_secs(20),
+            || topo.txt_at(addr, &zone).contains(&value.to_string()),
+        );
+    }
+    // Delegated from the parent: the CA's resolver finds it from the root down.
+    let via_resolver = topo.dig(topo.ca_resolver_addr(), &[&zone, "TXT"]);
+    assert!(via_resolver.contains("accounturi="), "{via_resolver}");
+    // host2's persist zone has host2's two name servers (dns1, dns2), like its challenge zone.
+    let ns = topo.dig(
+        topo.resolver_addr(),
+        &[&persist_zone(&topo.host_domain(2)), "NS"],
+    );
+    let mut ns: Vec<&str> = ns.lines().collect();
+    ns.sort();
+    assert_eq!(ns, vec!["dns1.example.test.", "dns2.example.test."]);
+    // The challenge zones are unchanged.
+    let challenge = challenge_zone(&topo.host_domain(1));
+    assert!(topo.add_txt(&challenge, "still-works").status.success());
+}
+
 #[test]
 fn topology_comes_up_and_accepts_tsig_update() {
     let topo = Topology::start(TopologyOptions {

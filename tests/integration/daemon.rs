@@ -7,17 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::notify::NotifySocket;
 use crate::support::proc::poll_until;
-use crate::support::renewd::{signal, spawn_run, wait_exit, wait_published, Renewd};
+use crate::support::renewd::{log_text, signal, spawn_run, wait_exit, wait_published, Renewd};
 use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
 use crate::support::x509::cert_sans;
 use crate::support::SpecFixture;
 
 /// A new spec must be planned within 2 s (issue 4); issuing it takes a few seconds more.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn log_text(log: &Path) -> String {
-    fs::read_to_string(log).unwrap_or_default()
-}
 
 fn wait_issued(r: &Renewd, name: &str, log: &Path) {
     wait_issued_draining(r, name, log, None)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::proc::output_with_timeout;
 use crate::support::proc::poll_until;
-use crate::support::renewd::{mode, signal, wait_exit, Renewd, Run};
+use crate::support::renewd::{log_text, mode, signal, wait_exit, Renewd, Run};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::webservers::{self_signed, WebServer};
 use crate::support::x509::cert_serial;
@@ -258,10 +258,6 @@ fn a_broken_nginx_config_puts_the_previous_files_back_and_the_daemon_retries_aft
     signal(daemon.id(), libc::SIGTERM);
     let exited = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
     assert!(exited.success());
-}
-
-fn log_text(log: &Path) -> String {
-    fs::read_to_string(log).unwrap_or_default()
 }
 
 /// `gitlab` and `systemd` through stand-in tools on the documented PATH override, a `command` with

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 pub use fixtures::SpecFixture;
 pub use topology::{
-    challenge_zone, domain, IssuingRoots, Server, Topology, TopologyOptions, DOMAIN, TSIG_KEY_NAME,
+    challenge_zone, domain, persist_zone, IssuingRoots, Server, Topology, TopologyOptions, DOMAIN,
+    TSIG_KEY_NAME,
 };
 pub use x509::*;
 

@@ -35,6 +35,30 @@ pub fn spawn_long_lived(cmd: Command) -> io::Result<Child> {
     reply_rx.recv().map_err(|_| gone())?
 }
 
+/// SIGTERM every child, wait up to `grace` for all of them together, SIGKILL the rest (reaping each).
+/// `L` names a child in the message about one that ignored SIGTERM.
+pub fn stop_children<L: std::fmt::Debug>(mut children: Vec<(L, Child)>, grace: Duration) {
+    for (_, child) in &children {
+        // SAFETY: signalling a child we spawned and have not reaped (so the PID is still ours).
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + grace;
+    while !children.is_empty() && Instant::now() < deadline {
+        children.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+        if !children.is_empty() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for (label, mut child) in children {
+        eprintln!(
+            "{label:?} (pid {}) ignored SIGTERM for {grace:?}; SIGKILL",
+            child.id()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Like [`Command::output`], but kills the child and fails after `timeout` (a hung renewd or dig
 /// must fail the test, not hang CI). Stdin is null unless the caller set it.
 pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {

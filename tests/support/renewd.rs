@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::fixtures::SpecFixture;
 use super::proc::output_with_timeout;
@@ -201,4 +201,27 @@ pub fn wait_published(topo: &Topology, owner: &str) -> Vec<String> {
         (!v.is_empty()).then_some(v)
     })
     .unwrap_or_else(|| panic!("no TXT value published at {owner} within 30 s"))
+}
+
+/// A log file's text (empty while there is none), for assertion messages.
+pub fn log_text(log: &Path) -> String {
+    fs::read_to_string(log).unwrap_or_default()
+}
+
+/// The RFC 3339 time in a JSON string (`status.json`, `renewd status --json`); panics with the value
+/// when it is not one.
+pub fn json_time(v: &serde_json::Value) -> SystemTime {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time string: {v}"));
+    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// SIGTERM a daemon started with [`Renewd::spawn_logged`] and wait (20 s) for it to exit 0; panics with
+/// its log otherwise.
+pub fn stop_daemon(mut daemon: Child, log: &Path) {
+    signal(daemon.id(), libc::SIGTERM);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("daemon did not exit\n{}", log_text(log)));
+    assert!(status.success(), "exit {status}\n{}", log_text(log));
 }

@@ -4,12 +4,14 @@
 //! |------------------|------------------------------------------------------------------------|
 //! | 127.0.0.10       | root `.` + `test.` TLD                                                 |
 //! | 127.0.0.11       | parent `example.test`, delegates `_acme-challenge.<host>` NS dns1..3   |
+//! |                  | (and `_validation-persist.<host>` with `persist_zones`)                |
 //! | 127.0.0.12       | acme-master: hidden primary, TSIG update-policy, NOTIFY → dns1..3      |
 //! | 127.0.0.13-15    | dns1..dns3: secondaries (NOTIFY + IXFR from acme-master)               |
 //! | 127.0.0.16       | the CA's recursive resolver (Pebble `-dnsserver`)                      |
 //! | 127.0.0.17       | the client resolver (renewd's `resolver:`, `/etc/resolv.conf` inside) |
 //! | 127.0.0.1:14000  | Pebble ACME directory `https://127.0.0.1:14000/dir` (EAB required)     |
 //! | 127.0.0.1:15000  | Pebble management (issuing roots)                                      |
+//! | 127.0.0.1:14010  | acme2certifier, when a test starts one (`a2c.rs`)                      |
 //!
 //! Each [`Topology`] lives in its own tempdir and network namespace, so tests run in parallel with the
 //! same addresses. Servers run in the foreground as children of the test process and are killed by
@@ -33,7 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::proc::{output_with_timeout, poll_ready, spawn_long_lived, tail};
+use super::proc::{output_with_timeout, poll_ready, spawn_long_lived, stop_children, tail};
+use super::x509::openssl_in;
 
 /// The parent zone every test name lives under.
 pub const DOMAIN: &str = "example.test";
@@ -70,6 +73,12 @@ pub fn domain(label: &str) -> String {
 /// The DNS-01 owner name (and, in this deployment, the zone) of a domain: `_acme-challenge.<domain>`.
 pub fn challenge_zone(domain: &str) -> String {
     format!("_acme-challenge.{}", domain.trim_start_matches("*."))
+}
+
+/// The dns-persist-01 owner name (draft-ietf-acme-dns-persist) of a domain, in this deployment a zone of
+/// its own when [`TopologyOptions::persist_zones`] is set: `_validation-persist.<domain>`.
+pub fn persist_zone(domain: &str) -> String {
+    format!("_validation-persist.{}", domain.trim_start_matches("*."))
 }
 
 /// One server process of the topology.
@@ -165,6 +174,11 @@ pub struct TopologyOptions {
     /// After startup, wait until the master's startup NOTIFYs can no longer hold back the first
     /// UPDATE's NOTIFY (see [`Topology::try_start`]). Only matters with a non-zero notify delay.
     pub settle_notify: bool,
+    /// Every `hostK` also gets the zone `_validation-persist.hostK.example.test` ([`persist_zone`]),
+    /// built like its challenge zone: on the master with the same update-policy (renewd's key may
+    /// write TXT at the apex), transferred to the same secondaries, delegated from the parent. For
+    /// dns-persist-01's standing record.
+    pub persist_zones: bool,
 }
 
 impl Default for TopologyOptions {
@@ -178,6 +192,7 @@ impl Default for TopologyOptions {
             cert_validity: Duration::from_secs(90 * 86400),
             notify_delay: None,
             settle_notify: true,
+            persist_zones: false,
         }
     }
 }
@@ -241,6 +256,9 @@ impl Topology {
             .map(|k| challenge_zone(&domain(&format!("host{k}"))))
             .collect();
         zones.extend(opts.denied_hosts.iter().map(|h| challenge_zone(&domain(h))));
+        if opts.persist_zones {
+            zones.extend((1..=opts.n_hosts).map(|k| persist_zone(&domain(&format!("host{k}")))));
+        }
         let serial = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
@@ -431,7 +449,8 @@ impl Topology {
         domain(&format!("host{k}"))
     }
 
-    /// Every challenge zone on the master and the secondaries (hosts, then denied hosts).
+    /// Every zone on the master and the secondaries: the hosts' challenge zones, the denied hosts',
+    /// then (with [`TopologyOptions::persist_zones`]) the hosts' `_validation-persist` zones.
     pub fn zones(&self) -> &[String] {
         &self.zones
     }
@@ -606,7 +625,7 @@ impl Topology {
     pub fn stop_server(&self, s: Server) {
         let child = self.procs().remove(&s);
         if let Some(child) = child {
-            stop_children(vec![(s, child)]);
+            stop_children(vec![(s, child)], STOP_GRACE);
         }
     }
 
@@ -741,14 +760,14 @@ impl Topology {
         Ok(())
     }
 
-    /// The secondaries (1-based) that serve `zone`: dns1..3, or dns1 and dns2 for
+    /// The secondaries (1-based) that serve `zone`: dns1..3, or dns1 and dns2 for the zones of
     /// [`TopologyOptions::two_ns_hosts`].
     pub fn zone_secondaries(&self, zone: &str) -> Vec<u8> {
         let two = self
             .opts
             .two_ns_hosts
             .iter()
-            .any(|h| challenge_zone(&domain(h)) == zone);
+            .any(|h| challenge_zone(&domain(h)) == zone || persist_zone(&domain(h)) == zone);
         if two {
             vec![1, 2]
         } else {
@@ -964,8 +983,12 @@ logging {{
             .chain(self.opts.denied_hosts.iter().cloned());
         for host in hosts {
             let _ = writeln!(db, "{host} IN A 127.0.0.1");
-            for n in self.zone_secondaries(&challenge_zone(&domain(&host))) {
-                let _ = writeln!(db, "_acme-challenge.{host} IN NS {}", dns(usize::from(n)));
+        }
+        // Every zone the master serves is a child of example.test: delegate it to its secondaries.
+        for zone in &self.zones {
+            let label = zone.trim_end_matches(&format!(".{DOMAIN}"));
+            for n in self.zone_secondaries(zone) {
+                let _ = writeln!(db, "{label} IN NS {}", dns(usize::from(n)));
             }
         }
         for (alias, target) in &self.opts.cname_aliases {
@@ -986,12 +1009,16 @@ logging {{
             self.other_tsig_key_file().display()
         );
         let secs: String = SECONDARY_IPS.iter().map(|ip| format!("{ip}; ")).collect();
-        let n_allowed = self.opts.n_hosts;
-        for (i, zone) in self.zones.iter().enumerate() {
-            let key = if i < n_allowed {
-                TSIG_KEY_NAME
-            } else {
+        for zone in &self.zones {
+            let denied = self
+                .opts
+                .denied_hosts
+                .iter()
+                .any(|h| challenge_zone(&domain(h)) == *zone);
+            let key = if denied {
                 OTHER_TSIG_KEY_NAME
+            } else {
+                TSIG_KEY_NAME
             };
             let _ = write!(
                 conf,
@@ -1035,21 +1062,7 @@ logging {{
 
     fn write_pebble_files(&self) -> Result<(), String> {
         let p = self.server_dir(Server::Pebble);
-        let openssl = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&p)
-                .output()
-                .map_err(|e| format!("openssl: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "openssl {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
+        let openssl = |args: &[&str]| openssl_in(&p, args);
         // Pebble's HTTPS certificate, from a CA of our own that clients are told to trust.
         openssl(&[
             "req",
@@ -1122,7 +1135,7 @@ logging {{
 impl Drop for Topology {
     fn drop(&mut self) {
         let procs: Vec<(Server, Child)> = std::mem::take(&mut *self.procs()).into_iter().collect();
-        stop_children(procs);
+        stop_children(procs, STOP_GRACE);
         let netns = self.dir.join("netns");
         if let Ok(c) = CString::new(netns.as_os_str().as_bytes()) {
             // SAFETY: plain syscall on a NUL-terminated path.
@@ -1250,29 +1263,6 @@ fn enter_namespace(
         }
     }
     Ok(())
-}
-
-/// SIGTERM all, wait up to [`STOP_GRACE`] for all of them together, SIGKILL the rest.
-fn stop_children(mut children: Vec<(Server, Child)>) {
-    for (_, child) in &children {
-        // SAFETY: signalling a child we spawned and have not reaped (so the PID is still ours).
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + STOP_GRACE;
-    while !children.is_empty() && Instant::now() < deadline {
-        children.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
-        if !children.is_empty() {
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-    for (s, mut child) in children {
-        eprintln!(
-            "topology: {s:?} (pid {}) ignored SIGTERM for {STOP_GRACE:?}; SIGKILL",
-            child.id()
-        );
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 /// Write a file created 0600 (secrets: TSIG keys, EAB keys).

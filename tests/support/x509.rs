@@ -16,6 +16,24 @@ where
         .unwrap_or_else(|e| panic!("running openssl: {e}"))
 }
 
+/// Runs `openssl ARGS` in `dir` (file names relative to it); `Err` carries the arguments and
+/// openssl's stderr.
+pub fn openssl_in(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 fn openssl_ok(args: &[&OsStr]) -> String {
     let out = openssl(args);
     assert!(
