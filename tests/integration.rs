@@ -23,6 +23,8 @@ mod metrics;
 mod packaging;
 #[path = "integration/renew.rs"]
 mod renew;
+#[path = "integration/second_ca.rs"]
+mod second_ca;
 #[path = "integration/state.rs"]
 mod state;
 

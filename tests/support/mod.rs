@@ -1,10 +1,12 @@
 //! The integration-test harness: a private copy of the reference deployment per test
-//! ([`Topology`]), renewd config fixtures, and certificate checks with the real `openssl`.
+//! ([`Topology`]), a second real CA beside its Pebble when a test asks for one ([`a2c::SecondCa`]),
+//! renewd config fixtures, and certificate checks with the real `openssl`.
 //!
 //! Used by `tests/integration.rs` (`mod support;`) and `examples/demo.rs`
 //! (`#[path = "../tests/support/mod.rs"] mod support;`). Each user needs only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod a2c;
 pub mod ari;
 pub mod fixtures;
 pub mod journald;
