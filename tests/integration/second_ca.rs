@@ -1,12 +1,16 @@
 //! The second CA of the harness (acme2certifier, tests/support/a2c.rs) and what renewd does against it:
-//! EAB registration and dns-01 issuance.
+//! EAB registration, dns-01 issuance, and ARI (RFC 9773) following a real server's renewalInfo: an open
+//! window, a future window, its Retry-After. acme2certifier accepts `replaces` without echoing it, so a
+//! renewal against it costs renewd one extra newOrder (its fallback), which is tested too.
 
 use std::path::Path;
-use std::time::Instant;
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::a2c::{SecondCa, SecondCaOptions, A2C_PORT};
 use crate::support::ari::certificate_id;
-use crate::support::renewd::{Renewd, Run};
+use crate::support::proc::poll_until;
+use crate::support::renewd::{json_time, log_text, stop_daemon, Renewd, Run};
 use crate::support::topology::{domain, Topology, TopologyOptions};
 use crate::support::x509::{cert_sans, verify_chain};
 use crate::support::SpecFixture;
@@ -20,6 +24,36 @@ fn topology() -> Topology {
 
 fn host1() -> Vec<SpecFixture> {
     vec![SpecFixture::new("host1", &[&domain("host1")])]
+}
+
+/// `t` without its sub-second part (RFC 3339 times here have whole seconds).
+fn whole(t: SystemTime) -> SystemTime {
+    humantime::parse_rfc3339(&humantime::format_rfc3339_seconds(t).to_string()).unwrap()
+}
+
+/// The server's own answer for a certificate: (suggestedWindow start, end, Retry-After header), asked
+/// with curl inside the namespace.
+fn server_window(topo: &Topology, id: &str) -> (SystemTime, SystemTime, String) {
+    let url = format!("https://127.0.0.1:{A2C_PORT}/acme/renewal-info/{id}");
+    let mut cmd = topo.command("curl");
+    cmd.args(["-fsS", "-i", "--max-time", "5", "--cacert"])
+        .arg(topo.tls_ca_pem_path())
+        .arg(&url);
+    let out = topo.run(&mut cmd);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "curl {url}: {text}");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers, then a body");
+    let retry_after = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("retry-after")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Retry-After in\n{head}"));
+    let v: serde_json::Value = serde_json::from_str(body).expect("renewalInfo JSON");
+    let w = &v["suggestedWindow"];
+    (json_time(&w["start"]), json_time(&w["end"]), retry_after)
 }
 
 /// `renewd renew`, which must renew (or issue) `host1`.
@@ -126,6 +160,192 @@ fn renew_registers_with_eab_and_issues_from_the_second_ca() {
         )
         .is_err(),
         "Pebble did not issue it"
+    );
+}
+
+/// (a) The window is open already (acme2certifier restarted with `renewalthreshold_pctg: 0`: the window
+/// starts at issuance): `renewd renew` renews now. Its newOrder names the certificate it replaces;
+/// acme2certifier accepts that without echoing `replaces` in the order (RFC 9773 §5 says it must), so
+/// renewd orders once more without it: one extra newOrder, a warning that says what the CA did, and the
+/// renewal goes through.
+#[test]
+fn ari_open_window_on_the_second_ca_renews_at_the_cost_of_one_extra_new_order() {
+    let topo = topology();
+    let mut ca = SecondCa::start(&topo, SecondCaOptions::default());
+    let r = ca.renewd("30s", &host1());
+    let first = issue(&r, &ca);
+    let (start, _, _) = server_window(&topo, &first);
+    assert!(
+        start > SystemTime::now() + Duration::from_secs(70 * 86400),
+        "by default the window opens at 85 % of 90 days"
+    );
+
+    ca.restart_with(SecondCaOptions {
+        renewal_threshold_pct: 0.0,
+        ..SecondCaOptions::default()
+    });
+    let (start, end, _) = server_window(&topo, &first);
+    assert!(
+        start <= SystemTime::now() && end > SystemTime::now(),
+        "the window is open now"
+    );
+    let before = ca.requests().len();
+    let run = renew(&r);
+    let second = certificate_id(&r.live("host1", "cert.pem"));
+    assert_ne!(second, first);
+    verify_chain(
+        &ca.roots().root,
+        &r.live("host1", "chain.pem"),
+        &r.live("host1", "cert.pem"),
+    )
+    .unwrap();
+
+    // What went over the wire during the renewal: the window first, then two newOrders.
+    let during: Vec<_> = ca.requests()[before..].to_vec();
+    let renewal_info = format!("/acme/renewal-info/{first}");
+    assert!(
+        during
+            .iter()
+            .any(|q| q.method == "GET" && q.path == renewal_info && q.status == 200),
+        "renewd asked for the window: {during:?}"
+    );
+    let orders: Vec<_> = during
+        .iter()
+        .filter(|q| q.method == "POST" && q.path == "/acme/neworders")
+        .collect();
+    assert_eq!(orders.len(), 2, "exactly one extra newOrder: {during:?}");
+    assert!(orders.iter().all(|q| q.status == 201), "{orders:?}");
+    let payloads = ca.new_order_payloads();
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    assert_eq!(
+        payloads[1]["replaces"].as_str(),
+        Some(first.as_str()),
+        "the renewal's first newOrder names the certificate it replaces: {}",
+        payloads[1]
+    );
+    assert!(
+        payloads[2].get("replaces").is_none(),
+        "the second one does not: {}",
+        payloads[2]
+    );
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("the CA refused `replaces`; ordering again without it"))
+        .unwrap_or_else(|| panic!("no warning about `replaces`:\n{}", run.stderr));
+    assert!(
+        warning.contains("WARN") && warning.contains(&first),
+        "the warning names the certificate: {warning}"
+    );
+    assert!(
+        warning.contains("replaces field mismatch") && warning.contains("found None"),
+        "the warning says the CA's order came back without `replaces`: {warning}"
+    );
+    eprintln!("{warning}");
+}
+
+/// The daemon against the second CA: it asks for the live certificate's window, and once it has it
+/// status.json holds the window, the moment chosen in it and the next fetch. Returns host1's entry.
+fn daemon_with_window(r: &Renewd, log: &Path) -> (Child, serde_json::Value) {
+    let daemon = r.spawn_logged(&["run"], log, &[]);
+    let host1 = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+        let s = r.status_json();
+        let c = &s["certificates"]["host1"];
+        c["ari_window"].get("chosen").is_some().then(|| c.clone())
+    })
+    .unwrap_or_else(|| panic!("no ARI window in status.json\n{}", log_text(log)));
+    (daemon, host1)
+}
+
+/// (b) The window lies in the future (acme2certifier's default: from 85 % of the lifetime, here one day
+/// long): the daemon does not renew, and `renewd status --json` shows the renewal planned for a moment
+/// inside the server's window, for that reason.
+#[test]
+fn ari_future_window_on_the_second_ca_is_not_renewed_and_planned_inside_it() {
+    let topo = topology();
+    let ca = SecondCa::start(
+        &topo,
+        SecondCaOptions {
+            renewal_window: Some(Duration::from_secs(86400)),
+            ..SecondCaOptions::default()
+        },
+    );
+    let r = ca.renewd("30s", &host1());
+    let first = issue(&r, &ca);
+    let (start, end, _) = server_window(&topo, &first);
+    assert_eq!(
+        end.duration_since(start).unwrap(),
+        Duration::from_secs(86400)
+    );
+
+    let log = topo.dir().join("daemon.log");
+    let (daemon, host1) = daemon_with_window(&r, &log);
+    assert_eq!(json_time(&host1["ari_window"]["start"]), start, "{host1}");
+    assert_eq!(json_time(&host1["ari_window"]["end"]), end, "{host1}");
+
+    let status = r.run(&["status", "--json"]);
+    status.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let row = report["certificates"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|c| c["name"] == "host1"))
+        .unwrap_or_else(|| panic!("no host1 in {report}"))
+        .clone();
+    let next = json_time(&row["next_renewal"]);
+    assert!(
+        next >= start && next <= end,
+        "planned {} outside the CA's window {} .. {}",
+        row["next_renewal"],
+        humantime::format_rfc3339(start),
+        humantime::format_rfc3339(end)
+    );
+    assert_eq!(next, json_time(&host1["ari_window"]["chosen"]), "{host1}");
+    assert!(
+        row["next_reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("renewal window")),
+        "{row}"
+    );
+    stop_daemon(daemon, &log);
+    assert_eq!(certificate_id(&r.live("host1", "cert.pem")), first);
+    assert_eq!(ca.new_order_count(), 1, "no order placed");
+}
+
+/// (c) The server's `Retry-After` on renewalInfo (acme2certifier `retry_after_timeout`, here 2 h) sets
+/// when the daemon asks for the window again: not before, and one request until then.
+#[test]
+fn ari_retry_after_of_the_second_ca_sets_the_next_window_fetch() {
+    let topo = topology();
+    let retry = Duration::from_secs(7200);
+    let ca = SecondCa::start(
+        &topo,
+        SecondCaOptions {
+            retry_after: retry,
+            ..SecondCaOptions::default()
+        },
+    );
+    let r = ca.renewd("30s", &host1());
+    let first = issue(&r, &ca);
+    let (_, _, header) = server_window(&topo, &first);
+    assert_eq!(header, "7200", "the server's Retry-After");
+    let asked_before = ca.renewal_info_requests().len();
+
+    let log = topo.dir().join("daemon.log");
+    let t0 = SystemTime::now();
+    let (daemon, host1) = daemon_with_window(&r, &log);
+    let t1 = SystemTime::now();
+    let refetch = json_time(&host1["ari_window"]["refetch_at"]);
+    assert!(
+        refetch >= whole(t0 + retry) && refetch <= t1 + retry,
+        "next fetch {} is not the server's Retry-After (2 h) after the fetch: {host1}",
+        host1["ari_window"]["refetch_at"]
+    );
+    stop_daemon(daemon, &log);
+    let asked: Vec<String> = ca.renewal_info_requests()[asked_before..].to_vec();
+    assert_eq!(
+        asked,
+        vec![first],
+        "one renewalInfo request until the Retry-After"
     );
 }
 
