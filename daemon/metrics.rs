@@ -450,6 +450,7 @@ mod tests {
             "renewd_certificate_renewal_timestamp_seconds{name=\"www\",account=\"le\"} 1890000000",
             "renewd_certificate_ready{name=\"www\",account=\"le\"} 1",
             "renewd_certificate_ready{name=\"mail\",account=\"le\"} 0",
+            "renewd_certificate_info{name=\"www\",account=\"le\",profile=\"\",challenge=\"dns-01\"} 1",
             "renewd_renewal_attempts_total{name=\"www\",account=\"le\",result=\"success\"} 1",
             "renewd_renewal_attempts_total{name=\"www\",account=\"le\",result=\"failure\"} 0",
             "renewd_renewal_attempts_total{name=\"mail\",account=\"le\",result=\"success\"} 0",

@@ -21,6 +21,8 @@ mod import;
 mod metrics;
 #[path = "integration/packaging.rs"]
 mod packaging;
+#[path = "integration/persist.rs"]
+mod persist;
 #[path = "integration/renew.rs"]
 mod renew;
 #[path = "integration/second_ca.rs"]

@@ -58,6 +58,8 @@
 //!   is looked up by serial + AKI from the RFC 9773 id; an unknown one is a 404 `malformed`.
 //!   `replaces` in newOrder is accepted and ignored (not echoed in the order, which RFC 9773 §5 requires,
 //!   and not checked: an already replaced certificate can be replaced again).
+//! - `[Challenge] dns_persist_allow_policy_wildcard` (default False, set with dns-persist-01 here): without
+//!   it a wildcard authorization fails dns-persist-01 even with `policy=wildcard` in the record.
 //! - `[Challenge] dns_persist_01_support` offers dns-persist-01 beside dns-01 (with `accounturi` and
 //!   `issuer-domain-names` from `[Directory] caaidentities`, a JSON list, also the directory's
 //!   `meta.caaIdentities`). dns-01 / dns-persist-01 validation is tried up to 5 times 0.5 s apart
@@ -541,7 +543,7 @@ impl<'t> SecondCa<'t> {
              [EABhandler]\neab_handler_module: acme2certifier.eabhandlers.file_handler\n\
              key_file: {eab}\neab_strict_mode: {strict}\n\n\
              [Directory]\ncaaidentities: {caa}\n\n\
-             [Challenge]\ndns_persist_01_support: {persist}\n\n\
+             [Challenge]\ndns_persist_01_support: {persist}\ndns_persist_allow_policy_wildcard: {persist}\n\n\
              [Renewalinfo]\nrenewalthreshold_pctg: {pct}\nretry_after_timeout: {retry}\n",
             dns = json(serde_json::json!([CA_RESOLVER_IP.to_string()])),
             db = d("acme_srv.db"),
