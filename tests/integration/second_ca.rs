@@ -389,3 +389,85 @@ fn second_ca_with_profiles_and_dns_persist_still_issues_with_dns01() {
     assert!(log.contains("'dns-persist-01'"), "{log}");
     assert!(log.contains("issuer-domain-names"), "{log}");
 }
+
+/// After (a), the daemon leaves `replaces` out of the account's later orders: with two certificates whose
+/// windows have passed, only the first newOrder carries `replaces`, and the warning comes once. (Every
+/// new certificate's window has passed too, with this configuration, so the daemon goes on renewing until
+/// it is stopped: the test counts what it sent.)
+fn replaces_left_out_after_the_first_order(workers: u32) {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 2,
+        ..Default::default()
+    });
+    let mut ca = SecondCa::start(&topo, SecondCaOptions::default());
+    let specs = [
+        SpecFixture::new("host1", &[&domain("host1")]),
+        SpecFixture::new("host2", &[&domain("host2")]),
+    ];
+    let r = ca.renewd("30s", &specs);
+    let config = std::fs::read_to_string(r.config()).unwrap();
+    std::fs::write(
+        r.config(),
+        config.replace("workers: 4", &format!("workers: {workers}")),
+    )
+    .unwrap();
+    r.run(&["renew"]).expect_code(0);
+    let live = |name: &str| certificate_id(&r.live(name, "cert.pem"));
+    let before = [live("host1"), live("host2")];
+    assert_eq!(ca.new_order_count(), 2);
+
+    // The daemon picks its moment at random inside the window: one second from issuance, so it is past.
+    ca.restart_with(SecondCaOptions {
+        renewal_threshold_pct: 0.0,
+        renewal_window: Some(Duration::from_secs(1)),
+        ..SecondCaOptions::default()
+    });
+    let log = topo.dir().join("daemon.log");
+    let daemon = r.spawn_logged(&["run"], &log, &[]);
+    poll_until(Duration::from_secs(40), Duration::from_millis(50), || {
+        (live("host1") != before[0] && live("host2") != before[1]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not both renewed\n{}", log_text(&log)));
+    stop_daemon(daemon, &log);
+
+    let orders = ca.new_order_payloads()[2..].to_vec();
+    let with_replaces: Vec<_> = orders
+        .iter()
+        .filter(|p| p.get("replaces").is_some())
+        .collect();
+    assert_eq!(
+        with_replaces.len(),
+        1,
+        "only the first order names the certificate it replaces: {orders:?}\n{}",
+        log_text(&log)
+    );
+    assert!(
+        before
+            .iter()
+            .any(|id| with_replaces[0]["replaces"].as_str() == Some(id)),
+        "it names a certificate issued before: {}",
+        with_replaces[0]
+    );
+    assert_eq!(
+        log_text(&log).matches("did not echo `replaces`").count(),
+        1,
+        "{}",
+        log_text(&log)
+    );
+    let renewed = log_text(&log).matches(" renewed host").count();
+    eprintln!("{} newOrders for {renewed} renewals", orders.len());
+}
+
+/// [`replaces_left_out_after_the_first_order`], renewals one after the other.
+#[test]
+fn ari_a_ca_that_ignores_replaces_costs_one_extra_new_order_per_account_in_the_daemon() {
+    replaces_left_out_after_the_first_order(1);
+}
+
+/// The same with renewals side by side (the fixtures' `workers: 4`).
+#[test]
+#[ignore = "renewd sends `replaces` in every order already started before the CA's first order came \
+            back without it: two certificates renewed at once cost two extra newOrders, not one"]
+fn ari_a_ca_that_ignores_replaces_costs_one_extra_new_order_per_account_with_parallel_renewals() {
+    replaces_left_out_after_the_first_order(4);
+}
