@@ -333,9 +333,42 @@ pub struct AcmeAccount {
     http: CaClient,
     /// The directory's `meta.caaIdentities`, fetched once when first needed (dns-persist-01).
     issuer_domains: Arc<tokio::sync::OnceCell<Vec<String>>>,
-    /// The CA accepted an order with `replaces` but did not echo it (RFC 9773 §5 says it must): later
-    /// orders of this account leave `replaces` out instead of paying a second newOrder each time.
-    pub replaces_not_echoed: Arc<std::sync::atomic::AtomicBool>,
+    /// What the CA does with `replaces` (learned from the first order that sent it).
+    pub replaces: Arc<ReplacesProbe>,
+}
+
+/// Whether the CA echoes `replaces` in the order (RFC 9773 §5 says it must). A CA that accepts the order
+/// but leaves `replaces` out ignores it; instant-acme then refuses that order and renewd orders again
+/// without it. So that this costs one extra newOrder per account, not one per renewal, the first order
+/// with `replaces` goes alone (later ones wait for its answer at [`ReplacesProbe::gate`]), and once the
+/// CA is known to ignore it, `replaces` is left out.
+#[derive(Default)]
+pub struct ReplacesProbe {
+    /// 0: not known yet, 1: echoed, 2: ignored.
+    known: std::sync::atomic::AtomicU8,
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl ReplacesProbe {
+    /// Wait for the first order with `replaces` to be answered, while nobody knows yet what the CA does
+    /// with it. Hold the guard while sending that order.
+    pub async fn gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.known.load(std::sync::atomic::Ordering::Acquire) != 0 {
+            return None;
+        }
+        Some(self.gate.lock().await)
+    }
+
+    pub fn ignored(&self) -> bool {
+        self.known.load(std::sync::atomic::Ordering::Acquire) == 2
+    }
+
+    pub fn learned(&self, echoed: bool) {
+        self.known.store(
+            if echoed { 1 } else { 2 },
+            std::sync::atomic::Ordering::Release,
+        );
+    }
 }
 
 /// The parts of a directory's `meta` that instant-acme does not expose.
@@ -359,7 +392,7 @@ impl AcmeAccount {
             retry_after,
             http,
             issuer_domains: Arc::default(),
-            replaces_not_echoed: Arc::default(),
+            replaces: Arc::default(),
         }
     }
 

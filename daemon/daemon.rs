@@ -83,7 +83,7 @@ pub struct CertStatus {
 }
 
 /// The ARI part of [`CertStatus`] (RFC 3339 times).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AriStatus {
     pub start: String,
     pub end: String,

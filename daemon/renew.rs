@@ -13,7 +13,6 @@
 //! (single flight), never under a lock shared with other accounts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -554,8 +553,11 @@ impl Engine {
             .ok()
             .flatten()
             .and_then(|live| acme::certificate_id(&live.facts));
-        let skip_replaces = account.replaces_not_echoed.load(Ordering::Relaxed);
-        if let (Some(id), false) = (replaces, skip_replaces) {
+        let gate = match replaces {
+            Some(_) => account.replaces.gate().await,
+            None => None,
+        };
+        if let (Some(id), false) = (replaces, account.replaces.ignored()) {
             let shown = id.to_string();
             match account
                 .account
@@ -563,6 +565,7 @@ impl Engine {
                 .await
             {
                 Ok(order) => {
+                    account.replaces.learned(true);
                     tracing::info!(replaces = %shown, "the order replaces the live certificate");
                     return Ok(order);
                 }
@@ -579,13 +582,14 @@ impl Engine {
                 // An order that does not echo `replaces` (instant-acme's check, its only `Other` error of
                 // newOrder; RFC 9773 §5 requires the echo): the CA took the order and ignored `replaces`.
                 Err(instant_acme::Error::Other(_)) => {
-                    account.replaces_not_echoed.store(true, Ordering::Relaxed);
+                    account.replaces.learned(false);
                     tracing::warn!(replaces = %shown,
                         "the CA accepted the order but did not echo `replaces` (RFC 9773 §5 requires it), so it ignores it; ordering again without `replaces`, and leaving it out of this account's later orders");
                 }
                 Err(e) => return Err(account.error(Phase::PlacingOrder, e).into()),
             }
         }
+        drop(gate);
         account
             .account
             .new_order(&new_order(&identifiers))

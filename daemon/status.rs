@@ -35,6 +35,9 @@ pub struct Row {
     /// What the daemon is doing with it (scheduled, waiting-for-worker, renewing, redeploying,
     /// backing-off, held, locked), when a daemon recorded it.
     pub state: Option<String>,
+    /// The CA's suggested renewal window (ARI) as the daemon last fetched it (`start`, `end`, the
+    /// `chosen` moment, `refetch_at`); null without a daemon or when the CA offers no ARI.
+    pub ari_window: Option<crate::daemon::AriStatus>,
     /// "ok", "failed", or null when renewd has not tried yet.
     pub last_result: Option<String>,
     /// First line of the last error.
@@ -120,6 +123,7 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                     .and_then(|r| r.next_reason.clone())
                     .unwrap_or_else(|| decision.summary.clone()),
                 state: recorded.and_then(|r| r.state.clone()),
+                ari_window: recorded.and_then(|r| r.ari_window.clone()),
                 last_result: recorded.and_then(|r| r.last_result.clone()),
                 last_error: history
                     .last_failure

@@ -63,6 +63,10 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The shortest time between a successful renewal and the next one the CA's window (ARI) asks for: a
+/// window that has already passed for every new certificate would otherwise renew in a loop.
+pub const ARI_MIN_GAP: Duration = Duration::from_secs(3600);
+
 /// What happened to a certificate's past attempts. The caller clears it when the certificate's spec (or
 /// the global configuration) changes, which ends any wait after a permanent failure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,12 +315,28 @@ fn certificate_due(input: &CertInput, now: SystemTime) -> Due {
 
     let ari = input.ari.filter(|w| w.chosen < not_after);
     match ari {
-        Some(w) if input.spec.renew_before.is_none() || w.chosen <= jittered => Due {
-            at: w.chosen,
-            reason: Reason::AriWindow,
-            not_after: Some(not_after),
-            why: "in the CA's renewal window".to_string(),
-        },
+        Some(w) if input.spec.renew_before.is_none() || w.chosen <= jittered => {
+            // A CA whose window has always passed (every new certificate "renew now") must not make a
+            // loop of renewals: at most one ARI renewal per ARI_MIN_GAP.
+            let floor = input.history.last_success.map(|t| t + ARI_MIN_GAP);
+            match floor {
+                Some(floor) if w.chosen < floor && floor < not_after => Due {
+                    at: floor,
+                    reason: Reason::AriWindow,
+                    not_after: Some(not_after),
+                    why: format!(
+                        "in the CA's renewal window, but not sooner than {} after the last renewal",
+                        humantime::format_duration(ARI_MIN_GAP)
+                    ),
+                },
+                _ => Due {
+                    at: w.chosen,
+                    reason: Reason::AriWindow,
+                    not_after: Some(not_after),
+                    why: "in the CA's renewal window".to_string(),
+                },
+            }
+        }
         _ => Due {
             at: jittered,
             reason: rule_reason,
@@ -595,6 +615,20 @@ mod tests {
             .ari(day(70))
             .decide(day(1));
         assert_eq!((d.at, d.reason), (day(60), Reason::RenewBefore));
+    }
+
+    #[test]
+    fn a_window_that_always_says_now_renews_at_most_once_an_hour() {
+        let mut c = Case::new(None, days90()).ari(day(0));
+        let d = c.decide(day(1));
+        assert_eq!((d.at, d.reason.clone()), (day(1), Reason::AriWindow));
+        c.history.succeeded(day(1));
+        let d = c.decide(day(1));
+        assert_eq!((d.at, d.reason), (day(1) + ARI_MIN_GAP, Reason::AriWindow));
+        // An earlier renewal does not hold back a window that opens later.
+        c.history.succeeded(day(0));
+        c = c.ari(day(20));
+        assert_eq!(c.decide(day(1)).at, day(20));
     }
 
     #[test]
