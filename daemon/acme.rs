@@ -323,6 +323,99 @@ impl HttpClient for CaClient {
     }
 }
 
+/// An answer to a plain GET: status, headers, the whole body.
+struct Fetched {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl CaClient {
+    /// A plain (unauthenticated) GET, bounded like every request.
+    async fn get(&self, url: &str) -> Result<Fetched, instant_acme::Error> {
+        let req = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(url)
+            .header(
+                http::header::USER_AGENT,
+                concat!("renewd/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(BodyWrapper::default())
+            .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+        let mut rsp = self.request(req).await?;
+        let body = rsp
+            .body
+            .into_bytes()
+            .await
+            .map_err(instant_acme::Error::Other)?;
+        Ok(Fetched {
+            status: rsp.parts.status,
+            headers: rsp.parts.headers,
+            body,
+        })
+    }
+
+    /// GET `url` and parse its JSON; an error status becomes the CA's problem document when it sent one.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<(T, http::HeaderMap), instant_acme::Error> {
+        let f = self.get(url).await?;
+        if !f.status.is_success() {
+            return Err(match serde_json::from_slice::<Problem>(&f.body) {
+                Ok(p) => instant_acme::Error::Api(p),
+                Err(_) => instant_acme::Error::Str("the CA answered with an error status"),
+            });
+        }
+        let v = serde_json::from_slice(&f.body).map_err(instant_acme::Error::Json)?;
+        Ok((v, f.headers))
+    }
+}
+
+/// What renewd reads from a CA without an account: its directory, fetched once, and the client to ask
+/// with. Renewal windows (ARI) are plain GETs (RFC 9773 §4), so asking for them never registers an
+/// account (which would spend a single-use EAB key on a `renew` with nothing due).
+pub struct CaDirectory {
+    pub ca: Ca,
+    http: CaClient,
+    retry_after: RetryAfterSlot,
+    renewal_info: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirectoryUrls {
+    renewal_info: Option<String>,
+}
+
+/// Fetch the directory of the account's CA (one GET through a client with the account's `trust:`).
+pub async fn directory(settings: &AccountSettings) -> Result<CaDirectory, AcmeError> {
+    let retry_after = RetryAfterSlot::default();
+    let ca = Ca::of(settings);
+    let http = {
+        let (settings, slot) = (settings.clone(), retry_after.clone());
+        tokio::task::spawn_blocking(move || http_client(&settings, &slot))
+            .await
+            .expect("building the HTTP client does not panic")?
+    };
+    let fail = |source: instant_acme::Error| AcmeError::Request {
+        ca: ca.clone(),
+        phase: Phase::RenewalInfo,
+        retry_after: retry_after.for_error(&source),
+        source: Box::new(source),
+    };
+    let (urls, _) = http
+        .get_json::<DirectoryUrls>(&settings.directory)
+        .await
+        .map_err(fail)?;
+    Ok(CaDirectory {
+        ca: ca.clone(),
+        http,
+        retry_after: retry_after.clone(),
+        renewal_info: urls.renewal_info,
+    })
+}
+
 /// An ACME account together with its CA and the Retry-After its HTTP client recorded.
 #[derive(Clone)]
 pub struct AcmeAccount {
@@ -404,41 +497,19 @@ impl AcmeAccount {
         let got = self
             .issuer_domains
             .get_or_try_init(|| async {
-                let req = http::Request::builder()
-                    .method(http::Method::GET)
-                    .uri(&self.ca.directory)
-                    .header(
-                        http::header::USER_AGENT,
-                        concat!("renewd/", env!("CARGO_PKG_VERSION")),
-                    )
-                    .body(BodyWrapper::default())
-                    .map_err(|e| self.error(phase, instant_acme::Error::Other(Box::new(e))))?;
-                let mut rsp = self
+                let (doc, _) = self
                     .http
-                    .request(req)
+                    .get_json::<DirectoryDoc>(&self.ca.directory)
                     .await
                     .map_err(|e| self.error(phase, e))?;
-                let status = rsp.parts.status;
-                let body = rsp
-                    .body
-                    .into_bytes()
-                    .await
-                    .map_err(|e| self.error(phase, instant_acme::Error::Other(e)))?;
-                if !status.is_success() {
-                    return Err(self.error(
-                        phase,
-                        instant_acme::Error::Str("the directory answered with an error status"),
-                    ));
-                }
-                let doc: DirectoryDoc = serde_json::from_slice(&body)
-                    .map_err(|e| self.error(phase, instant_acme::Error::Json(e)))?;
-                Ok(doc
-                    .meta
-                    .caa_identities
-                    .into_iter()
-                    .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
-                    .filter(|d| !d.is_empty())
-                    .collect())
+                Ok::<_, AcmeError>(
+                    doc.meta
+                        .caa_identities
+                        .into_iter()
+                        .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+                        .filter(|d| !d.is_empty())
+                        .collect(),
+                )
             })
             .await?;
         if got.is_empty() {
@@ -500,27 +571,40 @@ pub fn certificate_id(facts: &CertFacts) -> Option<CertificateIdentifier<'static
 /// before asking again (its Retry-After). `Ok(None)` when the CA offers no renewalInfo (or the
 /// certificate has no authority key identifier to name it by).
 pub async fn renewal_window(
-    account: &AcmeAccount,
+    dir: &CaDirectory,
     facts: &CertFacts,
 ) -> Result<Option<RenewalWindow>, AcmeError> {
-    let Some(id) = certificate_id(facts) else {
+    let (Some(id), Some(base)) = (certificate_id(facts), dir.renewal_info.as_deref()) else {
         return Ok(None);
     };
-    match account.account.renewal_info(&id).await {
-        Ok((info, retry_after)) => {
-            let start = SystemTime::from(info.suggested_window.start);
-            let end = SystemTime::from(info.suggested_window.end);
-            if end < start {
-                return Err(account.error(
-                    Phase::RenewalInfo,
-                    instant_acme::Error::Str("the suggested window ends before it starts"),
-                ));
-            }
-            Ok(Some((start, end, retry_after)))
-        }
-        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-        Err(e) => Err(account.error(Phase::RenewalInfo, e)),
+    let fail = |source: instant_acme::Error| AcmeError::Request {
+        ca: dir.ca.clone(),
+        phase: Phase::RenewalInfo,
+        retry_after: dir.retry_after.for_error(&source),
+        source: Box::new(source),
+    };
+    let url = format!("{}/{id}", base.trim_end_matches('/'));
+    let (info, headers) = dir
+        .http
+        .get_json::<instant_acme::RenewalInfo>(&url)
+        .await
+        .map_err(fail)?;
+    let start = SystemTime::from(info.suggested_window.start);
+    let end = SystemTime::from(info.suggested_window.end);
+    if end < start {
+        return Err(fail(instant_acme::Error::Str(
+            "the suggested window ends before it starts",
+        )));
     }
+    // RFC 9773 §4.2: the server MUST send Retry-After; without one, ask again in 6 hours.
+    let now = SystemTime::now();
+    let retry = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
+        .map(|t| t.duration_since(now).unwrap_or_default())
+        .unwrap_or(Duration::from_secs(6 * 3600));
+    Ok(Some((start, end, retry)))
 }
 
 /// Say what a problem document means: "the CA answered TYPE (HTTP STATUS): DETAIL; SUBPROBLEMS".
@@ -752,6 +836,20 @@ async fn register(
         )
         .await
         .map_err(Registration::Ca)?;
+    save_credentials(settings, state, path, credentials)
+        .await
+        .map_err(Registration::Local)?;
+    tracing::info!(account = %settings.name, id = %account.id(), "registered ACME account");
+    Ok(account)
+}
+
+/// Write `accounts/NAME.json` (0600, atomically) for `settings` (off the async runtime).
+pub async fn save_credentials(
+    settings: &AccountSettings,
+    state: &StateDir,
+    path: &Path,
+    credentials: AccountCredentials,
+) -> Result<(), AcmeError> {
     let stored = StoredAccount {
         directory: settings.directory.clone(),
         eab_kid: settings.eab.as_ref().map(|e| e.kid.clone()),
@@ -771,9 +869,33 @@ async fn register(
     })
     .await
     .expect("saving the account does not panic")
-    .map_err(Registration::Local)?;
-    tracing::info!(account = %settings.name, id = %account.id(), "registered ACME account");
-    Ok(account)
+}
+
+/// What `renewd account show` prints, read from `accounts/NAME.json` without the network.
+#[derive(Debug, Clone)]
+pub struct StoredInfo {
+    pub url: String,
+    pub directory: String,
+    pub eab_kid: Option<String>,
+    pub modified: Option<SystemTime>,
+}
+
+/// The stored account `settings.name`, if it was registered (no network).
+pub fn stored_info(
+    settings: &AccountSettings,
+    state: &StateDir,
+) -> Result<Option<StoredInfo>, AcmeError> {
+    let path = state.account_file(&settings.name);
+    let Some(stored) = read_stored(settings, &path)? else {
+        return Ok(None);
+    };
+    let v = serde_json::to_value(&stored.credentials).unwrap_or_default();
+    Ok(Some(StoredInfo {
+        url: v["id"].as_str().unwrap_or_default().to_string(),
+        directory: stored.directory,
+        eab_kid: stored.eab_kid,
+        modified: std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+    }))
 }
 
 #[cfg(test)]

@@ -58,6 +58,33 @@ pub enum Command {
         /// Renew even if not due.
         #[arg(long)]
         force: bool,
+        /// Go as far as the CA's validation of every name, then give the authorizations up and
+        /// remove the TXT values: nothing is issued or written (implies --force).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Revoke the live certificate of NAME with the account that ordered it.
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Why (RFC 5280): unspecified, keycompromise, affiliationchanged, superseded,
+        /// cessationofoperation.
+        #[arg(long, value_name = "REASON", value_parser = ["unspecified", "keycompromise", "affiliationchanged", "superseded", "cessationofoperation"])]
+        reason: Option<String>,
+    },
+    /// Remove the spec, live/NAME and archive/NAME of a certificate (never the account, never deployed
+    /// copies). Asks first unless --yes.
+    Delete {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The ACME account: show it, set its contact at the CA, roll its key over, deactivate it.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
     },
     /// Add a test TXT record with a dns server's TSIG key, time every authoritative server until it
     /// serves it, delete it again, and explain whatever failed. Exits 1 unless every check passed.
@@ -103,6 +130,35 @@ pub enum Command {
         /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountAction {
+    /// URL, directory, contact and key of the account (from the state directory; no network).
+    Show {
+        #[arg(value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
+    /// Set the account's contact addresses at the CA (default: `contact:` of renewd.yaml).
+    Update {
+        #[arg(value_name = "ACCOUNT")]
+        account: Option<String>,
+        /// A contact URL (`mailto:pki@example.org`); repeat for several.
+        #[arg(long, value_name = "URL")]
+        contact: Vec<String>,
+    },
+    /// Replace the account key (RFC 8555 §7.3.5): the CA stops accepting the old one.
+    Rollover {
+        #[arg(value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
+    /// Close the account at the CA for good. Asks first unless --yes.
+    Deactivate {
+        #[arg(value_name = "ACCOUNT")]
+        account: Option<String>,
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -37,6 +37,7 @@ pub mod import;
 pub mod journal;
 pub mod live;
 pub mod logging;
+pub mod manage;
 pub mod metrics;
 pub mod persist;
 pub mod phase;

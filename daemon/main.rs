@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::Parser;
-use renewd::cli::{Cli, Command, PersistAction};
+use renewd::cli::{AccountAction, Cli, Command, PersistAction};
 use renewd::config;
 use renewd::renew::Engine;
 
@@ -116,7 +116,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
-        Command::Renew { names, force } => {
+        Command::Renew {
+            names,
+            force,
+            dry_run,
+        } => {
             let unknown: Vec<&String> = names
                 .iter()
                 .filter(|n| !settings.certs.contains_key(*n))
@@ -143,8 +147,32 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            if dry_run {
+                return rt.block_on(dry_run_all(Arc::new(settings), names));
+            }
             rt.block_on(renew(Arc::new(settings), names, force))
         }
+        Command::Revoke { name, reason } => {
+            let rt = runtime()?;
+            let why = reason.as_deref().and_then(renewd::manage::reason);
+            let result = rt.block_on(async {
+                let engine = Engine::new(Arc::new(settings))?;
+                Ok::<_, anyhow::Error>(renewd::manage::revoke(&engine, &name, why).await)
+            })?;
+            print_managed(result)
+        }
+        Command::Delete { name, yes } => {
+            if !yes
+                && !confirm(&format!(
+                    "delete {name}: its spec, live/{name} and archive/{name}"
+                ))?
+            {
+                eprintln!("renewd: nothing deleted (answer `y`, or pass --yes)");
+                return Ok(EXIT_FAILED);
+            }
+            print_managed(renewd::manage::delete(&settings, &name))
+        }
+        Command::Account { action } => account_command(settings, action),
         Command::DnsTest {
             server,
             zone,
@@ -175,6 +203,135 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Print what a day-two command did; exit 1 with the error when it failed.
+fn print_managed(result: Result<Vec<String>, renewd::manage::ManageError>) -> anyhow::Result<u8> {
+    match result {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("renewd: {e}");
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+/// Ask `question [y/N]` on the terminal; false without a terminal.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprintln!("renewd: {question}? (no terminal to ask on: pass --yes)");
+        return Ok(false);
+    }
+    eprint!("renewd: {question}? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn account_command(
+    settings: renewd::config::Settings,
+    action: AccountAction,
+) -> anyhow::Result<u8> {
+    use renewd::manage;
+    let name = match &action {
+        AccountAction::Show { account }
+        | AccountAction::Update { account, .. }
+        | AccountAction::Rollover { account }
+        | AccountAction::Deactivate { account, .. } => account.as_deref(),
+    };
+    let name = match manage::pick_account(&settings, name) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("renewd: {e}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    if let AccountAction::Show { .. } = action {
+        return print_managed(manage::account_show(&settings, &name));
+    }
+    if let AccountAction::Deactivate { yes: false, .. } = action {
+        if !confirm(&format!(
+            "deactivate account `{name}` at the CA for good (it cannot be undone)"
+        ))? {
+            eprintln!("renewd: nothing done (answer `y`, or pass --yes)");
+            return Ok(EXIT_FAILED);
+        }
+    }
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let engine = Engine::new(Arc::new(settings))?;
+        Ok::<_, anyhow::Error>(match action {
+            AccountAction::Update { contact, .. } => {
+                let contact = (!contact.is_empty()).then_some(contact);
+                manage::account_update(&engine, &name, contact).await
+            }
+            AccountAction::Rollover { .. } => manage::account_rollover(&engine, &name).await,
+            AccountAction::Deactivate { .. } => manage::account_deactivate(&engine, &name).await,
+            AccountAction::Show { .. } => unreachable!("handled above"),
+        })
+    })?;
+    print_managed(result)
+}
+
+/// `renewd renew --dry-run [NAME...]`: every selected certificate up to the CA's validation, `workers`
+/// at a time.
+async fn dry_run_all(
+    settings: Arc<renewd::config::Settings>,
+    names: Vec<String>,
+) -> anyhow::Result<u8> {
+    use futures::stream::StreamExt;
+    let engine = Arc::new(Engine::open(settings.clone()).await?);
+    let specs: Vec<renewd::config::CertSpec> = settings
+        .certs
+        .values()
+        .filter(|s| names.is_empty() || names.contains(&s.name))
+        .cloned()
+        .collect();
+    let results: Vec<_> = futures::stream::iter(specs)
+        .map(|spec| {
+            let engine = engine.clone();
+            async move {
+                let r = engine.dry_run(&spec).await;
+                (spec.name, r)
+            }
+        })
+        .buffer_unordered(settings.workers.max(1))
+        .collect()
+        .await;
+    let mut results = results;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut failed = 0;
+    for (name, r) in results {
+        match r {
+            Ok(d) => println!(
+                "{name}: would renew: the CA validated all {} name(s) ({}, {:.1}s, DNS propagation {:.1}s); {} authorization(s) deactivated, TXT values removed, nothing issued or written",
+                d.names,
+                d.challenge,
+                d.elapsed.as_secs_f64(),
+                d.propagation.as_secs_f64(),
+                d.deactivated
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{name}: dry run FAILED: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
 }
 
 /// `renewd persist remove NAME`: delete the dns-persist-01 values renewd wrote for NAME, under NAME's lock.

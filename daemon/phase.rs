@@ -36,6 +36,12 @@ pub enum Phase {
     Installing,
     /// Deploy targets, config tests, reloads, hooks.
     Deploying,
+    /// `renewd revoke`.
+    Revoking,
+    /// `renewd account update|rollover|deactivate`.
+    UpdatingAccount,
+    /// `renewd renew --dry-run`: giving up the validated authorizations.
+    DeactivatingAuthorizations,
 }
 
 impl fmt::Display for Phase {
@@ -60,6 +66,9 @@ impl fmt::Display for Phase {
             Phase::DownloadingCertificate => "downloading the certificate",
             Phase::Installing => "installing into the state directory",
             Phase::Deploying => "deploying and reloading",
+            Phase::Revoking => "revoking the certificate",
+            Phase::UpdatingAccount => "updating the account",
+            Phase::DeactivatingAuthorizations => "deactivating the authorizations (dry run)",
         })
     }
 }

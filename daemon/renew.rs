@@ -133,6 +133,37 @@ pub const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(180);
 const POLL_FIRST: Duration = Duration::from_millis(250);
 const POLL_MAX: Duration = Duration::from_secs(5);
 
+/// What `renewd renew --dry-run` found: the CA validated every name.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub order_url: String,
+    pub names: usize,
+    /// Authorizations given up after validation.
+    pub deactivated: usize,
+    pub propagation: Duration,
+    pub elapsed: Duration,
+    pub challenge: ChallengeKind,
+    pub persist_written: usize,
+}
+
+/// What an order is for: a dry run never names the certificate it would replace (a CA would count it as
+/// replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrderKind {
+    Renewal,
+    DryRun,
+}
+
+/// An order the CA has validated, ready to finalize.
+struct Validated {
+    account: AcmeAccount,
+    order: instant_acme::Order,
+    order_url: String,
+    zones: Vec<String>,
+    propagation: Duration,
+    persist_written: usize,
+}
+
 /// One TXT value we published (or are about to).
 struct Published {
     updater: Arc<Updater>,
@@ -157,14 +188,63 @@ struct Pending {
 /// lock is per account, so a CA that does not answer holds up only its own account's renewals.
 struct AccountSlot {
     settings: AccountSettings,
-    state: tokio::sync::Mutex<SlotState>,
+    state: tokio::sync::Mutex<Flight<AcmeAccount>>,
+    /// The CA's directory for renewal windows, which need no account.
+    directory: tokio::sync::Mutex<Flight<Arc<acme::CaDirectory>>>,
 }
 
-#[derive(Default)]
-struct SlotState {
-    ready: Option<AcmeAccount>,
-    /// The last failed attempt to load or register it.
+/// One thing loaded at most once at a time: the result, or the last failed attempt.
+struct Flight<T> {
+    ready: Option<T>,
     failed: Option<(Instant, Arc<AcmeError>)>,
+}
+
+impl<T> Default for Flight<T> {
+    fn default() -> Self {
+        Flight {
+            ready: None,
+            failed: None,
+        }
+    }
+}
+
+/// Load through `flight` (single flight: callers wait for the one loading). `hold`: fail at once with
+/// the last failure when it is younger than that; without it, callers always try, except that those
+/// that waited for another caller's failed attempt share its result.
+async fn single_flight<T: Clone, F: std::future::Future<Output = Result<T, AcmeError>>>(
+    flight: &tokio::sync::Mutex<Flight<T>>,
+    hold: Option<Duration>,
+    load: impl FnOnce() -> F,
+) -> Result<T, RenewError> {
+    let asked = Instant::now();
+    let mut st = flight.lock().await;
+    if let Some(a) = &st.ready {
+        return Ok(a.clone());
+    }
+    if let Some((at, e)) = &st.failed {
+        let waited_for_it = *at >= asked;
+        if waited_for_it || hold.is_some_and(|h| at.elapsed() < h) {
+            return Err(RenewError::Account {
+                source: e.clone(),
+                shared: Some(at.elapsed()),
+            });
+        }
+    }
+    match load().await {
+        Ok(v) => {
+            st.failed = None;
+            st.ready = Some(v.clone());
+            Ok(v)
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            st.failed = Some((Instant::now(), e.clone()));
+            Err(RenewError::Account {
+                source: e,
+                shared: None,
+            })
+        }
+    }
 }
 
 /// Everything a renewal needs that outlives one attempt: settings, state, resolver, journal, accounts.
@@ -318,37 +398,17 @@ impl Engine {
         hold: Option<Duration>,
     ) -> Result<AcmeAccount, RenewError> {
         let slot = self.account_slot(name)?;
-        let asked = Instant::now();
         // Waiting behind another request's load of the same account counts as loading it.
         progress.enter(Phase::LoadingAccount);
-        let mut st = slot.state.lock().await;
-        if let Some(a) = &st.ready {
-            return Ok(a.clone());
-        }
-        if let Some((at, e)) = &st.failed {
-            let waited_for_it = *at >= asked;
-            if waited_for_it || hold.is_some_and(|h| at.elapsed() < h) {
-                return Err(RenewError::Account {
-                    source: e.clone(),
-                    shared: Some(at.elapsed()),
-                });
-            }
-        }
-        match acme::account(&slot.settings, &self.state, |p| progress.enter(p)).await {
-            Ok(account) => {
-                st.failed = None;
-                st.ready = Some(account.clone());
-                Ok(account)
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                st.failed = Some((Instant::now(), e.clone()));
-                Err(RenewError::Account {
-                    source: e,
-                    shared: None,
-                })
-            }
-        }
+        single_flight(&slot.state, hold, || {
+            acme::account(&slot.settings, &self.state, |p| progress.enter(p))
+        })
+        .await
+    }
+
+    /// The account `name`, loaded (or registered) as a renewal would.
+    pub async fn load_account(&self, name: &str) -> Result<AcmeAccount, RenewError> {
+        self.account(name, &Progress::default(), None).await
     }
 
     fn account_slot(&self, name: &str) -> Result<Arc<AccountSlot>, RenewError> {
@@ -367,6 +427,7 @@ impl Engine {
                 Arc::new(AccountSlot {
                     settings: settings.clone(),
                     state: Default::default(),
+                    directory: Default::default(),
                 })
             })
             .clone())
@@ -379,11 +440,12 @@ impl Engine {
         spec: &CertSpec,
         facts: &CertFacts,
     ) -> Result<Option<RenewalWindow>, RenewError> {
-        let progress = Progress::default();
-        let account = self
-            .account(&spec.account, &progress, Some(ACCOUNT_FAILURE_HOLD))
-            .await?;
-        Ok(acme::renewal_window(&account, facts).await?)
+        let slot = self.account_slot(&spec.account)?;
+        let dir = single_flight(&slot.directory, Some(ACCOUNT_FAILURE_HOLD), || async {
+            acme::directory(&slot.settings).await.map(Arc::new)
+        })
+        .await?;
+        Ok(acme::renewal_window(&dir, facts).await?)
     }
 
     /// Renew `spec` now.
@@ -458,34 +520,17 @@ impl Engine {
         published: &mut Vec<Published>,
     ) -> Result<Renewed, RenewError> {
         let started = Instant::now();
-        let server = self.dns_server(spec)?;
-        let account = self.account(&spec.account, progress, None).await?;
-        let mut order = self.place_order(spec, &account, progress).await?;
-        let order_url = order.url().to_string();
-        tracing::info!(acme_order_url = %order_url, "order placed");
-        let pending = pending_challenges(&account, &mut order, spec.challenge, progress).await?;
-        let (zones, propagation, persist_written) = match spec.challenge {
-            ChallengeKind::Dns01 => {
-                let by_owner = self
-                    .publish(spec, server, &pending, published, progress)
-                    .await?;
-                let propagation = self.wait_for_propagation(&by_owner, progress).await?;
-                let zones = by_owner.keys().map(|(z, _)| z.clone()).collect();
-                (zones, propagation, 0)
-            }
-            ChallengeKind::DnsPersist01 => {
-                self.ensure_persist(spec, server, &account, &pending, progress)
-                    .await?
-            }
-        };
-        validate(
-            &account,
-            &mut order,
-            &challenge_type(spec.challenge),
-            !pending.is_empty(),
-            progress,
-        )
-        .await?;
+        let v = self
+            .validated(spec, progress, published, OrderKind::Renewal)
+            .await?;
+        let Validated {
+            account,
+            mut order,
+            order_url,
+            zones,
+            propagation,
+            persist_written,
+        } = v;
         let (key, chain) = finalize(spec, &account, &mut order, progress).await?;
         let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
         let files = CertFiles {
@@ -512,6 +557,97 @@ impl Engine {
         })
     }
 
+    /// An order whose every name the CA has validated: account, order, proof (dns-01 values published
+    /// and propagated, or the dns-persist-01 records checked), challenges answered, order ready.
+    async fn validated(
+        &self,
+        spec: &CertSpec,
+        progress: &Progress,
+        published: &mut Vec<Published>,
+        kind: OrderKind,
+    ) -> Result<Validated, RenewError> {
+        let server = self.dns_server(spec)?;
+        let account = self.account(&spec.account, progress, None).await?;
+        let mut order = self.place_order(spec, &account, progress, kind).await?;
+        let order_url = order.url().to_string();
+        tracing::info!(acme_order_url = %order_url, "order placed");
+        let pending = pending_challenges(&account, &mut order, spec.challenge, progress).await?;
+        let (zones, propagation, persist_written) = match spec.challenge {
+            ChallengeKind::Dns01 => {
+                let by_owner = self
+                    .publish(spec, server, &pending, published, progress)
+                    .await?;
+                let propagation = self.wait_for_propagation(&by_owner, progress).await?;
+                let zones = by_owner.keys().map(|(z, _)| z.clone()).collect();
+                (zones, propagation, 0)
+            }
+            ChallengeKind::DnsPersist01 => {
+                self.ensure_persist(spec, server, &account, &pending, progress)
+                    .await?
+            }
+        };
+        validate(
+            &account,
+            &mut order,
+            &challenge_type(spec.challenge),
+            !pending.is_empty(),
+            progress,
+        )
+        .await?;
+        Ok(Validated {
+            account,
+            order,
+            order_url,
+            zones,
+            propagation,
+            persist_written,
+        })
+    }
+
+    /// `renewd renew --dry-run`: everything up to the CA's validation of every name, then the
+    /// authorizations are deactivated (so the CA does not reuse them) and the TXT values removed. No
+    /// `replaces` is sent, nothing is finalized, nothing is written to `live/` or the deploy targets.
+    pub async fn dry_run(&self, spec: &CertSpec) -> Result<DryRun, RenewError> {
+        let _lock = self.lock(spec).await?;
+        let progress = Progress::default();
+        let limit = self.settings.attempt_timeout;
+        let mut published: Vec<Published> = Vec::new();
+        let started = Instant::now();
+        let attempt = async {
+            let mut v = self
+                .validated(spec, &progress, &mut published, OrderKind::DryRun)
+                .await?;
+            progress.enter(Phase::DeactivatingAuthorizations);
+            let mut deactivated = 0;
+            let mut authzs = v.order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz =
+                    authz.map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
+                if authz.status == AuthorizationStatus::Valid {
+                    authz
+                        .deactivate()
+                        .await
+                        .map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
+                    deactivated += 1;
+                }
+            }
+            Ok::<_, RenewError>(DryRun {
+                order_url: v.order_url.clone(),
+                names: spec.domains.len(),
+                deactivated,
+                propagation: v.propagation,
+                elapsed: started.elapsed(),
+                challenge: spec.challenge,
+                persist_written: v.persist_written,
+            })
+        };
+        let result = tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(spec, progress.phase(), limit)));
+        self.cleanup(published).await;
+        result
+    }
+
     fn dns_server(&self, spec: &CertSpec) -> Result<&DnsServerSettings, RenewError> {
         self.settings
             .dns_servers
@@ -530,6 +666,7 @@ impl Engine {
         spec: &CertSpec,
         account: &AcmeAccount,
         progress: &Progress,
+        kind: OrderKind,
     ) -> Result<instant_acme::Order, RenewError> {
         progress.enter(Phase::PlacingOrder);
         let identifiers: Vec<Identifier> = spec
@@ -548,11 +685,14 @@ impl Engine {
             }
         };
         // The certificate this order replaces (ARI): the live one, when it can be named.
-        let replaces = crate::live::read_live_async(&self.state, &spec.name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|live| acme::certificate_id(&live.facts));
+        let replaces = match kind {
+            OrderKind::Renewal => crate::live::read_live_async(&self.state, &spec.name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|live| acme::certificate_id(&live.facts)),
+            OrderKind::DryRun => None,
+        };
         let gate = match replaces {
             Some(_) => account.replaces.gate().await,
             None => None,
@@ -1214,7 +1354,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_account_is_not_retried_by_every_renewal_window_request() {
+    async fn a_failed_directory_is_not_retried_by_every_renewal_window_request() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -1251,7 +1391,7 @@ mod tests {
         assert!(
             matches!(first, RenewError::Account { shared: None, .. })
                 && text.starts_with(
-                    "account `ca` (https://127.0.0.1:9/dir): registering the account: "
+                    "account `ca` (https://127.0.0.1:9/dir): asking for the renewal window (ARI): "
                 ),
             "{text}"
         );
@@ -1270,6 +1410,8 @@ mod tests {
                 && text.ends_with("(the same account failed 0s ago; asking again later)"),
             "{text}"
         );
+        // Asking for a window never registers an account.
+        assert!(!engine.state.account_file("ca").exists());
         // A renewal does not take the shortcut.
         match engine.account("ca", &Progress::default(), None).await {
             Err(RenewError::Account { shared: None, .. }) => {}

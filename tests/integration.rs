@@ -9,6 +9,8 @@ mod ari;
 mod check;
 #[path = "integration/daemon.rs"]
 mod daemon;
+#[path = "integration/daytwo.rs"]
+mod daytwo;
 #[path = "integration/deploy.rs"]
 mod deploy;
 #[path = "integration/dnstest.rs"]

@@ -1,0 +1,223 @@
+//! What a certbot user reaches for on day two, against the real deployment (Pebble 2.4 with EAB, BIND):
+//! `renew --dry-run`, `revoke`, `delete`, `account show|update|rollover|deactivate`.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::proc::poll_until;
+use crate::support::renewd::Renewd;
+use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
+use crate::support::x509::cert_serial;
+use crate::support::SpecFixture;
+
+fn one_host() -> Topology {
+    Topology::start(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    })
+}
+
+fn versions(r: &Renewd, name: &str) -> usize {
+    fs::read_dir(r.state().join("archive").join(name))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn no_txt_anywhere(topo: &Topology, owner: &str) {
+    assert!(topo.txt_at(topo.master_addr(), owner).is_empty());
+    for a in topo.secondary_addrs() {
+        let gone = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            topo.txt_at(a, owner).is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "TXT left at {a}: {:?}",
+            topo.txt_at(a, owner)
+        );
+    }
+}
+
+/// A dry run goes through the CA's validation of every name and changes nothing: same live certificate,
+/// same archive, deploy target untouched, no TXT left; it says "would renew".
+#[test]
+fn dry_run_validates_every_name_and_writes_nothing() {
+    let topo = one_host();
+    let host = domain("host1");
+    let wildcard = format!("*.{host}");
+    let deployed = topo.dir().join("deployed.pem");
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("host1", &[&host, &wildcard]).line(&format!(
+                "deploy: [ {{ fullchain: \"{}\" }} ]",
+                deployed.display()
+            )),
+        ],
+    );
+    r.run(&["renew"]).expect_code(0);
+    let serial = cert_serial(&r.live("host1", "cert.pem"));
+    let deployed_before = fs::read(&deployed).unwrap();
+    let mtime = fs::metadata(&deployed).unwrap().modified().unwrap();
+
+    for _ in 0..2 {
+        let run = r.run(&["renew", "--dry-run"]);
+        run.expect_code(0);
+        let line = run.line("host1");
+        assert!(
+            line.contains("would renew: the CA validated all 2 name(s)")
+                && line.contains("2 authorization(s) deactivated"),
+            "{line}"
+        );
+    }
+    assert_eq!(cert_serial(&r.live("host1", "cert.pem")), serial);
+    assert_eq!(versions(&r, "host1"), 1, "no new version archived");
+    assert_eq!(fs::read(&deployed).unwrap(), deployed_before);
+    assert_eq!(fs::metadata(&deployed).unwrap().modified().unwrap(), mtime);
+    no_txt_anywhere(&topo, &challenge_zone(&host));
+}
+
+/// `revoke` asks the CA with the account that ordered the certificate; the CA's answer to a second
+/// revocation (already revoked) proves the first one took.
+#[test]
+fn revoke_then_the_ca_says_already_revoked() {
+    let topo = one_host();
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("host1", &[&domain("host1")])],
+    );
+    let run = r.run(&["revoke", "host1"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("no live certificate"), "{}", run.stderr);
+
+    r.run(&["renew"]).expect_code(0);
+    let serial = cert_serial(&r.live("host1", "cert.pem"));
+    let run = r.run(&["revoke", "host1", "--reason", "superseded"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("host1: revoked serial {serial}")),
+        "{}",
+        run.stdout
+    );
+    let again = r.run(&["revoke", "host1"]);
+    again.expect_code(1);
+    assert!(
+        again.stderr.contains("alreadyRevoked")
+            && again.stderr.contains("revoking the certificate"),
+        "{}",
+        again.stderr
+    );
+}
+
+/// `delete` asks first (and without a terminal does nothing without --yes), then removes the spec,
+/// live and archive; the account stays.
+#[test]
+fn delete_removes_spec_live_and_archive_but_not_the_account() {
+    let topo = one_host();
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("host1", &[&domain("host1")])],
+    );
+    r.run(&["renew"]).expect_code(0);
+    let spec = r.spec_path("host1");
+    let live = r.state().join("live").join("host1");
+    let archive = r.state().join("archive").join("host1");
+    let account = r.state().join("accounts").join("pebble.json");
+
+    let run = r.run(&["delete", "host1"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("pass --yes"), "{}", run.stderr);
+    assert!(spec.exists() && live.exists() && archive.exists());
+
+    let run = r.run(&["delete", "host1", "--yes"]);
+    run.expect_code(0);
+    assert!(!spec.exists() && live.symlink_metadata().is_err() && !archive.exists());
+    assert!(account.exists(), "the account is never deleted");
+    let status = r.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(v["certificates"], serde_json::json!([]));
+    let run = r.run(&["delete", "host1", "--yes"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("no spec named `host1`"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn stored_url(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    v["credentials"]["id"].as_str().unwrap().to_string()
+}
+
+/// `account show` (offline), `update --contact`, `rollover` (the old key is refused afterwards, the new
+/// one renews), `deactivate` (the next order registers a new account).
+#[test]
+fn account_show_update_rollover_deactivate() {
+    let topo = one_host();
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("host1", &[&domain("host1")])],
+    );
+    let show = r.run(&["account", "show"]);
+    show.expect_code(0);
+    assert!(
+        show.stdout.contains("not registered yet"),
+        "{}",
+        show.stdout
+    );
+
+    r.run(&["renew"]).expect_code(0);
+    let file = r.state().join("accounts").join("pebble.json");
+    let url = stored_url(&file);
+    let show = r.run(&["account", "show", "pebble"]);
+    show.expect_code(0);
+    assert!(
+        show.stdout.contains(&format!("url:        {url}"))
+            && show.stdout.contains("mailto:pki@example.test"),
+        "{}",
+        show.stdout
+    );
+
+    let run = r.run(&["account", "update", "--contact", "mailto:new@example.test"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("the CA now has contact mailto:new@example.test")
+            && run.stdout.contains("change it there too"),
+        "{}",
+        run.stdout
+    );
+
+    let old = fs::read(&file).unwrap();
+    let run = r.run(&["account", "rollover"]);
+    run.expect_code(0);
+    assert_ne!(fs::read(&file).unwrap(), old, "new credentials saved");
+    assert_eq!(stored_url(&file), url, "the same account");
+    r.run(&["renew", "--force"]).expect_code(0);
+    // The old key: the CA no longer accepts it.
+    let new = fs::read(&file).unwrap();
+    fs::write(&file, &old).unwrap();
+    let run = r.run(&["account", "update"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("updating the account"),
+        "{}",
+        run.stderr
+    );
+    fs::write(&file, &new).unwrap();
+
+    let run = r.run(&["account", "deactivate"]);
+    run.expect_code(1);
+    assert!(file.exists());
+    let run = r.run(&["account", "deactivate", "--yes"]);
+    run.expect_code(0);
+    assert!(!file.exists() && file.with_extension("json.deactivated").exists());
+    r.run(&["renew", "--force"]).expect_code(0);
+    assert_ne!(stored_url(&file), url, "a new account was registered");
+}
