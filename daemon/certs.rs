@@ -62,6 +62,31 @@ impl NewKey {
         Ok(NewKey { pair })
     }
 
+    /// A key read back from PEM (PKCS#8, as renewd writes `privkey.pem`), with its type.
+    pub fn from_pem(pem: &str) -> Result<(Self, KeySpec), String> {
+        let pair = KeyPair::from_pem(pem).map_err(|e| e.to_string())?;
+        let alg = pair.algorithm();
+        let kind = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            KeySpec::EcdsaP256
+        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            KeySpec::EcdsaP384
+        } else if alg == &rcgen::PKCS_RSA_SHA256 {
+            use x509_parser::prelude::FromDer;
+            let der = rcgen::PublicKeyData::subject_public_key_info(&pair);
+            let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der)
+                .map_err(|e| e.to_string())?;
+            match spki.parsed() {
+                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => KeySpec::Rsa {
+                    bits: rsa.key_size() as u32,
+                },
+                _ => return Err("an RSA key whose public part cannot be read".to_string()),
+            }
+        } else {
+            return Err("a key type renewd does not issue with".to_string());
+        };
+        Ok((NewKey { pair }, kind))
+    }
+
     pub fn pem(&self) -> String {
         self.pair.serialize_pem()
     }
@@ -273,6 +298,21 @@ pub fn serial_hex(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_read_back_from_pem_knows_its_type() {
+        for spec in [
+            KeySpec::EcdsaP256,
+            KeySpec::EcdsaP384,
+            KeySpec::Rsa { bits: 2048 },
+        ] {
+            let key = NewKey::generate(spec).unwrap();
+            let (back, kind) = NewKey::from_pem(&key.pem()).unwrap();
+            assert_eq!(kind, spec);
+            assert_eq!(back.pem(), key.pem());
+        }
+        assert!(NewKey::from_pem("not a key").is_err());
+    }
 
     #[test]
     fn serial_is_shown_as_openssl_shows_it() {

@@ -22,7 +22,9 @@ use instant_acme::{
 
 use crate::acme::{self, AcmeAccount, AcmeError, Ca, RenewalWindow};
 use crate::certs::{self, CertError, CertFacts, NewKey};
-use crate::config::{AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, Settings};
+use crate::config::{
+    AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, KeySpec, Settings,
+};
 use crate::deploy::InstallError;
 use crate::dns::name::PERSIST_LABEL;
 use crate::dns::{self, DnsError, Resolver, Served, Updater};
@@ -441,6 +443,9 @@ impl Engine {
         facts: &CertFacts,
     ) -> Result<Option<RenewalWindow>, RenewError> {
         let slot = self.account_slot(&spec.account)?;
+        if !slot.settings.ari {
+            return Ok(None);
+        }
         let dir = single_flight(&slot.directory, Some(ACCOUNT_FAILURE_HOLD), || async {
             acme::directory(&slot.settings).await.map(Arc::new)
         })
@@ -531,7 +536,7 @@ impl Engine {
             propagation,
             persist_written,
         } = v;
-        let (key, chain) = finalize(spec, &account, &mut order, progress).await?;
+        let (key, chain) = finalize(spec, &self.state, &account, &mut order, progress).await?;
         let issued = certs::check_issued(&chain, key.pair.public_key_raw(), &spec.domains)?;
         let files = CertFiles {
             cert: issued.cert_pem.clone(),
@@ -685,13 +690,18 @@ impl Engine {
             }
         };
         // The certificate this order replaces (ARI): the live one, when it can be named.
+        let ari = self
+            .settings
+            .accounts
+            .get(&spec.account)
+            .is_none_or(|a| a.ari);
         let replaces = match kind {
-            OrderKind::Renewal => crate::live::read_live_async(&self.state, &spec.name)
+            OrderKind::Renewal if ari => crate::live::read_live_async(&self.state, &spec.name)
                 .await
                 .ok()
                 .flatten()
                 .and_then(|live| acme::certificate_id(&live.facts)),
-            OrderKind::DryRun => None,
+            OrderKind::Renewal | OrderKind::DryRun => None,
         };
         let gate = match replaces {
             Some(_) => account.replaces.gate().await,
@@ -1220,14 +1230,19 @@ async fn order_invalid(
 /// Finalize with a fresh key (generated off the async runtime) and our own CSR; download the chain.
 async fn finalize(
     spec: &CertSpec,
+    state: &StateDir,
     account: &AcmeAccount,
     order: &mut instant_acme::Order,
     progress: &Progress,
 ) -> Result<(NewKey, String), RenewError> {
     progress.enter(Phase::GeneratingKey);
     let (key_spec, domains) = (spec.key, spec.domains.clone());
+    let reuse = spec.key_reuse.then(|| (state.clone(), spec.name.clone()));
     let (key, csr) = blocking(move || {
-        let key = NewKey::generate(key_spec)?;
+        let key = match reuse.and_then(|(state, name)| reusable_key(&state, &name, key_spec)) {
+            Some(key) => key,
+            None => NewKey::generate(key_spec)?,
+        };
         let csr = key.csr_der(&domains)?;
         Ok::<_, CertError>((key, csr))
     })
@@ -1247,6 +1262,34 @@ async fn finalize(
         .await
         .map_err(|e| account.error(Phase::DownloadingCertificate, e))?;
     Ok((key, chain))
+}
+
+/// `key.reuse`: the live private key, when there is one of the spec's key type; else None (and why, in
+/// the log).
+fn reusable_key(state: &StateDir, name: &str, want: KeySpec) -> Option<NewKey> {
+    let files = match state.read_live(name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(cert_name = %name, error = %e, "key.reuse: the live key cannot be read; a new key is generated");
+            return None;
+        }
+    };
+    match NewKey::from_pem(&files.privkey) {
+        Ok((key, kind)) if kind == want => {
+            tracing::info!(cert_name = %name, "key.reuse: keeping the live private key");
+            Some(key)
+        }
+        Ok((_, kind)) => {
+            tracing::warn!(cert_name = %name, live = %kind, wanted = %want,
+                "key.reuse: the live key is of another type than `key:`; a new key is generated");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(cert_name = %name, error = %e, "key.reuse: the live key is unusable; a new key is generated");
+            None
+        }
+    }
 }
 
 impl crate::core::Work for Engine {

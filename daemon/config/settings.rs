@@ -75,6 +75,8 @@ pub struct AccountSettings {
     pub eab: Option<Eab>,
     /// Extra PEM roots trusted for the ACME server's TLS (in addition to the system roots).
     pub trust: Option<PathBuf>,
+    /// `ari:` ask this CA for renewal windows (RFC 9773) and send `replaces`. Default true.
+    pub ari: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,9 @@ pub struct CertSpec {
     pub domains: Vec<String>,
     pub account: String,
     pub key: KeySpec,
+    /// `key.reuse`: keep the live private key across renewals (a TLSA/DANE record or a pinned key must
+    /// stay valid) when it is of the `key` type; a new key otherwise.
+    pub key_reuse: bool,
     pub dns: String,
     /// Explicit zone for every name of this certificate (no trailing dot).
     pub zone: Option<String>,
@@ -209,6 +214,7 @@ impl CertSpec {
             domains: vec![domain.into()],
             account: "ca".into(),
             key: KeySpec::EcdsaP256,
+            key_reuse: false,
             dns: "primary".into(),
             zone: None,
             renew_before,

@@ -1057,3 +1057,27 @@ fn profile_challenge_and_persist_until() {
     let (_, s) = fx.one_error();
     assert!(s.contains("is not a profile name"), "{s}");
 }
+
+#[test]
+fn key_reuse_and_ari_off() {
+    let fx = Fx::new(&GLOBAL.replace(
+        "    contact: [mailto:pki@example.ac.jp]\n",
+        "    contact: [mailto:pki@example.ac.jp]\n    ari: false\n",
+    ));
+    fx.spec(
+        "k",
+        "domains: [k.example.org]\nkey: { type: ecdsa, curve: p384, reuse: true }\n",
+    );
+    let l = fx.load().expect("loads");
+    assert!(l.settings.certs["k"].key_reuse);
+    assert_eq!(l.settings.certs["k"].key, KeySpec::EcdsaP384);
+    assert!(!l.settings.accounts["secom"].ari);
+    assert!(l.settings.accounts["le"].ari);
+
+    fx.spec(
+        "k",
+        "domains: [k.example.org]\nkey: { type: rsa, reuse: yes please }\n",
+    );
+    let (_, s) = fx.one_error();
+    assert!(s.contains("`key.reuse` must be `true` or `false`"), "{s}");
+}

@@ -44,13 +44,13 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The shortest `attempt_timeout` accepted.
 pub const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust"];
+const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust", "ari"];
 const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
 const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
 const NO_ACCOUNT: &str = "no ACME account defined yet: nothing can be renewed until you add one, e.g. `accounts: { myca: { directory: https://acme.ca.example/directory, contact: [mailto:admin@example.org] } }`";
 const NO_DNS_SERVER: &str = "no DNS server defined yet: add the RFC 2136 primary that takes the updates, e.g. `dns_servers: { primary: { address: ns1.example.org, tsig_key_file: /etc/renewd/secrets/acme-update.key } }`";
 const PROPAGATION_KEYS: &[&str] = &["timeout", "nameservers"];
-const KEY_KEYS: &[&str] = &["type", "bits", "curve"];
+const KEY_KEYS: &[&str] = &["type", "bits", "curve", "reuse"];
 const DEPLOY_KEYS: &[&str] = &[
     "fullchain",
     "cert",
@@ -206,6 +206,22 @@ fn nonempty_string(d: &mut Diags, node: &Node, path: &str) -> Option<String> {
         return None;
     }
     Some(s.trim().to_string())
+}
+
+fn boolean(d: &mut Diags, node: &Node, path: &str) -> Option<bool> {
+    match &node.kind {
+        Kind::Bool(b) => Some(*b),
+        _ => {
+            d.err(
+                node.pos,
+                format!(
+                    "`{path}` must be `true` or `false`, found {}",
+                    node.kind_name()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn integer(d: &mut Diags, node: &Node, path: &str) -> Option<i128> {
@@ -711,12 +727,17 @@ fn account(
             return None;
         }
     }
+    let ari = match f.get("ari") {
+        None => true,
+        Some(n) => boolean(d, n, &sub(&path, "ari"))?,
+    };
     Some(AccountSettings {
         name: name.to_string(),
         directory: directory?,
         contact,
         eab,
         trust,
+        ari,
     })
 }
 
@@ -823,6 +844,8 @@ pub(crate) struct PartialSpec {
     pub domains: Option<Vec<(String, Pos)>>,
     pub account: Option<(String, Pos)>,
     pub key: Option<KeySpec>,
+    /// `key.reuse`.
+    pub key_reuse: Option<bool>,
     pub dns: Option<(String, Pos)>,
     pub zone: Option<String>,
     pub renew_before: Option<Duration>,
@@ -879,6 +902,14 @@ pub(crate) fn partial_spec(
     }
     if let Some(n) = f.get("key") {
         p.key = key_spec(d, n, &path("key"));
+        if let Kind::Map(entries) = &n.kind {
+            if let Some((_, v)) = entries
+                .iter()
+                .find(|(k, _)| k.scalar_text().as_deref() == Some("reuse"))
+            {
+                p.key_reuse = boolean(d, v, &sub(&path("key"), "reuse"));
+            }
+        }
     }
     if let Some(n) = f.get("zone") {
         if let Some(z) = nonempty_string(d, n, &path("zone")) {
@@ -1629,6 +1660,7 @@ pub(crate) fn finish_spec(
         domains,
         account: account?,
         key: p.key.or(df.key).unwrap_or(KeySpec::Rsa { bits: 2048 }),
+        key_reuse: p.key_reuse.or(df.key_reuse).unwrap_or(false),
         dns: dns?,
         zone: p.zone.or_else(|| df.zone.clone()),
         renew_before: p.renew_before.or(df.renew_before),

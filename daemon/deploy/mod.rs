@@ -512,6 +512,7 @@ mod tests {
             domains: vec!["a.example".into()],
             account: "ca".into(),
             key: crate::config::KeySpec::EcdsaP256,
+            key_reuse: false,
             dns: "primary".into(),
             zone: None,
             renew_before: None,

@@ -245,5 +245,35 @@ fn renew_cli_follows_the_ca_renewal_window_with_a_local_renewal_info_stand_in() 
     let payloads = ari.new_order_payloads();
     assert_eq!(payloads.len(), 2, "{payloads:?}");
     assert_eq!(payloads[1]["replaces"].as_str(), Some(first.as_str()));
-    assert_ne!(certificate_id(&r.live("host1", "cert.pem")), first);
+    let second = certificate_id(&r.live("host1", "cert.pem"));
+    assert_ne!(second, first);
+
+    // `ari: false` for a CA whose ARI misbehaves: its window is neither asked for nor followed, and no
+    // order names the certificate it replaces.
+    ari.set_window_for(
+        &second,
+        now - Duration::from_secs(3600),
+        now + Duration::from_secs(3600),
+    );
+    let config = std::fs::read_to_string(r.config()).unwrap();
+    let with_ari_off = config.replacen("\n    trust:", "\n    ari: false\n    trust:", 1);
+    assert_ne!(with_ari_off, config);
+    std::fs::write(r.config(), with_ari_off).unwrap();
+    let asked = ari.renewal_info_requests().len();
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(
+        run.line("host1").contains("not due") && !run.line("host1").contains("renewal window"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        ari.renewal_info_requests().len(),
+        asked,
+        "no window asked for"
+    );
+    r.run(&["renew", "--force"]).expect_code(0);
+    let payloads = ari.new_order_payloads();
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    assert!(payloads[2].get("replaces").is_none(), "{}", payloads[2]);
 }

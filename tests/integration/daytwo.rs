@@ -149,6 +149,41 @@ fn delete_removes_spec_live_and_archive_but_not_the_account() {
     );
 }
 
+/// `key: { ..., reuse: true }` keeps the private key across renewals (a TLSA record stays valid); without
+/// it every renewal has a new key.
+#[test]
+fn key_reuse_keeps_the_public_key_across_renewals() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 2,
+        ..Default::default()
+    });
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("kept", &[&domain("host1")])
+                .line("key: { type: ecdsa, curve: p384, reuse: true }"),
+            SpecFixture::new("fresh", &[&domain("host2")]),
+        ],
+    );
+    r.run(&["renew"]).expect_code(0);
+    let key = |name: &str| fs::read(r.live(name, "privkey.pem")).unwrap();
+    let (kept, fresh) = (key("kept"), key("fresh"));
+    let serial = cert_serial(&r.live("kept", "cert.pem"));
+    r.run(&["renew", "--force"]).expect_code(0);
+    assert_ne!(
+        cert_serial(&r.live("kept", "cert.pem")),
+        serial,
+        "a new certificate"
+    );
+    assert_eq!(key("kept"), kept, "the same private key");
+    assert!(crate::support::x509::key_matches_cert(
+        &r.live("kept", "privkey.pem"),
+        &r.live("kept", "cert.pem")
+    ));
+    assert_ne!(key("fresh"), fresh, "a new key without reuse");
+}
+
 fn stored_url(path: &Path) -> String {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
     v["credentials"]["id"].as_str().unwrap().to_string()
