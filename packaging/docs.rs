@@ -31,6 +31,7 @@ pub fn render_all() -> Vec<(PathBuf, Vec<u8>)> {
     man.render(&mut page).expect("render to memory");
     page.extend(main_page_sections());
     out.push((PathBuf::from("packaging/man/renewd.1"), page));
+    out.push((PathBuf::from("packaging/man/renewd.yaml.5"), config_page()));
 
     for (shell, file) in [
         (Shell::Bash, "renewd.bash"),
@@ -42,6 +43,52 @@ pub fn render_all() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((PathBuf::from("packaging/completions").join(file), script));
     }
     out
+}
+
+/// renewd.yaml(5): every key, from the reference the loader is tested against.
+fn config_page() -> Vec<u8> {
+    use renewd::config::reference::{Scope, REFERENCE};
+    let mut r = Roff::new();
+    r.control("TH", ["RENEWD.YAML", "5", "", "", "renewd manual"]);
+    r.control("SH", ["NAME"]);
+    r.text([roman(
+        "renewd.yaml, certs.d/NAME.yaml - renewd's configuration",
+    )]);
+    r.control("SH", ["DESCRIPTION"]);
+    r.text([roman(
+        "The global file (/etc/renewd/renewd.yaml) holds the accounts, DNS servers and defaults; each \
+         certificate has one spec file NAME.yaml in certs_dir. Unknown keys are errors (renewd check \
+         names file, line and column, and the nearest known key). Durations are written 90s, 10m, 30d. \
+         Secrets are only ever read from files (mode 0600), never written into YAML. In the paths below, \
+         NAME is a name you choose and [] an item of a list.",
+    )]);
+    for (scope, title) in [
+        (Scope::Global, "GLOBAL KEYS (renewd.yaml)"),
+        (
+            Scope::Spec,
+            "SPEC KEYS (certs.d/NAME.yaml, or defaults: in renewd.yaml)",
+        ),
+    ] {
+        r.control("SH", [title]);
+        for k in REFERENCE.iter().filter(|k| k.scope == scope) {
+            r.control("TP", []);
+            r.text([bold(k.path)]);
+            r.text([roman(k.doc)]);
+            r.control("br", []);
+            r.text([
+                italic("type: "),
+                roman(k.ty),
+                roman("; "),
+                italic("default: "),
+                roman(k.default),
+            ]);
+            r.control("br", []);
+            r.text([italic("example: "), roman(k.example)]);
+        }
+    }
+    r.control("SH", ["SEE ALSO"]);
+    r.text([roman("renewd(1), renewd-check(1), tsig-keygen(8)")]);
+    r.render().into_bytes()
 }
 
 fn see_also(pages: &[&str]) -> Vec<u8> {
@@ -144,6 +191,11 @@ fn main_page_sections() -> Vec<u8> {
         "renewd-renew(1)",
         "renewd-dns-test(1)",
         "renewd-import(1)",
+        "renewd-revoke(1)",
+        "renewd-delete(1)",
+        "renewd-account(1)",
+        "renewd-persist(1)",
+        "renewd.yaml(5)",
         "journalctl(1)",
         "systemctl(1)",
         "tsig-keygen(8)",

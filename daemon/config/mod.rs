@@ -10,6 +10,7 @@ mod error;
 mod files;
 mod names;
 mod raw;
+pub mod reference;
 pub mod settings;
 mod tsig_key;
 mod validate;

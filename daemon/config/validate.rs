@@ -44,14 +44,14 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The shortest `attempt_timeout` accepted.
 pub const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust", "ari"];
-const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
-const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
+pub(crate) const ACCOUNT_KEYS: &[&str] = &["directory", "contact", "eab", "trust", "ari"];
+pub(crate) const EAB_KEYS: &[&str] = &["kid", "hmac_key_file"];
+pub(crate) const DNS_KEYS: &[&str] = &["address", "tsig_key_file", "tsig_key_name", "ttl"];
 const NO_ACCOUNT: &str = "no ACME account defined yet: nothing can be renewed until you add one, e.g. `accounts: { myca: { directory: https://acme.ca.example/directory, contact: [mailto:admin@example.org] } }`";
 const NO_DNS_SERVER: &str = "no DNS server defined yet: add the RFC 2136 primary that takes the updates, e.g. `dns_servers: { primary: { address: ns1.example.org, tsig_key_file: /etc/renewd/secrets/acme-update.key } }`";
-const PROPAGATION_KEYS: &[&str] = &["timeout", "nameservers"];
-const KEY_KEYS: &[&str] = &["type", "bits", "curve", "reuse"];
-const DEPLOY_KEYS: &[&str] = &[
+pub(crate) const PROPAGATION_KEYS: &[&str] = &["timeout", "nameservers"];
+pub(crate) const KEY_KEYS: &[&str] = &["type", "bits", "curve", "reuse"];
+pub(crate) const DEPLOY_KEYS: &[&str] = &[
     "fullchain",
     "cert",
     "chain",
@@ -62,10 +62,10 @@ const DEPLOY_KEYS: &[&str] = &[
     "mode",
 ];
 const DEPLOY_FILE_KEYS: &[&str] = &["fullchain", "cert", "chain", "key", "combined"];
-const RELOAD_KINDS: &[&str] = &["gitlab", "nginx", "apache", "systemd", "command"];
-const COMMAND_KEYS: &[&str] = &["argv", "timeout"];
+pub(crate) const RELOAD_KINDS: &[&str] = &["gitlab", "nginx", "apache", "systemd", "command"];
+pub(crate) const COMMAND_KEYS: &[&str] = &["argv", "timeout"];
 /// `nginx: { config: PATH }`, `apache: { config: PATH }`.
-const SERVER_KEYS: &[&str] = &["config"];
+pub(crate) const SERVER_KEYS: &[&str] = &["config"];
 
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/renewd";
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
