@@ -486,6 +486,35 @@ async fn renew(
         eprintln!("renewd: stopping: renewals in flight get stop_grace, then are cancelled");
     };
     let results = core::run_once(&mut scheduler, stop).await;
+    // Where `renewd status` finds them (the daemon's status.json has one writer: the daemon).
+    let state = renewd::state::StateDir::new(&settings.state_dir);
+    let now = SystemTime::now();
+    for (name, result) in &results {
+        let record = match result {
+            RunResult::Renewed(r) => renewd::status::RunRecord {
+                at: now,
+                ok: true,
+                error: None,
+                serial: Some(r.serial.clone()),
+            },
+            RunResult::Failed(e) => renewd::status::RunRecord {
+                at: now,
+                ok: false,
+                error: Some(match e {
+                    // The certificate was issued and is live; what serves it was not updated.
+                    renewd::renew::RenewError::Deploy(_) => {
+                        format!("issued, but the deploy or reload failed: {e}")
+                    }
+                    _ => e.to_string(),
+                }),
+                serial: None,
+            },
+            RunResult::NotDue { .. } | RunResult::Busy => continue,
+        };
+        if let Err(e) = renewd::status::record_run(&state, name, &record) {
+            eprintln!("renewd: {name}: cannot record the result for `renewd status`: {e}");
+        }
+    }
     let mut failures = 0;
     let wanted: Vec<String> = if names.is_empty() {
         settings.certs.keys().cloned().collect()
@@ -520,6 +549,12 @@ async fn renew(
             Some(RunResult::Busy) => println!(
                 "{name}: skipped: another renewd process (the daemon?) is renewing it right now"
             ),
+            Some(RunResult::Failed(e @ renewd::renew::RenewError::Deploy(_))) => {
+                failures += 1;
+                println!(
+                    "{name}: issued and installed in live/, but the deploy or reload FAILED: {e}"
+                );
+            }
             Some(RunResult::Failed(e)) => {
                 failures += 1;
                 println!("{name}: FAILED: {e}");

@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::daemon::StatusFile;
@@ -58,6 +58,40 @@ pub struct Report {
     pub certificates: Vec<Row>,
 }
 
+/// The last result of `renewd renew` for one certificate: `state_dir/results/NAME.json`, written under the
+/// certificate's lock by the process that renewed it. `renewd status` shows it when it is newer than what
+/// the daemon recorded, so a cron-driven `renewd renew` is visible (and a failure makes status exit 1)
+/// whether or not a daemon runs; the daemon's own `status.json` keeps one writer, the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+    pub ok: bool,
+    /// The error (first line), when it failed.
+    pub error: Option<String>,
+    /// The new certificate's serial, when one was issued (also when only its deploy failed).
+    pub serial: Option<String>,
+}
+
+fn run_record_path(state: &StateDir, name: &str) -> std::path::PathBuf {
+    state.root().join("results").join(format!("{name}.json"))
+}
+
+/// Record what `renewd renew` did with `name` (atomically; 0644: it holds no secret).
+pub fn record_run(state: &StateDir, name: &str, record: &RunRecord) -> io::Result<()> {
+    let path = run_record_path(state, name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+    crate::state::write_atomic(&path, &json, 0o644)
+}
+
+fn read_run_record(state: &StateDir, name: &str) -> Option<RunRecord> {
+    let bytes = fsread::read_capped(&run_record_path(state, name), fsread::TEXT_MAX).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The daemon's `status.json` (a regular file of at most [`STATUS_MAX`] bytes); empty when there is
 /// none yet, or (with a warning) when it cannot be used.
 fn read_status_file(path: &Path) -> StatusFile {
@@ -85,7 +119,31 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
         .map(|spec| {
             let live = read_live(&state, &spec.name);
             let recorded = file.certificates.get(&spec.name);
-            let history: History = recorded.map(|r| r.history.clone()).unwrap_or_default();
+            let mut history: History = recorded.map(|r| r.history.clone()).unwrap_or_default();
+            let mut last_result = recorded.and_then(|r| r.last_result.clone());
+            // `renewd renew`'s own result, when it is newer than the daemon's last one.
+            let daemon_last = history
+                .last_success
+                .into_iter()
+                .chain(history.last_failure.as_ref().map(|f| f.at))
+                .max();
+            if let Some(run) = read_run_record(&state, &spec.name)
+                .filter(|run| daemon_last.is_none_or(|t| run.at > t))
+            {
+                if run.ok {
+                    history.succeeded(run.at);
+                    last_result = Some("ok".into());
+                } else {
+                    history.consecutive_failures += 1;
+                    history.last_failure = Some(scheduler::Failure {
+                        at: run.at,
+                        kind: scheduler::FailureKind::Transient,
+                        retry_after: None,
+                        message: run.error.clone().unwrap_or_default(),
+                    });
+                    last_result = Some("failed".into());
+                }
+            }
             let decision = scheduler::decide(
                 &CertInput {
                     spec,
@@ -124,7 +182,7 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                     .unwrap_or_else(|| decision.summary.clone()),
                 state: recorded.and_then(|r| r.state.clone()),
                 ari_window: recorded.and_then(|r| r.ari_window.clone()),
-                last_result: recorded.and_then(|r| r.last_result.clone()),
+                last_result,
                 last_error: history
                     .last_failure
                     .as_ref()

@@ -389,6 +389,10 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
         cert_serial(&r.live("web", "cert.pem")).to_uppercase()
     );
     assert_eq!(rows[1]["domains"][0], h1.as_str());
+    assert_eq!(
+        rows[1]["last_result"], "ok",
+        "renew's result is recorded: {doc}"
+    );
 
     r.run(&["renew", "mail"]).expect_code(0);
     let text = r.run(&["status"]);
@@ -397,6 +401,53 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
     assert!(!text.stdout.contains('\x1b'), "no colour off a terminal");
     assert!(text.stdout.contains(&h2));
     r.run(&["status", "--warn", "100d"]).expect_code(1);
+}
+
+/// A `renewd renew` from cron whose deploy fails after the certificate was issued: reported as such,
+/// recorded where `renewd status` reads it (exit 1), and cleared by the next good run.
+#[test]
+fn a_failed_deploy_from_renew_is_recorded_for_status() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("web", &[&domain("host1")])
+            .line("reload: [ { command: [/bin/false] } ]")],
+    );
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    assert!(
+        run.line("web")
+            .contains("issued and installed in live/, but the deploy or reload FAILED"),
+        "{}",
+        run.stdout
+    );
+    let status = r.run(&["status", "--json"]);
+    status.expect_code(1);
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let row = &doc["certificates"][0];
+    assert_eq!(row["last_result"], "failed", "{doc}");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("issued, but the deploy or reload failed")),
+        "{doc}"
+    );
+    assert_eq!(row["consecutive_failures"], 1);
+
+    fs::write(
+        r.spec_path("web"),
+        format!("domains: [\"{}\"]\n", domain("host1")),
+    )
+    .unwrap();
+    r.run(&["renew", "--force"]).expect_code(0);
+    let status = r.run(&["status", "--json"]);
+    status.expect_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(doc["certificates"][0]["last_result"], "ok", "{doc}");
 }
 
 /// `renewd renew` run by hand while another renewd process renews the same certificate does not place
