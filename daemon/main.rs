@@ -72,6 +72,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             for d in &errors.0 {
                 eprintln!("{d}");
             }
+            // A monitoring check reading JSON gets JSON: the errors, and no certificates.
+            if let Command::Status { json: true, .. } = cli.command {
+                let text: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
+                let report =
+                    renewd::status::config_error_report(text.join("\n"), SystemTime::now());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("status JSON")?
+                );
+            }
             let n = errors.error_count();
             eprintln!("renewd: {n} error(s) in the configuration; nothing was done");
             return Ok(EXIT_CONFIG);

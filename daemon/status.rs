@@ -28,6 +28,12 @@ pub struct Row {
     pub profile: Option<String>,
     /// How control of the names is proven: `dns-01` or `dns-persist-01`.
     pub challenge: String,
+    /// The key type the spec orders (`rsa2048`, `ecdsa-p256`, ...).
+    pub key: String,
+    /// Where the files are: `live/NAME/` and every deploy target's paths.
+    pub paths: Paths,
+    /// Why it needs attention, in words (null when it does not).
+    pub attention: Option<String>,
     /// RFC 3339 moment of the next planned renewal.
     pub next_renewal: String,
     /// Why then, in words.
@@ -47,6 +53,15 @@ pub struct Row {
     pub needs_attention: bool,
     #[serde(skip)]
     seconds_left: Option<i64>,
+}
+
+/// `live/NAME/` and the deployed copies of one certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paths {
+    pub fullchain: String,
+    pub privkey: String,
+    /// Every file the deploy targets write.
+    pub deployed: Vec<String>,
 }
 
 /// The `status --json` document.
@@ -165,6 +180,32 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
             });
             let failing = history.consecutive_failures > 0;
             let short = seconds_left.is_none_or(|s| s < warn.as_secs() as i64);
+            let attention = if failing {
+                Some(format!("failing ({}x)", history.consecutive_failures))
+            } else if seconds_left.is_none() {
+                Some("no certificate".to_string())
+            } else if short {
+                let secs = warn.as_secs();
+                Some(if secs % 86400 == 0 {
+                    format!("less than {}d left", secs / 86400)
+                } else {
+                    format!("less than {} left", humantime::format_duration(warn))
+                })
+            } else {
+                None
+            };
+            let live_dir = state.live_dir(&spec.name);
+            let paths = Paths {
+                fullchain: live_dir.join("fullchain.pem").display().to_string(),
+                privkey: live_dir.join("privkey.pem").display().to_string(),
+                deployed: spec
+                    .deploy
+                    .iter()
+                    .flat_map(|t| [&t.fullchain, &t.cert, &t.chain, &t.key, &t.combined])
+                    .flatten()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            };
             Row {
                 name: spec.name.clone(),
                 domains: spec.domains.clone(),
@@ -173,6 +214,9 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                 serial: facts.map(|f| f.serial.clone()),
                 profile: spec.profile.clone(),
                 challenge: spec.challenge.to_string(),
+                key: spec.key.to_string(),
+                paths,
+                attention,
                 // The daemon's own plan (with its jitter and ARI) when it recorded one.
                 next_renewal: recorded
                     .and_then(|r| r.next_renewal.clone())
@@ -242,6 +286,11 @@ pub fn render_text(report: &Report, color: bool) -> String {
             r.next_renewal,
             last
         );
+        // Marked for readers without colour too: `!` and why.
+        let line = match &r.attention {
+            Some(why) => format!("{}  ! {why}\n", line.trim_end()),
+            None => line,
+        };
         let line = if r.consecutive_failures > 0 {
             paint(line, "31")
         } else if r.needs_attention {
@@ -250,13 +299,27 @@ pub fn render_text(report: &Report, color: bool) -> String {
             line
         };
         out.push_str(&line);
-        let mut about = format!("{}; {}", r.domains.join(", "), r.challenge);
+        let mut about = format!("{}; {}, key {}", r.domains.join(", "), r.challenge, r.key);
         if let Some(p) = &r.profile {
             about.push_str(&format!(", profile {p}"));
         }
         out.push_str(&format!("{:<20} {about}\n", ""));
+        let mut files = format!("{}, {}", r.paths.fullchain, r.paths.privkey);
+        if !r.paths.deployed.is_empty() {
+            files.push_str(&format!("; deployed to {}", r.paths.deployed.join(", ")));
+        }
+        out.push_str(&format!("{:<20} {files}\n", ""));
     }
     out
+}
+
+/// The `status --json` document for a configuration that does not load: the errors, no rows.
+pub fn config_error_report(error: String, now: SystemTime) -> Report {
+    Report {
+        generated_at: rfc3339(now),
+        config_error: Some(error),
+        certificates: Vec::new(),
+    }
 }
 
 /// Whether `renewd status` should exit 1 (a monitoring check).

@@ -83,18 +83,34 @@ impl FileKind {
     }
 }
 
-/// Read a secret file named by the config at `at` (a regular file of at most [`SECRET_MAX`] bytes);
-/// warn if group or others may read or write it.
+/// Read a secret file named by the config at `at` (a regular file of at most [`SECRET_MAX`] bytes).
+/// One that group or others may read or write is an error (`strict`), or a warning with
+/// `allow_readable_secrets: true`; one that still holds an example's placeholder is an error.
 pub(crate) fn read_secret(
     d: &mut Diags,
     at: Pos,
     key: &str,
     path: &Path,
     kind: FileKind,
+    strict: bool,
 ) -> Option<String> {
     match fsread::read_text_capped(path, SECRET_MAX) {
         Ok(text) => {
-            check_private(d, at, key, path);
+            check_private(d, at, key, path, strict);
+            if is_placeholder(&text) {
+                d.err(
+                    at,
+                    format!(
+                        "`{key}`: {} still holds the example's placeholder, not a real secret: {}",
+                        path.display(),
+                        match kind {
+                            FileKind::TsigKey => format!("put the key `tsig-keygen -a hmac-sha256 NAME` wrote on the primary there (`tsig-keygen -a hmac-sha256 acme-update > {}`, the same key in named.conf), mode 0600", path.display()),
+                            _ => "put the EAB HMAC key the CA gave you there (one line, base64url), mode 0600".to_string(),
+                        }
+                    ),
+                );
+                return None;
+            }
             Some(text)
         }
         Err(e) => {
@@ -111,27 +127,63 @@ pub(crate) fn read_secret(
     }
 }
 
+/// The placeholder secrets of config-examples/ (and anything marked like them): a real key is random
+/// bytes, which never decode to these words.
+fn is_placeholder(text: &str) -> bool {
+    use base64::Engine as _;
+    const MARKS: [&str; 3] = ["replace-me", "example-only", "replace_me"];
+    if text.lines().any(|l| {
+        let l = l.trim_start();
+        (l.starts_with("//") || l.starts_with('#')) && l.contains("Placeholder")
+    }) {
+        return true;
+    }
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+    ];
+    text.split(|c: char| c.is_whitespace() || c == '"' || c == ';')
+        .filter(|w| w.len() >= 16)
+        .any(|w| {
+            engines.iter().any(|e| {
+                e.decode(w).is_ok_and(|b| {
+                    let s = String::from_utf8_lossy(&b).to_ascii_lowercase();
+                    MARKS.iter().any(|m| s.contains(m))
+                })
+            })
+        })
+}
+
 #[cfg(unix)]
-fn check_private(d: &mut Diags, at: Pos, key: &str, path: &Path) {
+fn check_private(d: &mut Diags, at: Pos, key: &str, path: &Path, strict: bool) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            d.warn(
-                at,
-                format!(
-                    "`{key}`: {} holds a secret but is accessible by group or others (mode {mode:04o}); \
-                     run `chmod 600 {}`",
-                    path.display(),
-                    path.display()
-                ),
+            let msg = format!(
+                "`{key}`: {} holds a secret but is accessible by group or others (mode {mode:04o}); \
+                 run `chmod 600 {}`{}",
+                path.display(),
+                path.display(),
+                if strict {
+                    " (or set `allow_readable_secrets: true` in the global file to accept it)"
+                } else {
+                    ""
+                }
             );
+            if strict {
+                d.err(at, msg);
+            } else {
+                d.warn(at, msg);
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-fn check_private(_d: &mut Diags, _at: Pos, _key: &str, _path: &Path) {}
+fn check_private(_d: &mut Diags, _at: Pos, _key: &str, _path: &Path, _strict: bool) {}
 
 /// EAB HMAC key file: one line, base64url (padding optional; standard base64 accepted too).
 pub(crate) fn decode_eab_key(text: &str) -> Result<Vec<u8>, String> {

@@ -114,6 +114,8 @@ pub const REFERENCE: &[KeyDoc] = &[
       "Prometheus metrics as a node_exporter textfile, rewritten atomically when they change."),
     g("metrics_listen", "loopback IP:port", "- (off)", "metrics_listen: \"127.0.0.1:9925\"",
       "Serve GET /metrics on this loopback address."),
+    g("allow_readable_secrets", "boolean", "false", "allow_readable_secrets: true",
+      "Accept secret files (TSIG, EAB) that group or others may read, with a warning; without it they are errors."),
     g("defaults", "map of spec keys", "-", "defaults: { account: le, dns: primary, key: { type: ecdsa } }",
       "Any spec key except `domains`: the value for every spec that does not set it."),
     s("domains", "list of names", "- (required)", "domains: [www.example.org, \"*.example.org\"]",

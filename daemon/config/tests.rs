@@ -580,21 +580,46 @@ fn multi_key_file() {
 }
 
 #[test]
-fn group_readable_secret_is_a_warning() {
+fn group_readable_secret_is_an_error_unless_allowed() {
     let fx = valid();
     let key = fx.path("secrets/acme-update.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let (e, s) = fx.one_error();
+    assert_eq!(e.line, Some(13));
+    assert!(
+        s.contains(&format!("run `chmod 600 {}`", key.display()))
+            && s.contains("allow_readable_secrets: true"),
+        "{s}"
+    );
+
+    let text = fs::read_to_string(fx.config()).unwrap();
+    fs::write(fx.config(), format!("allow_readable_secrets: true\n{text}")).unwrap();
     let loaded = fx.load().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     let w = &loaded.warnings[0];
     assert_eq!(w.severity, Severity::Warning);
-    assert_eq!(w.line, Some(13));
-    let s = w.to_string();
-    assert!(s.contains(": warning: "), "{s}");
-    assert!(
-        s.contains(&format!("run `chmod 600 {}`", key.display())),
-        "{s}"
-    );
+    assert!(w.to_string().contains(": warning: "), "{w}");
+}
+
+#[test]
+fn the_examples_placeholder_secrets_are_refused() {
+    let fx = valid();
+    let key = fx.path("secrets/acme-update.key");
+    fs::write(
+        &key,
+        "// Placeholder: replace with the file tsig-keygen wrote\nkey \"acme-update\" {\n\talgorithm hmac-sha256;\n\tsecret \"ZXhhbXBsZS1vbmx5LXJlcGxhY2UtbWUtd2l0aC10aGUtcmVhbC1rZXk=\";\n};\n",
+    )
+    .unwrap();
+    let (_, s) = fx.one_error();
+    assert!(s.contains("still holds the example's placeholder"), "{s}");
+    // The same placeholder without the comment.
+    fs::write(
+        &key,
+        "key \"acme-update\" {\n\talgorithm hmac-sha256;\n\tsecret \"ZXhhbXBsZS1vbmx5LXJlcGxhY2UtbWUtd2l0aC10aGUtcmVhbC1rZXk=\";\n};\n",
+    )
+    .unwrap();
+    let (_, s) = fx.one_error();
+    assert!(s.contains("tsig-keygen -a hmac-sha256"), "{s}");
 }
 
 #[test]

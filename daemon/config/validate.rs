@@ -24,6 +24,7 @@ pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "metrics_file",
     "metrics_listen",
     "defaults",
+    "allow_readable_secrets",
 ];
 pub(crate) const SPEC_KEYS: &[&str] = &[
     "domains",
@@ -357,6 +358,8 @@ pub(crate) struct GlobalOut {
     /// Names of every account / DNS server entry (valid or not), so specs are not blamed for them.
     pub account_names: BTreeSet<String>,
     pub dns_names: BTreeSet<String>,
+    /// Secret files readable by others are errors unless `allow_readable_secrets: true`.
+    pub strict_secrets: bool,
 }
 
 pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node) -> GlobalOut {
@@ -366,6 +369,7 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
         certs_dir_pos: None,
         account_names: BTreeSet::new(),
         dns_names: BTreeSet::new(),
+        strict_secrets: true,
     };
     if root.is_null() {
         // A fresh install's file is all comments: valid, with nothing to renew yet.
@@ -377,6 +381,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
         return out;
     };
     global_scalars(d, &f, base, &mut out);
+    if let Some(n) = f.get("allow_readable_secrets") {
+        out.strict_secrets = !boolean(d, n, "allow_readable_secrets").unwrap_or(false);
+    }
     global_accounts(d, &f, base, &mut out);
     global_dns_servers(d, &f, base, &mut out);
     global_lookups(d, &f, &mut out.settings);
@@ -492,7 +499,7 @@ fn global_accounts(d: &mut Diags, f: &Fields, base: &Path, out: &mut GlobalOut) 
             if let Some(accts) = name_map(d, n, "accounts") {
                 for (name, kpos, v) in accts {
                     out.account_names.insert(name.clone());
-                    if let Some(a) = account(d, &name, kpos, v, base) {
+                    if let Some(a) = account(d, &name, kpos, v, base, out.strict_secrets) {
                         out.settings.accounts.insert(name, a);
                     }
                 }
@@ -511,7 +518,7 @@ fn global_dns_servers(d: &mut Diags, f: &Fields, base: &Path, out: &mut GlobalOu
             if let Some(servers) = name_map(d, n, "dns_servers") {
                 for (name, kpos, v) in servers {
                     out.dns_names.insert(name.clone());
-                    if let Some(srv) = dns_server(d, &name, kpos, v, base) {
+                    if let Some(srv) = dns_server(d, &name, kpos, v, base, out.strict_secrets) {
                         out.settings.dns_servers.insert(name, srv);
                     }
                 }
@@ -606,6 +613,7 @@ fn account(
     kpos: Pos,
     node: &Node,
     base: &Path,
+    strict: bool,
 ) -> Option<AccountSettings> {
     let path = format!("accounts.{name}");
     if node.is_null() {
@@ -692,7 +700,7 @@ fn account(
                 Some(k) => {
                     let kp = sub(&ep, "hmac_key_file");
                     path_value(d, k, &kp, base).and_then(|p| {
-                        let text = files::read_secret(d, k.pos, &kp, &p, FileKind::EabKey)?;
+                        let text = files::read_secret(d, k.pos, &kp, &p, FileKind::EabKey, strict)?;
                         match files::decode_eab_key(&text) {
                             Ok(bytes) => Some((p, bytes)),
                             Err(e) => {
@@ -747,6 +755,7 @@ fn dns_server(
     kpos: Pos,
     node: &Node,
     base: &Path,
+    strict: bool,
 ) -> Option<DnsServerSettings> {
     let path = format!("dns_servers.{name}");
     if node.is_null() {
@@ -803,7 +812,7 @@ fn dns_server(
                     ));
                     return Some((p, None));
                 }
-                let text = files::read_secret(d, n.pos, &kp, &p, FileKind::TsigKey)?;
+                let text = files::read_secret(d, n.pos, &kp, &p, FileKind::TsigKey, strict)?;
                 let keys = match tsig_key::parse_tsig_keys(&p, &text) {
                     Ok(k) => k,
                     Err(diag) => {

@@ -119,17 +119,26 @@ fn check_reports_every_error_with_file_line_col_and_exits_2() {
 }
 
 #[test]
-fn check_warns_about_a_secret_readable_by_others_and_refuses_md5() {
+fn check_refuses_a_secret_readable_by_others_and_md5() {
     let tmp = tempfile::tempdir().unwrap();
     install(tmp.path(), &[("web", "domains: [w.example.test]\n")]);
     let key = tmp.path().join("secrets/acme-update.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let (code, stdout, stderr) = check(tmp.path());
-    assert_eq!(code, Some(0), "a warning is not an error: {stdout}{stderr}");
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
     assert!(
-        stderr.contains(&format!("chmod 600 {}", key.display())),
+        stderr.contains(&format!("chmod 600 {}", key.display()))
+            && stderr.contains("allow_readable_secrets"),
         "{stderr}"
     );
+    // The explicit override makes it a warning.
+    let global = tmp.path().join("renewd.yaml");
+    let text = fs::read_to_string(&global).unwrap();
+    fs::write(&global, format!("allow_readable_secrets: true\n{text}")).unwrap();
+    let (code, stdout, stderr) = check(tmp.path());
+    assert_eq!(code, Some(0), "a warning is not an error: {stdout}{stderr}");
+    assert!(stderr.contains("warning"), "{stderr}");
+    fs::write(&global, text).unwrap();
 
     fs::write(&key, KEY.replace("hmac-sha256", "hmac-md5")).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();

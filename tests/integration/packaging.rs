@@ -46,6 +46,32 @@ fn check(config: &Path) -> (Option<i32>, String) {
 }
 
 /// Copy a directory tree (examples are small).
+/// The value of `KEY=` in the shipped systemd unit.
+fn unit_setting(key: &str) -> String {
+    let unit = fs::read_to_string(repo().join("packaging/systemd/renewd.service")).unwrap();
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+        .trim()
+        .to_string()
+}
+
+/// The README's security model names exactly the capabilities the unit keeps.
+#[test]
+fn readme_names_the_units_capabilities() {
+    let caps = unit_setting("CapabilityBoundingSet");
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("CapabilityBoundingSet"))
+        .expect("the README names CapabilityBoundingSet");
+    for cap in caps.split_whitespace() {
+        assert!(line.contains(cap), "the README does not name {cap}: {line}");
+    }
+    let named = line.matches("CAP_").count();
+    assert_eq!(named, caps.split_whitespace().count(), "{line}");
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap().flatten() {
@@ -87,9 +113,47 @@ fn systemd_unit_passes_systemd_analyze_verify_silently() {
 }
 
 #[test]
-fn every_config_example_passes_renewd_check() {
+fn every_config_example_passes_renewd_check_once_its_placeholder_secrets_are_replaced() {
+    use std::os::unix::fs::PermissionsExt;
     for dir in examples() {
-        let (code, text) = check(&dir.join("renewd.yaml"));
+        let tmp = tempfile::tempdir().unwrap();
+        copy_tree(&dir, tmp.path());
+        let global = tmp.path().join("renewd.yaml");
+        // As copied: the placeholders are refused, each naming its file.
+        let (code, text) = check(&global);
+        assert_eq!(code, Some(2), "{}: {text}", dir.display());
+        let secrets: Vec<PathBuf> = fs::read_dir(tmp.path().join("secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(!secrets.is_empty(), "{}", dir.display());
+        for s in &secrets {
+            assert!(
+                text.contains(&format!(
+                    "{} still holds the example's placeholder",
+                    s.display()
+                )),
+                "{}: {text}",
+                s.display()
+            );
+        }
+        // Real secrets, mode 0600: clean.
+        for s in &secrets {
+            let real = if s.extension().is_some_and(|e| e == "key") {
+                let out = Command::new("tsig-keygen")
+                    .args(["-a", "hmac-sha256", "acme-update"])
+                    .output()
+                    .expect("tsig-keygen (bind9-utils)");
+                assert!(out.status.success());
+                out.stdout
+            } else {
+                b"cmVhbC1sb29raW5nLXJhbmRvbS1ieXRlcy0wMTIzNDU2Nzg5\n".to_vec()
+            };
+            fs::write(s, real).unwrap();
+            fs::set_permissions(s, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let (code, text) = check(&global);
         assert_eq!(code, Some(0), "{}: {text}", dir.display());
         assert!(!text.contains("error"), "{}: {text}", dir.display());
     }
@@ -413,6 +477,15 @@ fn debian_package_builds_installs_upgrades_and_purges_cleanly() {
     assert_eq!(
         crate::support::renewd::mode(Path::new("/etc/renewd/secrets")),
         0o700
+    );
+    // /etc/renewd as the unit's ConfigurationDirectoryMode= says.
+    let unit_mode = unit_setting("ConfigurationDirectoryMode");
+    assert_eq!(
+        format!(
+            "{:04o}",
+            crate::support::renewd::mode(Path::new("/etc/renewd"))
+        ),
+        unit_mode
     );
     // The unit as installed, with the real binary and man page: systemd-analyze has nothing to say.
     let verify = Command::new("systemd-analyze")

@@ -400,7 +400,47 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
     assert!(text.stdout.starts_with("NAME"), "{}", text.stdout);
     assert!(!text.stdout.contains('\x1b'), "no colour off a terminal");
     assert!(text.stdout.contains(&h2));
-    r.run(&["status", "--warn", "100d"]).expect_code(1);
+    assert!(
+        !text.stdout.contains("  ! "),
+        "nothing marked: {}",
+        text.stdout
+    );
+    // What `certbot certificates` shows: key type and where the files are.
+    assert!(
+        text.stdout.contains("key rsa2048")
+            && text.stdout.contains(&format!(
+                "{}",
+                r.state().join("live/web/fullchain.pem").display()
+            )),
+        "{}",
+        text.stdout
+    );
+    let warn = r.run(&["status", "--warn", "100d"]);
+    warn.expect_code(1);
+    let marked: Vec<&str> = warn
+        .stdout
+        .lines()
+        .filter(|l| l.contains("  ! less than 100d left"))
+        .collect();
+    assert_eq!(marked.len(), 2, "both rows marked:\n{}", warn.stdout);
+    let json = r.run(&["status", "--json", "--warn", "100d"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["certificates"][0]["attention"], "less than 100d left");
+    assert_eq!(doc["certificates"][0]["key"], "rsa2048");
+
+    // An invalid configuration: the JSON still comes, with the error.
+    let global = fs::read_to_string(r.config()).unwrap();
+    fs::write(r.config(), format!("{global}bogus_key: 1\n")).unwrap();
+    let json = r.run(&["status", "--json"]);
+    json.expect_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON on stdout");
+    assert!(
+        doc["config_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bogus_key")),
+        "{doc}"
+    );
+    assert_eq!(doc["certificates"], serde_json::json!([]));
 }
 
 /// A `renewd renew` from cron whose deploy fails after the certificate was issued: reported as such,
