@@ -67,6 +67,9 @@
 //!   `challenge_validation_timeout` (10 s). The validator reads only the first string of each TXT record.
 //!
 //! # Gotchas
+//! - Not safe under concurrent requests with its SQLite handler (0.46.3): parallel first renewalInfo
+//!   requests race on a housekeeping row (500), parallel writes hit "database is locked" (badNonce). The
+//!   launcher serves one request at a time.
 //! - The configuration is read once per process (and cached): [`SecondCa::restart_with`] rewrites it and
 //!   starts a new process on the same database, CA and EAB key.
 //! - The directory is at `/directory` (also `/acme/directory`); newOrder is `/acme/neworders`,

@@ -24,6 +24,10 @@ ADDRESS, PORT, CERT, KEY, ACCESS_LOG, POSTS_LOG = sys.argv[1:7]
 from acme2certifier.share.acme2certifier_wsgi import application  # noqa: E402
 
 LOCK = threading.Lock()
+# acme2certifier 0.46.3 with its SQLite handler is not safe under concurrent requests: the first
+# renewalInfo requests of a process race to insert the same housekeeping row (UNIQUE constraint, a 500),
+# and concurrent writes fail with "database is locked" (nonces lost: badNonce). One request at a time.
+APP_LOCK = threading.Lock()
 ACCESS = open(ACCESS_LOG, "a", buffering=1, encoding="utf-8")
 POSTS = open(POSTS_LOG, "a", buffering=1, encoding="utf-8")
 
@@ -48,7 +52,8 @@ def recorded(environ, start_response):
         line = json.dumps({"path": environ.get("PATH_INFO", ""), "payload": jws_payload(body)})
         with LOCK:
             POSTS.write(line + "\n")
-    return application(environ, start_response)
+    with APP_LOCK:
+        return list(application(environ, start_response))
 
 
 class Server(ThreadingMixIn, WSGIServer):
