@@ -1,6 +1,6 @@
 //! The monitoring the package ships (packaging/monitoring/): Prometheus alerting rules checked and
-//! unit-tested with promtool (Debian's prometheus package) and held to the metrics a real renewd
-//! exports, so they cannot drift from the exporter.
+//! unit-tested with promtool (Debian's prometheus package), a Grafana dashboard whose queries promtool
+//! parses, and both held to the metrics a real renewd exports, so they cannot drift from the exporter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -18,6 +18,7 @@ use crate::support::{output_text, SpecFixture};
 
 const RULES: &str = "packaging/monitoring/renewd.rules.yml";
 const RULE_TESTS: &str = "packaging/monitoring/tests/renewd.rules.test.yml";
+const DASHBOARD: &str = "packaging/monitoring/renewd-dashboard.json";
 
 /// The labels Prometheus adds to every scraped series (the target's), beside renewd's own.
 const TARGET_LABELS: [&str; 2] = ["job", "instance"];
@@ -162,9 +163,84 @@ fn promtool_unit_tests_fire_and_stay_silent_for_every_alert() {
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
+/// Every query of the dashboard, with its variables set to a value.
+fn dashboard_queries(dashboard: &Value) -> Vec<String> {
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if var["type"] == "query" {
+            exprs.push(var["definition"].as_str().unwrap().to_string());
+        }
+    }
+    exprs
+}
+
+/// The dashboard is a Grafana JSON model with a Prometheus data source variable that every panel
+/// uses, and promtool parses every query (as recording rules, the variables set).
+#[test]
+fn dashboard_queries_parse_and_use_the_datasource_variable() {
+    let dashboard: Value = serde_json::from_str(&fs::read_to_string(repo(DASHBOARD)).unwrap())
+        .expect("the dashboard is JSON");
+    let vars = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no Prometheus data source variable"
+    );
+    let uid = json!({"type": "prometheus", "uid": "${datasource}"});
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    for p in panels {
+        assert_eq!(p["datasource"], uid, "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"], uid, "{}", p["title"]);
+        }
+    }
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+
+    let exprs = dashboard_queries(&dashboard);
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:query{i}"), "expr": substitute(e)}))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dashboard.rules.json");
+    fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let text = promtool_ok(&["check", "rules", file.to_str().unwrap()], tmp.path());
+    assert!(
+        text.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{text}"
+    );
+}
+
+/// A dashboard query with Grafana's variables replaced by values Prometheus accepts.
+fn substitute(expr: &str) -> String {
+    let expr = expr
+        .strip_prefix("label_values(")
+        .map_or(expr.to_string(), |rest| {
+            // label_values(SELECTOR, LABEL) is Grafana's, not PromQL: its selector.
+            rest.rsplit_once(',').unwrap().0.to_string()
+        });
+    expr.replace("$__range", "7d")
+        .replace("$window", "7d")
+        .replace("$instance", ".*")
+        .replace("$name", ".*")
+}
+
 /// What a PromQL expression refers to: each metric with the label names of its matchers, and the label
 /// names of its by / without / on / ignoring / group_left / group_right clauses. Enough of PromQL for
-/// the shipped rules (identifiers, strings, numbers and durations, brackets); Grafana's
+/// the shipped rules and dashboard (identifiers, strings, numbers and durations, brackets); Grafana's
 /// `$variables` are skipped.
 #[derive(Debug, Default)]
 struct References {
@@ -325,12 +401,12 @@ fn series(name: &str, labels: &BTreeMap<String, String>) -> String {
     format!("{name}{{{}}}", inner.join(","))
 }
 
-/// A real renewd (one certificate issued, one whose zone refuses renewd's key) exports what the rules
-/// and the rules' unit tests refer to, with the same labels; and promtool, given that
+/// A real renewd (one certificate issued, one whose zone refuses renewd's key) exports what the rules,
+/// the dashboard and the rules' unit tests refer to, with the same labels; and promtool, given that
 /// real output as series, fires exactly RenewdRenewalsFailing for the failing certificate, and the
 /// "not exporting" alerts once the series stop.
 #[test]
-fn rules_match_a_real_daemons_metrics() {
+fn rules_and_dashboard_match_a_real_daemons_metrics() {
     let topo = Topology::start(TopologyOptions {
         n_hosts: 1,
         denied_hosts: vec!["denied1".into()],
@@ -390,10 +466,10 @@ fn rules_match_a_real_daemons_metrics() {
     promtool_on_real_output(&samples, scraped, &text);
 }
 
-/// Every metric and label the rules and the rules' unit tests refer to is in renewd's output `samples`
-/// (`text`), with the same labels.
+/// Every metric and label the rules, the dashboard and the rules' unit tests refer to is in renewd's
+/// output `samples` (`text`), with the same labels; every metric renewd exports is used somewhere.
 fn check_names_and_labels(samples: &[Sample], text: &str) {
-    // Names and labels: the rules and the unit tests' input series.
+    // Names and labels: the rules, the dashboard and the unit tests' input series.
     let real = label_names(samples);
     // renewd's labels (le included, from the histograms) and the scrape's.
     let all_labels: BTreeSet<String> = samples
@@ -401,7 +477,7 @@ fn check_names_and_labels(samples: &[Sample], text: &str) {
         .flat_map(|s| s.labels.keys().cloned())
         .chain(TARGET_LABELS.map(String::from))
         .collect();
-    let exprs: Vec<(String, String)> = rules()
+    let mut exprs: Vec<(String, String)> = rules()
         .iter()
         .map(|r| {
             (
@@ -410,6 +486,14 @@ fn check_names_and_labels(samples: &[Sample], text: &str) {
             )
         })
         .collect();
+    let dashboard: Value =
+        serde_json::from_str(&fs::read_to_string(repo(DASHBOARD)).unwrap()).unwrap();
+    exprs.extend(
+        dashboard_queries(&dashboard)
+            .into_iter()
+            .map(|e| ("dashboard".to_string(), substitute(&e))),
+    );
+    let mut seen = BTreeSet::new();
     for (what, expr) in &exprs {
         let refs = references(expr);
         assert!(!refs.metrics.is_empty(), "{what}: no metric in {expr}");
@@ -421,12 +505,25 @@ fn check_names_and_labels(samples: &[Sample], text: &str) {
                 labels.is_subset(have),
                 "{what}: {metric} has the labels {have:?}, not all of {labels:?}"
             );
+            seen.insert(metric.clone());
         }
         assert!(
             refs.grouping.is_subset(&all_labels),
             "{what}: groups by {:?}; the labels are {all_labels:?}",
             refs.grouping
         );
+    }
+    // Everything renewd exports is on the dashboard or in a rule (histograms through their series).
+    for family in [
+        "renewd_certificate_expiration_timestamp_seconds",
+        "renewd_certificate_renewal_timestamp_seconds",
+        "renewd_certificate_ready",
+        "renewd_certificate_info",
+        "renewd_renewal_attempts_total",
+        "renewd_renewal_duration_seconds_bucket",
+        "renewd_dns_propagation_seconds_bucket",
+    ] {
+        assert!(seen.contains(family), "{family} is used nowhere");
     }
     for rule in rules() {
         for text in rule["annotations"].as_object().unwrap().values() {
