@@ -21,6 +21,8 @@ mod faults;
 mod import;
 #[path = "integration/metrics.rs"]
 mod metrics;
+#[path = "integration/monitoring.rs"]
+mod monitoring;
 #[path = "integration/packaging.rs"]
 mod packaging;
 #[path = "integration/persist.rs"]

@@ -35,15 +35,16 @@ print(json.dumps([
 "#;
 
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     family_type: String,
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
-/// The samples of `text`, as the real parser (`openmetrics` or `prometheus`) reads them.
-fn parse(text: &str, format: &str) -> Vec<Sample> {
+/// The samples of `text`, as the real parser (`openmetrics` or `prometheus`) reads them (also used by
+/// monitoring.rs).
+pub(crate) fn parse(text: &str, format: &str) -> Vec<Sample> {
     let mut child = Command::new("/usr/bin/python3")
         .args(["-c", PARSE, format])
         .stdin(Stdio::piped())

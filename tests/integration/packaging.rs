@@ -329,6 +329,8 @@ const INSTALLED: &[&str] = &[
     "/usr/share/fish/vendor_completions.d/renewd.fish",
     "/usr/share/doc/renewd/README.md",
     "/usr/share/doc/renewd/examples/gitlab-eab/renewd.yaml",
+    "/usr/share/doc/renewd/monitoring/renewd.rules.yml",
+    "/usr/share/doc/renewd/monitoring/renewd-dashboard.json",
 ];
 
 /// The Debian package as CI builds it (`cargo deb`, release build), its contents, and its life on this
