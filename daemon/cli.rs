@@ -100,7 +100,8 @@ pub enum Command {
         /// The CA's External Account Binding key id (certbot does not store it).
         #[arg(long, value_name = "KID")]
         eab_kid: Option<String>,
-        /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
+        /// Extra roots for the ACME server's TLS (`trust:`). certbot's configuration has no such
+        /// setting, and $REQUESTS_CA_BUNDLE is not taken: give the file here.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
     },

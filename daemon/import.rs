@@ -14,6 +14,11 @@
 //! first, then the other SANs), a BIND key file per DNS server (0600) and, with `--write`, the
 //! certificates installed into `state_dir` with [`StateDir::install`].
 //!
+//! `trust:` comes only from `--trust`: certbot's configuration has no such setting (it used the
+//! environment's `REQUESTS_CA_BUNDLE`, which the import mentions but does not take: the importing
+//! shell's environment is not certbot's configuration). Accounts are named after the CA's host, DNS
+//! servers keep certbot-dns-rfc2136's TTL (120).
+//!
 //! The ACME account is **not** carried over: instant-acme signs with ECDSA P-256 account keys only, and
 //! certbot's account keys are RSA. renewd registers a new account on its first renewal, with EAB when the
 //! CA requires it; certbot stores neither the EAB key id nor the HMAC key, so the user passes `--eab-kid`
@@ -44,8 +49,11 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// The CA's EAB key id (certbot does not store it).
     pub eab_kid: Option<String>,
-    /// Extra roots for the ACME server's TLS (`trust:`). Default: `REQUESTS_CA_BUNDLE`, which certbot honours.
+    /// Extra roots for the ACME server's TLS (`trust:`), as the user gives them: certbot's configuration
+    /// has no such setting.
     pub trust: Option<PathBuf>,
+    /// The importing shell's `REQUESTS_CA_BUNDLE`: never used as `trust:`, only mentioned.
+    pub env_ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +226,9 @@ fn unquote(v: &str) -> String {
 
 // ---------------------------------------------------------------- planning
 
+/// The TTL certbot-dns-rfc2136 gives its TXT records (a class constant, not configurable in certbot 2.x).
+const CERTBOT_RFC2136_TTL: u32 = 120;
+
 #[derive(Clone, PartialEq, Eq)]
 struct DnsEntry {
     name: String,
@@ -287,6 +298,8 @@ struct Conversion {
     state_dir: PathBuf,
     eab_kid: Option<String>,
     trust: Option<PathBuf>,
+    /// The importing shell's REQUESTS_CA_BUNDLE (mentioned, never used).
+    env_ca_bundle: Option<PathBuf>,
     accounts: Vec<AccountEntry>,
     dns: Vec<DnsEntry>,
     /// (name, YAML) per certificate.
@@ -322,8 +335,8 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
         trust: opts
             .trust
             .clone()
-            .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from))
             .map(|t| std::path::absolute(&t).unwrap_or(t)),
+        env_ca_bundle: opts.env_ca_bundle.clone(),
         accounts: Vec::new(),
         dns: Vec::new(),
         specs: Vec::new(),
@@ -448,6 +461,13 @@ fn convert_lineage(
         &mut conv.accounts,
         p,
     );
+    if rp("no_verify_ssl").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        p.todo.push(format!(
+            "{}: certbot did not check the TLS certificate of {server} (`no_verify_ssl = True`); renewd always does: \
+             import again with `--trust FILE` (the CA's TLS root), or add `trust:` to `accounts.{account_name}`",
+            conf.what
+        ));
+    }
 
     let name = spec_name(&conf.lineage);
     let live = conv.state_dir.join("live").join(&name);
@@ -729,9 +749,10 @@ impl Conversion {
         }
         g.push_str("dns_servers:\n");
         for d in &self.dns {
+            // certbot-dns-rfc2136 publishes its TXT records with a fixed TTL of 120 (`Authenticator.ttl`).
             let _ = writeln!(
                 g,
-                "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: 60",
+                "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: {CERTBOT_RFC2136_TTL}",
                 d.name,
                 q(&d.address),
                 qp(&layout.key_file(&d.name))
@@ -758,11 +779,18 @@ impl Conversion {
                     .into(),
             );
         }
-        if let Some(t) = &self.trust {
-            p.notes.push(format!(
-                "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from REQUESTS_CA_BUNDLE or --trust)",
+        match (&self.trust, &self.env_ca_bundle) {
+            (Some(t), _) => p.notes.push(format!(
+                "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from --trust)",
                 t.display()
-            ));
+            )),
+            (None, Some(env)) => p.notes.push(format!(
+                "REQUESTS_CA_BUNDLE is set in this shell ({}): not taken as `trust:` (it is this shell's setting, not \
+                 certbot's configuration); if the CA's TLS certificate needs it, import again with `--trust {}`",
+                env.display(),
+                env.display()
+            )),
+            (None, None) => {}
         }
         if !self.propagation_seen.is_empty() {
             let mut seen = self.propagation_seen.clone();
@@ -940,19 +968,12 @@ fn account_entry(
         .strip_prefix("https://")
         .or_else(|| server.strip_prefix("http://"))
         .unwrap_or(server);
-    let host = rest.split('/').next().unwrap_or(rest);
-    let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    let mut name = if host_only.ends_with("letsencrypt.org") {
-        if host_only.contains("staging") {
-            "letsencrypt-staging".to_string()
-        } else {
-            "letsencrypt".to_string()
-        }
-    } else {
-        spec_name(host_only.trim_matches(|c| c == '[' || c == ']'))
-    };
-    if accounts.iter().any(|a| a.name == name) {
-        name = format!("{name}-{}", accounts.len() + 1);
+    let base = account_name(server);
+    let mut name = base.clone();
+    let mut n = 2;
+    while accounts.iter().any(|a| a.name == name) {
+        name = format!("{base}-{n}");
+        n += 1;
     }
     // certbot keeps accounts under accounts/<host[:port]><path>/<id>/.
     let (contact, key_kind) = match account_id {
@@ -984,6 +1005,57 @@ fn account_entry(
         contact,
     });
     name
+}
+
+/// A readable account name from the ACME directory URL's host: a few public CAs by name
+/// (`letsencrypt`, `letsencrypt-staging`, ...), any other host with its dots as dashes
+/// (`ca.example.test` → `ca-example-test`), an IP literal as `ca-` and its digits
+/// (`127.0.0.1` → `ca-127-0-0-1`). The port is left out.
+fn account_name(server: &str) -> String {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+    .trim_end_matches('.')
+    .to_ascii_lowercase();
+    let dashed = |s: &str| -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c);
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        out.trim_matches('-').to_string()
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return spec_name(&format!("ca-{}", dashed(&host)));
+    }
+    let staging = host.contains("staging") || host.contains("test");
+    let known = [
+        ("letsencrypt.org", "letsencrypt"),
+        ("zerossl.com", "zerossl"),
+        ("buypass.com", "buypass"),
+        ("buypass.no", "buypass"),
+        ("pki.goog", "google"),
+        ("ssl.com", "sslcom"),
+        ("sectigo.com", "sectigo"),
+        ("digicert.com", "digicert"),
+    ];
+    for (suffix, name) in known {
+        if host == suffix || host.ends_with(&format!(".{suffix}")) {
+            return if staging {
+                format!("{name}-staging")
+            } else {
+                name.to_string()
+            };
+        }
+    }
+    spec_name(&dashed(&host))
 }
 
 /// The contact addresses and the key type ("EC P-256") of certbot's account in `adir`. Since certbot
@@ -1389,6 +1461,7 @@ mod tests {
             state_dir: dir.join("state"),
             eab_kid: eab_kid.map(str::to_string),
             trust: None,
+            env_ca_bundle: None,
             accounts: vec![AccountEntry {
                 name: "ca".into(),
                 directory: "https://acme.example.test/directory".into(),
@@ -1549,5 +1622,26 @@ mod tests {
             common_name("C=JP, CN=GitLab.example.test"),
             Some("gitlab.example.test".into())
         );
+    }
+
+    #[test]
+    fn account_names_come_from_the_ca_host() {
+        for (url, name) in [
+            (
+                "https://acme-v02.api.letsencrypt.org/directory",
+                "letsencrypt",
+            ),
+            (
+                "https://acme-staging-v02.api.letsencrypt.org/directory",
+                "letsencrypt-staging",
+            ),
+            ("https://acme.zerossl.com/v2/DV90", "zerossl"),
+            ("https://ca.example.test/acme/directory", "ca-example-test"),
+            ("https://CA.Example.Test.:8443/dir", "ca-example-test"),
+            ("https://127.0.0.1:14000/dir", "ca-127-0-0-1"),
+            ("https://[2001:db8::1]:14000/dir", "ca-2001-db8-1"),
+        ] {
+            assert_eq!(account_name(url), name, "{url}");
+        }
     }
 }

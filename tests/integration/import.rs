@@ -100,6 +100,7 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
     let r = Renewd { topo: &topo, dir };
     let import = |extra: &[&str]| {
         let mut cmd = topo.command(crate::support::renewd_bin());
+        // As in the shell certbot was run from: not certbot's configuration, so not `trust:`.
         cmd.env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
             .arg("--config")
             .arg(r.config())
@@ -125,6 +126,9 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
     for want in [
         "dns_servers:",
         "address: \"127.0.0.12:53\"",
+        "    ttl: 120\n",
+        "  ca-127-0-0-1:\n",
+        "REQUESTS_CA_BUNDLE is set in this shell",
         &format!("domains: [\"{host}\"]"),
         "key: { type: rsa, bits: 2048 }",
         "gitlab-reload.sh",
@@ -135,13 +139,18 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
         assert!(text.contains(want), "dry run lacks `{want}`:\n{text}");
     }
     assert!(
+        !text.contains("    trust: "),
+        "trust: from the environment:\n{text}"
+    );
+    assert!(
         !r.config().exists(),
         "the dry run wrote {}",
         r.config().display()
     );
 
-    // --write.
-    let written = import(&["--write"]);
+    // --write, with the CA's TLS root given explicitly.
+    let ca_pem = topo.tls_ca_pem_path().display().to_string();
+    let written = import(&["--write", "--trust", &ca_pem]);
     assert_success("renewd import certbot --write", &written);
     eprintln!("--- --write\n{}", output_text(&written));
     let key_file = r.dir.join("secrets/rfc2136.key");
@@ -152,6 +161,8 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
     assert!(key_text.contains(&secret));
     let spec = fs::read_to_string(r.spec_path(&host)).unwrap();
     assert!(spec.contains(&hook.display().to_string()), "{spec}");
+    let global = fs::read_to_string(r.config()).unwrap();
+    assert!(global.contains(&format!("trust: \"{ca_pem}\"")), "{global}");
 
     // A second --write refuses and names every file it would have overwritten.
     let again = import(&["--write"]);
@@ -167,7 +178,7 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
 
     // The import asked for the EAB HMAC key (certbot does not keep it).
     write_secret(
-        &r.dir.join("secrets/127.0.0.1.eab"),
+        &r.dir.join("secrets/ca-127-0-0-1.eab"),
         format!("{}\n", topo.eab_hmac_b64url()).as_bytes(),
     )
     .unwrap();
