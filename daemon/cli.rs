@@ -111,14 +111,24 @@ pub enum Command {
     },
     /// Turn a certbot --dns-rfc2136 setup into renewd's configuration; its certificates become
     /// renewd's live ones (nothing is reissued). Prints the files; --write writes them next to --config.
+    ///
+    /// DIR may be a copy of certbot's directory anywhere: the paths in its renewal files that are gone
+    /// from where certbot wrote them are read from the same place under DIR, and the output says which
+    /// directory was read for which. Hooks that live in certbot's directory are copied to hooks/ beside
+    /// --config (mode kept) and the specs name the copies. Deploy hooks run as certbot ran them (a
+    /// --deploy-hook that is also in renewal-hooks/deploy runs once); post-hooks become deploy hooks
+    /// (after each successful renewal, not once per run, not after a failure); pre-hooks are not
+    /// converted. The output lists each of them. TSIG keys: 0600 under secrets/; DNS records keep
+    /// certbot-dns-rfc2136's TTL (120); accounts are named after the CA's host.
     Import {
         /// What to import from.
         #[arg(value_parser = ["certbot"])]
         from: String,
-        /// certbot's configuration directory (its --config-dir).
+        /// certbot's configuration directory (its --config-dir), or a copy of it anywhere.
         #[arg(value_name = "DIR", default_value = "/etc/letsencrypt")]
         dir: PathBuf,
-        /// Write the files (never overwriting any) and install the certificates into state_dir.
+        /// Write the files and hook copies (never overwriting any) and install the certificates into
+        /// state_dir.
         #[arg(long)]
         write: bool,
         /// `state_dir:` of the new configuration.
@@ -127,7 +137,8 @@ pub enum Command {
         /// The CA's External Account Binding key id (certbot does not store it).
         #[arg(long, value_name = "KID")]
         eab_kid: Option<String>,
-        /// Extra roots for the ACME server's TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set.
+        /// Extra roots for the ACME server's TLS (`trust:`). certbot's configuration has no such
+        /// setting, and $REQUESTS_CA_BUNDLE is not taken: give the file here.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
     },

@@ -4,27 +4,47 @@
 //! What is read (certbot's own layout under DIR, default `/etc/letsencrypt`):
 //! - `renewal/NAME.conf` (ConfigObj): the top-level `cert`/`privkey`/`chain`/`fullchain` paths and
 //!   `[renewalparams]` (`authenticator`, `dns_rfc2136_credentials`, `dns_rfc2136_propagation_seconds`,
-//!   `key_type`, `rsa_key_size`, `elliptic_curve`, `server`, `account`, `installer`, `renew_hook`, ...);
+//!   `key_type`, `rsa_key_size`, `elliptic_curve`, `server`, `account`, `installer`, `renew_hook`,
+//!   `pre_hook`, `post_hook`, `config_dir`, ...);
 //! - the credentials ini each conf names (`dns_rfc2136_server`, `_port`, `_name`, `_secret`, `_algorithm`);
-//! - `renewal-hooks/deploy/*` (run by certbot after every renewal, in name order);
+//! - `renewal-hooks/{pre,deploy,post}/*` (certbot's `list_hooks`: executable files, not ending in `~`,
+//!   in name order);
 //! - `accounts/<server host/path>/<id>/regr.json` (the contact addresses).
 //!
-//! What is produced: the global file (one `accounts:` entry per `server`, one `dns_servers:` entry per
-//! distinct credentials ini), one `certs.d/NAME.yaml` per certificate (domains from the certificate: CN
-//! first, then the other SANs), a BIND key file per DNS server (0600) and, with `--write`, the
-//! certificates installed into `state_dir` with [`StateDir::install`].
+//! DIR may be a copy of certbot's tree anywhere (a backup, another machine's tree): the confs name absolute
+//! paths under the directory certbot ran with (`config_dir`, or what comes before `/live/` in `cert`). A
+//! path that is not there but is at the same place under DIR is read from DIR, and the output says which
+//! root was read from which (`tree`). Hooks are converted in `hooks`.
+//!
+//! What is produced: the global file (one `accounts:` entry per `server`, named after the CA's host; one
+//! `dns_servers:` entry per distinct credentials ini, with certbot-dns-rfc2136's TTL), one
+//! `certs.d/NAME.yaml` per certificate (domains from the certificate: CN first, then the other SANs), a
+//! BIND key file per DNS server (0600), a copy of every hook that lives in certbot's tree under `hooks/`
+//! (mode kept; the specs name the copies, so they survive DIR) and, with `--write`, the certificates
+//! installed into `state_dir` with [`StateDir::install`].
+//!
+//! Hooks keep certbot's meaning where renewd can express it (certbot/_internal/hooks.py):
+//! - deploy: `renewal-hooks/deploy/*` then the lineage's `renew_hook` (`--deploy-hook`), which is skipped
+//!   when it is, as a string, one of the directory's hooks (certbot runs it once): the spec's `hooks:`;
+//! - post: `renewal-hooks/post/*` then the lineage's `post_hook` (same rule). certbot runs them once at the
+//!   end of a `certbot renew` that attempted a renewal; renewd has no such hook, so they become deploy-time
+//!   hooks after the deploy hooks, and the output says how that differs;
+//! - pre: renewd runs nothing before a renewal attempt: not converted, and said so.
+//!
+//! `trust:` comes only from `--trust`: certbot's configuration has no such setting (it used the
+//! environment's `REQUESTS_CA_BUNDLE`, which the import mentions but does not take: the importing
+//! shell's environment is not certbot's configuration).
 //!
 //! The ACME account is **not** carried over: instant-acme signs with ECDSA P-256 account keys only, and
 //! certbot's account keys are RSA. renewd registers a new account on its first renewal, with EAB when the
 //! CA requires it; certbot stores neither the EAB key id nor the HMAC key, so the user passes `--eab-kid`
 //! and puts the HMAC key into the file the import names. Secrets are never printed: the dry run shows
-//! key files by name only.
+//! key files (and copied hooks) by name only.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -32,6 +52,12 @@ use crate::certs;
 use crate::config::{self, ConfigErrors, Diagnostic};
 use crate::fsread::{self, ReadError, SECRET_MAX, TEXT_MAX};
 use crate::state::{self, CertFiles, StateDir};
+
+mod hooks;
+mod tree;
+
+use hooks::{DirHooks, HookCopy, Hooks};
+use tree::{Found, Reads, Tree};
 
 /// Where `renewd import certbot` reads and writes.
 #[derive(Debug, Clone)]
@@ -44,8 +70,11 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// The CA's EAB key id (certbot does not store it).
     pub eab_kid: Option<String>,
-    /// Extra roots for the ACME server's TLS (`trust:`). Default: `REQUESTS_CA_BUNDLE`, which certbot honours.
+    /// Extra roots for the ACME server's TLS (`trust:`), as the user gives them: certbot's configuration
+    /// has no such setting.
     pub trust: Option<PathBuf>,
+    /// The importing shell's `REQUESTS_CA_BUNDLE`: never used as `trust:`, only mentioned.
+    pub env_ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,25 +136,50 @@ fn removed_note(removed: &[PathBuf]) -> String {
 pub struct PlannedFile {
     pub path: PathBuf,
     pub mode: u32,
-    contents: String,
-    /// Holds a secret: the dry run shows `summary` instead of the contents.
-    secret: bool,
-    summary: String,
+    contents: Vec<u8>,
+    shown: Shown,
+}
+
+/// How the dry run shows a planned file.
+#[derive(Clone, Debug)]
+enum Shown {
+    Text,
+    /// Holds a secret: the summary instead of the contents, and a private directory.
+    Secret(String),
+    /// A copy of this hook from certbot's tree: named, not shown.
+    Copy(PathBuf),
 }
 
 impl std::fmt::Debug for PlannedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlannedFile")
             .field("path", &self.path)
-            .field("secret", &self.secret)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("shown", &self.shown)
             .finish()
     }
 }
 
 impl PlannedFile {
-    /// The contents, unless it holds a secret.
-    pub fn text(&self) -> Option<&str> {
-        (!self.secret).then_some(self.contents.as_str())
+    fn text(path: PathBuf, contents: String) -> PlannedFile {
+        PlannedFile {
+            path,
+            mode: 0o644,
+            contents: contents.into_bytes(),
+            shown: Shown::Text,
+        }
+    }
+
+    /// The contents, unless it holds a secret or is a copied hook.
+    pub fn shown_text(&self) -> Option<&str> {
+        match self.shown {
+            Shown::Text => std::str::from_utf8(&self.contents).ok(),
+            Shown::Secret(_) | Shown::Copy(_) => None,
+        }
+    }
+
+    fn secret(&self) -> bool {
+        matches!(self.shown, Shown::Secret(_))
     }
 }
 
@@ -148,6 +202,8 @@ pub struct Plan {
     pub installs: Vec<Install>,
     /// `what: why` for each thing left out.
     pub not_converted: Vec<String>,
+    /// Things converted into something that behaves differently (certbot's post-hooks).
+    pub changed: Vec<String>,
     /// Things the user must do before `renewd check` passes / before switching.
     pub todo: Vec<String>,
     /// How renewd behaves differently (propagation check instead of a sleep, hook environment, ...).
@@ -218,6 +274,9 @@ fn unquote(v: &str) -> String {
 
 // ---------------------------------------------------------------- planning
 
+/// The TTL certbot-dns-rfc2136 gives its TXT records (a class constant, not configurable in certbot 2.x).
+const CERTBOT_RFC2136_TTL: u32 = 120;
+
 #[derive(Clone, PartialEq, Eq)]
 struct DnsEntry {
     name: String,
@@ -246,12 +305,14 @@ struct AccountEntry {
     contact: Vec<String>,
 }
 
-/// Where the files go: the global file, and `secrets/` and `certs.d/` beside it.
+/// Where the files go: the global file, and `secrets/`, `certs.d/` and `hooks/` beside it.
 #[derive(Debug, Clone)]
 struct Layout {
     config: PathBuf,
     secrets: PathBuf,
     certs_d: PathBuf,
+    /// Copies of the hooks that lived in certbot's tree.
+    hooks: PathBuf,
 }
 
 impl Layout {
@@ -267,6 +328,7 @@ impl Layout {
             config: config.to_path_buf(),
             secrets: dir.join("secrets"),
             certs_d: dir.join("certs.d"),
+            hooks: dir.join("hooks"),
         }
     }
 
@@ -283,22 +345,30 @@ impl Layout {
 /// the same files can be rendered into a staging directory and checked by the loader before `--write`.
 #[derive(Debug, Clone)]
 struct Conversion {
+    /// DIR, absolute.
     certbot_dir: PathBuf,
     state_dir: PathBuf,
     eab_kid: Option<String>,
     trust: Option<PathBuf>,
+    /// The importing shell's REQUESTS_CA_BUNDLE (mentioned, never used).
+    env_ca_bundle: Option<PathBuf>,
     accounts: Vec<AccountEntry>,
     dns: Vec<DnsEntry>,
     /// (name, YAML) per certificate.
     specs: Vec<(String, String)>,
+    /// Hooks from certbot's tree, copied beside the configuration; the specs name the copies.
+    hook_copies: Vec<HookCopy>,
+    /// Which of certbot's original directories were read from DIR.
+    reads: Reads,
     /// `dns_rfc2136_propagation_seconds` values seen (dropped: renewd checks instead of sleeping).
     propagation_seen: Vec<String>,
 }
 
 /// Read certbot's configuration and work out what to write. Reads files only.
 pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
-    let cb = &opts.certbot_dir;
-    let confs = renewal_confs(cb)?;
+    // Absolute: the paths the specs name are used from `/` (hooks) and from the config's directory.
+    let cb = absolute_lexical(&opts.certbot_dir);
+    let confs = renewal_confs(&cb)?;
     let state_dir = opts
         .state_dir
         .clone()
@@ -308,12 +378,13 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
         state_dir: state_dir.clone(),
         installs: Vec::new(),
         not_converted: Vec::new(),
+        changed: Vec::new(),
         todo: Vec::new(),
         notes: Vec::new(),
         conversion: None,
     };
-    let hooks = deploy_hooks(cb, &mut p)?;
-    pre_and_post_hooks(cb, &mut p);
+    let layout = Layout::around(&opts.config);
+    let dir_hooks = DirHooks::list(&cb, &mut p)?;
     let mut conv = Conversion {
         certbot_dir: cb.clone(),
         state_dir,
@@ -322,27 +393,46 @@ pub fn plan(opts: &Options) -> Result<Plan, ImportError> {
         trust: opts
             .trust
             .clone()
-            .or_else(|| std::env::var_os("REQUESTS_CA_BUNDLE").map(PathBuf::from))
             .map(|t| std::path::absolute(&t).unwrap_or(t)),
+        env_ca_bundle: opts.env_ca_bundle.clone(),
         accounts: Vec::new(),
         dns: Vec::new(),
         specs: Vec::new(),
+        hook_copies: Vec::new(),
+        reads: Reads::default(),
         propagation_seen: Vec::new(),
     };
     for path in &confs {
         let conf = RenewalConf::read(path)?;
-        if let Err(why) = convert_lineage(&conf, &hooks, &mut conv, &mut p) {
+        let tree = Tree::of(&conf.c, &cb);
+        if let Err(why) = convert_lineage(&conf, &tree, &dir_hooks, &layout, &mut conv, &mut p) {
             p.not_converted.push(format!("{}: {why}", conf.what));
         }
     }
     if conv.specs.is_empty() {
         return Ok(p);
     }
-    let layout = Layout::around(&opts.config);
     conv.notes(&layout, &mut p);
     p.files = conv.files(&layout);
     p.conversion = Some(conv);
     Ok(p)
+}
+
+/// `p` made absolute from the working directory, `.` and `..` taken away by name (as the shell's `cd`
+/// does), so that it compares with the absolute paths certbot wrote.
+fn absolute_lexical(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `renewal/*.conf`, sorted; at least one.
@@ -369,22 +459,6 @@ fn renewal_confs(cb: &Path) -> Result<Vec<PathBuf>, ImportError> {
         return Err(ImportError::NoRenewalConfs(cb.to_path_buf()));
     }
     Ok(confs)
-}
-
-/// certbot's pre- and post-hooks have no counterpart: say so for each.
-fn pre_and_post_hooks(cb: &Path, p: &mut Plan) {
-    for d in ["pre", "post"] {
-        let dir = cb.join("renewal-hooks").join(d);
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                p.not_converted.push(format!(
-                    "{}: renewd has no {d}-hooks (it never stops a server: DNS-01 needs no port); \
-                     a deploy hook (`hooks:`) or a `reload:` entry runs after each renewal",
-                    e.path().display()
-                ));
-            }
-        }
-    }
 }
 
 /// One lineage's `renewal/NAME.conf`.
@@ -419,27 +493,47 @@ impl RenewalConf {
     fn param(&self, key: &str) -> Option<&str> {
         self.c.get("renewalparams", key)
     }
+
+    /// `NAME.conf`.
+    fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// One renewal conf → a spec, a DNS server, an account and a live certificate to install; or why not.
 /// Things the spec cannot express are added to `p.not_converted` and do not stop the conversion.
 fn convert_lineage(
     conf: &RenewalConf,
-    hooks: &[String],
+    tree: &Tree,
+    dir_hooks: &DirHooks,
+    layout: &Layout,
     conv: &mut Conversion,
     p: &mut Plan,
 ) -> Result<(), String> {
     let rp = |k: &str| conf.param(k);
     check_authenticator(rp("authenticator").unwrap_or("(none)"))?;
-    let ini = rp("dns_rfc2136_credentials")
-        .map(PathBuf::from)
-        .ok_or("no `dns_rfc2136_credentials` in [renewalparams]")?;
+    let mut found: Vec<Found> = Vec::new();
+    let mut find = |k: &str, path: &Path| -> Result<PathBuf, String> {
+        let f = tree.find(path).map_err(|e| format!("`{k}`: {e}"))?;
+        let path = f.path().to_path_buf();
+        found.push(f);
+        Ok(path)
+    };
+    let ini =
+        rp("dns_rfc2136_credentials").ok_or("no `dns_rfc2136_credentials` in [renewalparams]")?;
+    let ini = find("dns_rfc2136_credentials", Path::new(ini))?;
     let dns_name = dns_entry(&ini, &mut conv.dns)?;
+    let current = current_certificate(&conf.c, &mut find)?;
+    for f in &found {
+        conv.reads.record(&conf.file_name(), f);
+    }
     if let Some(s) = rp("dns_rfc2136_propagation_seconds") {
         conv.propagation_seen.push(s.to_string());
     }
     let key_yaml = key_yaml(&conf.c)?;
-    let current = current_certificate(&conf.c)?;
     let server = rp("server").ok_or("no `server` (ACME directory URL)")?;
     let account_name = account_entry(
         &conv.certbot_dir,
@@ -448,8 +542,18 @@ fn convert_lineage(
         &mut conv.accounts,
         p,
     );
+    if rp("no_verify_ssl").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        p.todo.push(format!(
+            "{}: certbot did not check the TLS certificate of {server} (`no_verify_ssl = True`); renewd always does: \
+             import again with `--trust FILE` (the CA's TLS root), or add `trust:` to `accounts.{account_name}`",
+            conf.what
+        ));
+    }
 
     let name = spec_name(&conf.lineage);
+    if conv.specs.iter().any(|(n, _)| *n == name) {
+        return Err(format!("a second certificate named `{name}`"));
+    }
     let live = conv.state_dir.join("live").join(&name);
     let mut y = format!(
         "# Imported from certbot: {}\n# (certbot's certificate {}: serial {}, expires {})\n",
@@ -475,11 +579,14 @@ fn convert_lineage(
             .display(),
         live.display()
     );
-    y.push_str(&reload_and_hooks_yaml(conf, hooks, p));
-    unsupported_params(conf, p);
-    if conv.specs.iter().any(|(n, _)| *n == name) {
-        return Err(format!("a second certificate named `{name}`"));
+    let hooks = Hooks {
+        hooks_dir: &layout.hooks,
+        copies: &mut conv.hook_copies,
+        reads: &mut conv.reads,
     }
+    .of_lineage(conf, tree, dir_hooks, p);
+    y.push_str(&reload_and_hooks_yaml(conf, &hooks, p));
+    unsupported_params(conf, p);
     p.installs.push(current.install(&name));
     conv.specs.push((name, y));
     Ok(())
@@ -530,13 +637,18 @@ impl Current {
     }
 }
 
-/// Read and check the top-level `cert`/`privkey`/`chain`/`fullchain` of a renewal conf.
-fn current_certificate(c: &ConfigObj) -> Result<Current, String> {
-    let read = |k: &str| -> Result<(PathBuf, String), String> {
+/// Read and check the top-level `cert`/`privkey`/`chain`/`fullchain` of a renewal conf, each where
+/// `find` says it is now.
+fn current_certificate(
+    c: &ConfigObj,
+    find: &mut impl FnMut(&str, &Path) -> Result<PathBuf, String>,
+) -> Result<Current, String> {
+    let mut read = |k: &str| -> Result<(PathBuf, String), String> {
         let path = c
             .get("", k)
             .map(PathBuf::from)
             .ok_or_else(|| format!("no `{k}` path at the top of the file"))?;
+        let path = find(k, &path)?;
         fsread::read_text_capped(&path, TEXT_MAX)
             .map(|t| (path.clone(), t))
             .map_err(|e| match e {
@@ -592,8 +704,8 @@ fn current_certificate(c: &ConfigObj) -> Result<Current, String> {
     })
 }
 
-/// `reload:` from certbot's installer and `hooks:` from its deploy hooks and `renew_hook`.
-fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[String], p: &mut Plan) -> String {
+/// `reload:` from certbot's installer and `hooks:` from its hooks (see [`hooks`]), one argv each.
+fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[Vec<String>], p: &mut Plan) -> String {
     let (rp, what) = (|k: &str| conf.param(k), &conf.what);
     let mut y = String::new();
     match rp("installer") {
@@ -604,28 +716,26 @@ fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[String], p: &mut Plan) -> 
         )),
         None => {}
     }
-    // A path with a space is written as a one-element argv: as a plain string the loader would take it for
-    // a command line (hooks run without a shell).
-    let mut spec_hooks: Vec<String> = hooks
-        .iter()
-        .map(|h| {
-            if h.contains(char::is_whitespace) {
-                format!("  - [{}]\n", q(h))
-            } else {
-                format!("  - {}\n", q(h))
-            }
-        })
-        .collect();
-    if let Some(cmd) = rp("renew_hook") {
-        // certbot runs it with a shell; renewd runs argv without one, so the shell is explicit.
-        spec_hooks.push(format!("  - [\"/bin/sh\", \"-c\", {}]\n", q(cmd)));
+    if hooks.is_empty() {
+        return y;
     }
-    if !spec_hooks.is_empty() {
-        y.push_str(
-            "# certbot deploy hooks: RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
-        );
-        for h in spec_hooks {
-            y.push_str(&h);
+    y.push_str(
+        "# certbot's hooks (see the import's output): RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
+    );
+    for argv in hooks {
+        // A lone path is written as a string; anything else (a path with a space too: as a plain string
+        // the loader would take it for a command line) as an argv list.
+        match argv.as_slice() {
+            [prog] if !prog.contains(char::is_whitespace) => {
+                let _ = writeln!(y, "  - {}", q(prog));
+            }
+            _ => {
+                let _ = writeln!(
+                    y,
+                    "  - [{}]",
+                    argv.iter().map(q).collect::<Vec<_>>().join(", ")
+                );
+            }
         }
     }
     y
@@ -635,14 +745,6 @@ fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[String], p: &mut Plan) -> 
 fn unsupported_params(conf: &RenewalConf, p: &mut Plan) {
     let (rp, what) = (|k: &str| conf.param(k), &conf.what);
     for (k, why) in [
-        (
-            "pre_hook",
-            "renewd has no pre-hooks (dns-01 needs no port freed)",
-        ),
-        (
-            "post_hook",
-            "renewd has no post-hooks; use `hooks:` (after each renewal) or `reload:`",
-        ),
         ("preferred_chain", "renewd takes the CA's default chain"),
         ("must_staple", "renewd does not request OCSP must-staple"),
     ] {
@@ -661,15 +763,12 @@ fn unsupported_params(conf: &RenewalConf, p: &mut Plan) {
 
 impl Conversion {
     /// The files, laid out by `layout`: the global file, one BIND key file per DNS server, one spec
-    /// per certificate.
+    /// per certificate, one copy per hook from certbot's tree.
     fn files(&self, layout: &Layout) -> Vec<PlannedFile> {
-        let mut files = vec![PlannedFile {
-            path: layout.config.clone(),
-            mode: 0o644,
-            contents: self.global_yaml(layout),
-            secret: false,
-            summary: String::new(),
-        }];
+        let mut files = vec![PlannedFile::text(
+            layout.config.clone(),
+            self.global_yaml(layout),
+        )];
         for d in &self.dns {
             files.push(PlannedFile {
                 path: layout.key_file(&d.name),
@@ -677,23 +776,28 @@ impl Conversion {
                 contents: format!(
                     "key \"{}\" {{\n\talgorithm {};\n\tsecret \"{}\";\n}};\n",
                     d.key_name, d.algorithm, d.secret
-                ),
-                secret: true,
-                summary: format!(
+                )
+                .into_bytes(),
+                shown: Shown::Secret(format!(
                     "BIND key \"{}\" ({}), secret from {}",
                     d.key_name,
                     d.algorithm,
                     d.ini.display()
-                ),
+                )),
             });
         }
         for (name, y) in &self.specs {
+            files.push(PlannedFile::text(
+                layout.certs_d.join(format!("{name}.yaml")),
+                y.clone(),
+            ));
+        }
+        for h in &self.hook_copies {
             files.push(PlannedFile {
-                path: layout.certs_d.join(format!("{name}.yaml")),
-                mode: 0o644,
-                contents: y.clone(),
-                secret: false,
-                summary: String::new(),
+                path: layout.hooks.join(&h.rel),
+                mode: h.mode,
+                contents: h.bytes.clone(),
+                shown: Shown::Copy(h.source.clone()),
             });
         }
         files
@@ -729,9 +833,10 @@ impl Conversion {
         }
         g.push_str("dns_servers:\n");
         for d in &self.dns {
+            // certbot-dns-rfc2136 publishes its TXT records with a fixed TTL of 120 (`Authenticator.ttl`).
             let _ = writeln!(
                 g,
-                "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: 60",
+                "  {}:\n    address: {}\n    tsig_key_file: {}\n    ttl: {CERTBOT_RFC2136_TTL}",
                 d.name,
                 q(&d.address),
                 qp(&layout.key_file(&d.name))
@@ -758,10 +863,32 @@ impl Conversion {
                     .into(),
             );
         }
-        if let Some(t) = &self.trust {
-            p.notes.push(format!(
-                "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from REQUESTS_CA_BUNDLE or --trust)",
+        match (&self.trust, &self.env_ca_bundle) {
+            (Some(t), _) => p.notes.push(format!(
+                "the ACME server's TLS is checked against {} in addition to the system roots (`trust:`, from --trust)",
                 t.display()
+            )),
+            (None, Some(env)) => p.notes.push(format!(
+                "REQUESTS_CA_BUNDLE is set in this shell ({}): not taken as `trust:` (it is this shell's setting, not \
+                 certbot's configuration); if the CA's TLS certificate needs it, import again with `--trust {}`",
+                env.display(),
+                env.display()
+            )),
+            (None, None) => {}
+        }
+        // First: where the files were read from is what a reader of a copy's import needs to see.
+        p.notes.splice(0..0, self.reads.lines(&self.certbot_dir));
+        if !self.hook_copies.is_empty() {
+            p.notes.push(format!(
+                "hooks from certbot's directory are copied to {}/ (mode kept; --write copies them) and the specs name \
+                 the copies, so they stay when {} goes: {}",
+                layout.hooks.display(),
+                self.certbot_dir.display(),
+                self.hook_copies
+                    .iter()
+                    .map(|h| h.source.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !self.propagation_seen.is_empty() {
@@ -775,32 +902,6 @@ impl Conversion {
             ));
         }
     }
-}
-
-/// Executable files of `renewal-hooks/deploy/`, sorted (certbot's order).
-fn deploy_hooks(cb: &Path, p: &mut Plan) -> Result<Vec<String>, ImportError> {
-    let dir = cb.join("renewal-hooks").join("deploy");
-    let mut v: Vec<PathBuf> = match fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ImportError::ReadDir { path: dir, source }),
-    };
-    v.sort();
-    let mut out = Vec::new();
-    for h in v {
-        let exec = fs::metadata(&h)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
-        if exec {
-            out.push(h.to_string_lossy().into_owned());
-        } else {
-            p.not_converted.push(format!(
-                "{}: not an executable file (certbot skips it too)",
-                h.display()
-            ));
-        }
-    }
-    Ok(out)
 }
 
 /// The `dns_servers` entry for a credentials ini (one per distinct server + key); its name.
@@ -940,19 +1041,12 @@ fn account_entry(
         .strip_prefix("https://")
         .or_else(|| server.strip_prefix("http://"))
         .unwrap_or(server);
-    let host = rest.split('/').next().unwrap_or(rest);
-    let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    let mut name = if host_only.ends_with("letsencrypt.org") {
-        if host_only.contains("staging") {
-            "letsencrypt-staging".to_string()
-        } else {
-            "letsencrypt".to_string()
-        }
-    } else {
-        spec_name(host_only.trim_matches(|c| c == '[' || c == ']'))
-    };
-    if accounts.iter().any(|a| a.name == name) {
-        name = format!("{name}-{}", accounts.len() + 1);
+    let base = account_name(server);
+    let mut name = base.clone();
+    let mut n = 2;
+    while accounts.iter().any(|a| a.name == name) {
+        name = format!("{base}-{n}");
+        n += 1;
     }
     // certbot keeps accounts under accounts/<host[:port]><path>/<id>/.
     let (contact, key_kind) = match account_id {
@@ -984,6 +1078,57 @@ fn account_entry(
         contact,
     });
     name
+}
+
+/// A readable account name from the ACME directory URL's host: a few public CAs by name
+/// (`letsencrypt`, `letsencrypt-staging`, ...), any other host with its dots as dashes
+/// (`ca.example.test` → `ca-example-test`), an IP literal as `ca-` and its digits
+/// (`127.0.0.1` → `ca-127-0-0-1`). The port is left out.
+fn account_name(server: &str) -> String {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+    .trim_end_matches('.')
+    .to_ascii_lowercase();
+    let dashed = |s: &str| -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c);
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        out.trim_matches('-').to_string()
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return spec_name(&format!("ca-{}", dashed(&host)));
+    }
+    let staging = host.contains("staging") || host.contains("test");
+    let known = [
+        ("letsencrypt.org", "letsencrypt"),
+        ("zerossl.com", "zerossl"),
+        ("buypass.com", "buypass"),
+        ("buypass.no", "buypass"),
+        ("pki.goog", "google"),
+        ("ssl.com", "sslcom"),
+        ("sectigo.com", "sectigo"),
+        ("digicert.com", "digicert"),
+    ];
+    for (suffix, name) in known {
+        if host == suffix || host.ends_with(&format!(".{suffix}")) {
+            return if staging {
+                format!("{name}-staging")
+            } else {
+                name.to_string()
+            };
+        }
+    }
+    spec_name(&dashed(&host))
 }
 
 /// The contact addresses and the key type ("EC P-256") of certbot's account in `adir`. Since certbot
@@ -1066,11 +1211,19 @@ impl Plan {
         );
         for f in &self.files {
             let _ = writeln!(s, "\n# ---- {} (mode {:04o})", f.path.display(), f.mode);
-            match f.text() {
-                Some(t) => s.push_str(t),
-                None => {
-                    let _ = writeln!(s, "# {} (not shown)", f.summary);
+            match (&f.shown, f.shown_text()) {
+                (_, Some(t)) => s.push_str(t),
+                (Shown::Secret(summary), None) => {
+                    let _ = writeln!(s, "# {summary} (not shown)");
                 }
+                (Shown::Copy(source), None) => {
+                    let _ = writeln!(
+                        s,
+                        "# copy of {} (not shown); the specs name this copy",
+                        source.display()
+                    );
+                }
+                (Shown::Text, None) => s.push_str("# (not UTF-8, not shown)\n"),
             }
         }
         s.push('\n');
@@ -1095,6 +1248,7 @@ impl Plan {
         let mut s = String::new();
         for (title, list) in [
             ("Not converted", &self.not_converted),
+            ("Converted with a different meaning", &self.changed),
             ("Notes", &self.notes),
             ("To do", &self.todo),
         ] {
@@ -1175,11 +1329,16 @@ impl Plan {
                 .join(global.path.file_name().unwrap_or("renewd.yaml".as_ref())),
             secrets: stage.path().join("secrets"),
             certs_d: stage.path().join("certs.d"),
+            hooks: stage.path().join("hooks"),
         };
         state::create_private_dir(&staged.secrets).map_err(stage_err)?;
         fs::create_dir(&staged.certs_d).map_err(stage_err)?;
+        fs::create_dir(&staged.hooks).map_err(stage_err)?;
         for f in conv.files(&staged) {
-            state::write_atomic(&f.path, f.contents.as_bytes(), f.mode).map_err(stage_err)?;
+            if let Some(dir) = f.path.parent() {
+                fs::create_dir_all(dir).map_err(stage_err)?;
+            }
+            state::write_atomic(&f.path, &f.contents, f.mode).map_err(stage_err)?;
         }
         if conv.eab_kid.is_some() {
             for a in &conv.accounts {
@@ -1203,7 +1362,7 @@ impl Plan {
         let mut temps = Vec::new();
         for f in &self.files {
             let dir = f.path.parent().unwrap_or(Path::new("."));
-            let mkdir = if f.secret {
+            let mkdir = if f.secret() {
                 state::create_private_dir(dir)
             } else {
                 fs::create_dir_all(dir)
@@ -1217,13 +1376,8 @@ impl Plan {
                 }
             };
             mkdir.map_err(err(dir))?;
-            let tmp = state::write_temp(
-                &f.path,
-                f.contents.as_bytes(),
-                f.mode,
-                state::Ownership::default(),
-            )
-            .map_err(err(&f.path))?;
+            let tmp = state::write_temp(&f.path, &f.contents, f.mode, state::Ownership::default())
+                .map_err(err(&f.path))?;
             temps.push((f.path.clone(), tmp));
         }
         let written = place_new(temps)?;
@@ -1279,6 +1433,7 @@ fn unstage(errors: ConfigErrors, staged: &Layout, target: &Layout) -> ConfigErro
     let pairs = [
         (&staged.secrets, &target.secrets),
         (&staged.certs_d, &target.certs_d),
+        (&staged.hooks, &target.hooks),
         (&staged.config, &target.config),
     ];
     let map_path = |p: &Path| -> PathBuf {
@@ -1316,6 +1471,7 @@ fn unstage(errors: ConfigErrors, staged: &Layout, target: &Layout) -> ConfigErro
 mod tests {
     use super::*;
     use crate::testutil::{listing, mode};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn configobj_reads_sections_quotes_and_comments() {
@@ -1389,6 +1545,7 @@ mod tests {
             state_dir: dir.join("state"),
             eab_kid: eab_kid.map(str::to_string),
             trust: None,
+            env_ca_bundle: None,
             accounts: vec![AccountEntry {
                 name: "ca".into(),
                 directory: "https://acme.example.test/directory".into(),
@@ -1403,6 +1560,8 @@ mod tests {
                 ini: PathBuf::from("/etc/letsencrypt/rfc2136.ini"),
             }],
             specs: vec![("web".into(), spec.into())],
+            hook_copies: Vec::new(),
+            reads: Reads::default(),
             propagation_seen: Vec::new(),
         };
         Plan {
@@ -1410,6 +1569,7 @@ mod tests {
             state_dir: dir.join("state"),
             installs: Vec::new(),
             not_converted: Vec::new(),
+            changed: Vec::new(),
             todo: Vec::new(),
             notes: Vec::new(),
             conversion: Some(conv),
@@ -1436,7 +1596,7 @@ mod tests {
         );
         assert_eq!(mode(&tmp.path().join("secrets")), 0o700);
         assert_eq!(fs::read_to_string(&spec).unwrap(), SPEC);
-        assert_eq!(fs::read_to_string(&config).unwrap(), plan.files[0].contents);
+        assert_eq!(fs::read(&config).unwrap(), plan.files[0].contents);
         assert!(fs::read_to_string(&key).unwrap().contains(SECRET));
         // No temp file left beside them.
         assert_eq!(listing(tmp.path()), ["certs.d", "renewd.yaml", "secrets"]);
@@ -1504,7 +1664,9 @@ mod tests {
             lineage: "web".into(),
             what: "web.conf".into(),
         };
-        let hooks = ["/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()];
+        let hooks = [vec![
+            "/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()
+        ]];
         let mut scratch = planned(tmp.path(), "", None);
         let yaml = reload_and_hooks_yaml(&conf, &hooks, &mut scratch);
         assert!(
@@ -1548,6 +1710,299 @@ mod tests {
         assert_eq!(
             common_name("C=JP, CN=GitLab.example.test"),
             Some("gitlab.example.test".into())
+        );
+    }
+
+    #[test]
+    fn account_names_come_from_the_ca_host() {
+        for (url, name) in [
+            (
+                "https://acme-v02.api.letsencrypt.org/directory",
+                "letsencrypt",
+            ),
+            (
+                "https://acme-staging-v02.api.letsencrypt.org/directory",
+                "letsencrypt-staging",
+            ),
+            ("https://acme.zerossl.com/v2/DV90", "zerossl"),
+            ("https://ca.example.test/acme/directory", "ca-example-test"),
+            ("https://CA.Example.Test.:8443/dir", "ca-example-test"),
+            ("https://127.0.0.1:14000/dir", "ca-127-0-0-1"),
+            ("https://[2001:db8::1]:14000/dir", "ca-2001-db8-1"),
+        ] {
+            assert_eq!(account_name(url), name, "{url}");
+        }
+    }
+
+    const LINEAGE: &str = "web.example.test";
+
+    /// A certbot 2.x tree for LINEAGE made at `root` as certbot writes it (`config_dir = root`; live/
+    /// symlinks into archive/; the rfc2136 ini in the tree), with `params` added to [renewalparams].
+    fn certbot_tree(root: &Path, params: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![LINEAGE.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let archive = root.join("archive").join(LINEAGE);
+        let live = root.join("live").join(LINEAGE);
+        fs::create_dir_all(&archive).unwrap();
+        fs::create_dir_all(&live).unwrap();
+        fs::create_dir_all(root.join("renewal")).unwrap();
+        for (k, text) in [
+            ("cert", cert.pem()),
+            ("chain", cert.pem()),
+            ("fullchain", format!("{}{}", cert.pem(), cert.pem())),
+            ("privkey", key.serialize_pem()),
+        ] {
+            fs::write(archive.join(format!("{k}1.pem")), text).unwrap();
+            std::os::unix::fs::symlink(
+                format!("../../archive/{LINEAGE}/{k}1.pem"),
+                live.join(format!("{k}.pem")),
+            )
+            .unwrap();
+        }
+        fs::write(
+            root.join("rfc2136.ini"),
+            format!(
+                "dns_rfc2136_server = 192.0.2.1\ndns_rfc2136_name = acme-update\n\
+                 dns_rfc2136_secret = {SECRET}\ndns_rfc2136_algorithm = HMAC-SHA256\n"
+            ),
+        )
+        .unwrap();
+        let r = root.display();
+        fs::write(
+            root.join(format!("renewal/{LINEAGE}.conf")),
+            format!(
+                "version = 2.1.0\narchive_dir = {r}/archive/{LINEAGE}\ncert = {r}/live/{LINEAGE}/cert.pem\n\
+                 privkey = {r}/live/{LINEAGE}/privkey.pem\nchain = {r}/live/{LINEAGE}/chain.pem\n\
+                 fullchain = {r}/live/{LINEAGE}/fullchain.pem\n\n# Options used in the renewal process\n\
+                 [renewalparams]\naccount = 0123abcd\nauthenticator = dns-rfc2136\n\
+                 server = https://ca.example.test/acme/directory\nkey_type = ecdsa\nconfig_dir = {r}\n\
+                 dns_rfc2136_credentials = {r}/rfc2136.ini\ndns_rfc2136_propagation_seconds = 2\n{params}"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A hook script at `path` with `mode`.
+    fn hook(path: &Path, mode: u32) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, format!("#!/bin/sh\necho {}\n", path.display())).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// `to` as a path relative to the working directory (as a user may type DIR).
+    fn relative(to: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count() - 1);
+        PathBuf::from(up).join(to.strip_prefix("/").unwrap())
+    }
+
+    fn import_opts(cb: &Path, out: &Path) -> Options {
+        Options {
+            certbot_dir: cb.to_path_buf(),
+            config: out.join("renewd.yaml"),
+            state_dir: Some(out.join("state")),
+            eab_kid: None,
+            trust: None,
+            env_ca_bundle: Some(PathBuf::from("/etc/ssl/private-ca.pem")),
+        }
+    }
+
+    /// The argv of each `hooks:` entry of the imported spec, as the loader reads it.
+    fn loaded_hooks(config: &Path) -> Vec<Vec<String>> {
+        let loaded = config::load(config).unwrap();
+        loaded.settings.certs[LINEAGE]
+            .reload
+            .iter()
+            .filter_map(|r| match r {
+                config::ReloadSpec::Hook { argv, .. } => Some(argv.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_moved_tree_is_rebased_onto_dir_and_its_hooks_keep_certbots_meaning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let orig = tmp.path().join("etc/letsencrypt");
+        let deploy = orig.join("renewal-hooks/deploy/reload.sh");
+        certbot_tree(
+            &orig,
+            &format!(
+                "renew_hook = {}\npost_hook = systemctl reload nginx\npre_hook = {}/renewal-hooks/pre/stop.sh\n",
+                deploy.display(),
+                orig.display()
+            ),
+        );
+        hook(&deploy, 0o750);
+        hook(&orig.join("renewal-hooks/post/post.sh"), 0o755);
+        hook(&orig.join("renewal-hooks/pre/stop.sh"), 0o755);
+        hook(&orig.join("renewal-hooks/deploy/reload.sh~"), 0o755);
+        // A copy elsewhere: the original is gone.
+        let copy = tmp.path().join("backup/le-copy");
+        fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        fs::rename(&orig, &copy).unwrap();
+        let out = tmp.path().join("renewd");
+
+        let plan = plan(&import_opts(&relative(&copy), &out)).unwrap();
+        let report = plan.render_dry_run();
+        assert_eq!(plan.installs.len(), 1, "{report}");
+        assert_eq!(
+            plan.installs[0].source,
+            copy.join(format!("live/{LINEAGE}/cert.pem"))
+        );
+        let rebased = format!("(rebased {} -> {})", orig.display(), copy.display());
+        assert!(report.contains(&rebased), "{report}");
+        // The deploy hook in both places runs once; the post-hooks follow it; the pre-hooks are refused.
+        assert!(report.contains("it runs once, as with certbot"), "{report}");
+        let hooks_dir = out.join("hooks");
+        let sh = |c: &str| vec!["/bin/sh".to_string(), "-c".into(), c.into()];
+        let expected = vec![
+            vec![hooks_dir.join("deploy/reload.sh").display().to_string()],
+            vec![hooks_dir.join("post/post.sh").display().to_string()],
+            sh("systemctl reload nginx"),
+        ];
+        let joined = plan.changed.join("\n");
+        assert!(
+            joined.contains("post/post.sh: post-hook -> a deploy hook"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("`post_hook = systemctl reload nginx` -> a deploy hook"),
+            "{joined}"
+        );
+        let refused = plan.not_converted.join("\n");
+        assert!(refused.contains("pre/stop.sh: pre-hook"), "{refused}");
+        assert!(refused.contains("`pre_hook = "), "{refused}");
+        assert!(refused.contains("reload.sh~: a backup file"), "{refused}");
+        // certbot's TTL, the CA's host name, no `trust:` from this shell's REQUESTS_CA_BUNDLE.
+        let global = plan.files[0].shown_text().unwrap();
+        assert!(global.contains("    ttl: 120\n"), "{global}");
+        assert!(global.contains("  ca-example-test:\n"), "{global}");
+        assert!(!global.contains("trust:"), "{global}");
+        assert!(report.contains(
+            "REQUESTS_CA_BUNDLE is set in this shell (/etc/ssl/private-ca.pem): not taken"
+        ));
+        // Hooks are named, not shown.
+        assert!(report.contains(&format!(
+            "# copy of {}",
+            copy.join("renewal-hooks/deploy/reload.sh").display()
+        )));
+        assert!(!report.contains("echo "), "{report}");
+
+        plan.write().unwrap();
+        assert_eq!(loaded_hooks(&out.join("renewd.yaml")), expected);
+        let copied = hooks_dir.join("deploy/reload.sh");
+        assert_eq!(mode(&copied), 0o750);
+        assert_eq!(
+            fs::read(&copied).unwrap(),
+            fs::read(copy.join("renewal-hooks/deploy/reload.sh")).unwrap()
+        );
+        assert_eq!(mode(&hooks_dir.join("post/post.sh")), 0o755);
+        assert_eq!(listing(&hooks_dir), ["deploy", "post"]);
+        assert_eq!(listing(&hooks_dir.join("deploy")), ["reload.sh"]);
+    }
+
+    #[test]
+    fn a_deploy_hook_given_with_an_argument_runs_twice_as_with_certbot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cb = tmp.path().join("le");
+        let deploy = cb.join("renewal-hooks/deploy/reload.sh");
+        certbot_tree(&cb, &format!("renew_hook = {} --now\n", deploy.display()));
+        hook(&deploy, 0o755);
+        let out = tmp.path().join("renewd");
+        let plan = plan(&import_opts(&cb, &out)).unwrap();
+        let copy = out.join("hooks/deploy/reload.sh").display().to_string();
+        plan.write().unwrap();
+        assert_eq!(
+            loaded_hooks(&out.join("renewd.yaml")),
+            vec![
+                vec![copy.clone()],
+                vec!["/bin/sh".into(), "-c".into(), format!("{copy} --now")],
+            ]
+        );
+        assert_eq!(listing(&out.join("hooks/deploy")), ["reload.sh"]);
+    }
+
+    #[test]
+    fn a_file_at_neither_place_is_said_with_both_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let orig = tmp.path().join("orig");
+        certbot_tree(&orig, "");
+        let copy = tmp.path().join("copy");
+        fs::rename(&orig, &copy).unwrap();
+        fs::remove_file(copy.join(format!("archive/{LINEAGE}/chain1.pem"))).unwrap();
+        let plan = plan(&import_opts(&copy, &tmp.path().join("renewd"))).unwrap();
+        assert!(plan.is_empty());
+        let why = plan.not_converted.join("\n");
+        let chain = format!("live/{LINEAGE}/chain.pem");
+        assert!(
+            why.contains(&format!(
+                "`chain`: neither {} (as certbot wrote it) nor {} (the same path under {}) exists",
+                orig.join(&chain).display(),
+                copy.join(&chain).display(),
+                copy.display()
+            )),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn hook_programs_are_found_where_certbot_found_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cb = tmp.path().join("le");
+        // Relative to certbot's directory (certbot run by hand from there), outside the tree, nowhere.
+        certbot_tree(
+            &cb,
+            "renew_hook = scripts/reload.sh --all\npost_hook = /bin/true\npre_hook = true\n",
+        );
+        hook(&cb.join("scripts/reload.sh"), 0o700);
+        let out = tmp.path().join("renewd");
+        let p = plan(&import_opts(&cb, &out)).unwrap();
+        let spec = p.files[2].shown_text().unwrap();
+        let copy = out.join("hooks/scripts/reload.sh");
+        assert!(
+            spec.contains(&format!(
+                "  - [\"/bin/sh\", \"-c\", \"{} --all\"]\n  - \"/bin/true\"\n",
+                copy.display()
+            )),
+            "{spec}"
+        );
+        p.write().unwrap();
+        assert_eq!(mode(&copy), 0o700);
+
+        let cb2 = tmp.path().join("le2");
+        certbot_tree(&cb2, "renew_hook = hooks/missing.sh\n");
+        let p = plan(&import_opts(&cb2, &tmp.path().join("renewd2"))).unwrap();
+        let todo = p.todo.join("\n");
+        assert!(
+            todo.contains(
+                "hook program `hooks/missing.sh` is a relative path and none of /hooks/missing.sh"
+            ),
+            "{todo}"
+        );
+
+        // Two different files that would be copied to the same place keep apart.
+        let cb3 = tmp.path().join("le3");
+        let other = cb3.join("deploy/reload.sh");
+        certbot_tree(&cb3, &format!("renew_hook = {}\n", other.display()));
+        hook(&cb3.join("renewal-hooks/deploy/reload.sh"), 0o755);
+        hook(&other, 0o755);
+        let out3 = tmp.path().join("renewd3");
+        let p = plan(&import_opts(&cb3, &out3)).unwrap();
+        p.write().unwrap();
+        assert_eq!(
+            loaded_hooks(&out3.join("renewd.yaml")),
+            vec![
+                vec![out3.join("hooks/deploy/reload.sh").display().to_string()],
+                vec![out3.join("hooks/deploy/reload.sh-2").display().to_string()],
+            ]
+        );
+        assert_eq!(
+            fs::read(out3.join("hooks/deploy/reload.sh-2")).unwrap(),
+            fs::read(&other).unwrap()
         );
     }
 }

@@ -426,6 +426,10 @@ fn import(cli: Cli) -> ExitCode {
         state_dir: Some(state_dir),
         eab_kid,
         trust,
+        // Only mentioned: the importing shell's environment is not certbot's configuration.
+        env_ca_bundle: std::env::var_os("REQUESTS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
     };
     let plan = match renewd::import::plan(&opts) {
         Ok(p) => p,

@@ -102,8 +102,8 @@ complete -c renewd -n "__fish_renewd_using_subcommand persist; and __fish_seen_s
 complete -c renewd -n "__fish_renewd_using_subcommand persist; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c renewd -n "__fish_renewd_using_subcommand import" -l state-dir -d '`state_dir:` of the new configuration' -r -F
 complete -c renewd -n "__fish_renewd_using_subcommand import" -l eab-kid -d 'The CA\'s External Account Binding key id (certbot does not store it)' -r
-complete -c renewd -n "__fish_renewd_using_subcommand import" -l trust -d 'Extra roots for the ACME server\'s TLS (`trust:`). Default: $REQUESTS_CA_BUNDLE if set' -r -F
+complete -c renewd -n "__fish_renewd_using_subcommand import" -l trust -d 'Extra roots for the ACME server\'s TLS (`trust:`). certbot\'s configuration has no such setting, and $REQUESTS_CA_BUNDLE is not taken: give the file here' -r -F
 complete -c renewd -n "__fish_renewd_using_subcommand import" -l config -d 'The global configuration file' -r -F
-complete -c renewd -n "__fish_renewd_using_subcommand import" -l write -d 'Write the files (never overwriting any) and install the certificates into state_dir'
+complete -c renewd -n "__fish_renewd_using_subcommand import" -l write -d 'Write the files and hook copies (never overwriting any) and install the certificates into state_dir'
 complete -c renewd -n "__fish_renewd_using_subcommand import" -s v -l verbose -d 'More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax)'
-complete -c renewd -n "__fish_renewd_using_subcommand import" -s h -l help -d 'Print help'
+complete -c renewd -n "__fish_renewd_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'

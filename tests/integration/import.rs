@@ -1,11 +1,14 @@
 //! `renewd import certbot` against a configuration made by Debian's real certbot (with its dns-rfc2136
-//! plugin) issuing from the reference deployment: import, `renewd check`, the certificate stays certbot's
-//! (not due, not reissued), then `renew --force` issues a new one and runs the converted deploy hook.
+//! plugin) issuing from the reference deployment, with hooks in every place certbot has them. certbot
+//! renews once itself (what its hooks do there is the reference); then its tree is moved elsewhere, as a
+//! backup or another machine's copy would be, and imported from there: paths rebased, hooks copied, the
+//! certificate stays certbot's (not due, not reissued), then `renew --force` issues a new one and runs the
+//! hooks as certbot did.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::proc::output_with_timeout;
 use crate::support::renewd::{mode, Renewd};
@@ -24,8 +27,37 @@ fn tsig_secret(key_file: &Path) -> String {
     text[start..end].to_string()
 }
 
+/// An executable script at `path` that appends `TAG $0 $RENEWED_LINEAGE` to `log`.
+fn logging_hook(path: &Path, tag: &str, log: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(
+        path,
+        format!(
+            "#!/bin/sh\necho \"{tag} $0 $RENEWED_LINEAGE\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+/// The lines of `log`, and the log emptied.
+fn take_lines(log: &Path) -> Vec<String> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let _ = fs::remove_file(log);
+    text.lines().map(str::to_string).collect()
+}
+
+fn count(lines: &[String], tag: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.split(' ').next() == Some(tag))
+        .count()
+}
+
 #[test]
-fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
+fn import_certbot_from_a_moved_copy_keeps_its_certificate_and_hook_semantics() {
+    let started = Instant::now();
     let topo = Topology::start(TopologyOptions {
         n_hosts: 1,
         // certbot sleeps a fixed time and does not check the secondaries: let NOTIFY go at once.
@@ -34,12 +66,14 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
     });
     let host = domain("host1");
     let cb = topo.dir().join("certbot");
+    // certbot's tree where it ran; moved to `copy` before the import.
     let cb_config = cb.join("config");
-    fs::create_dir_all(cb_config.join("renewal-hooks/deploy")).unwrap();
+    let copy = topo.dir().join("backup/2024-06/letsencrypt");
+    fs::create_dir_all(&cb_config).unwrap();
 
-    // The seed's rfc2136.ini, with the topology's TSIG key.
+    // The seed's rfc2136.ini (in certbot's directory, as on the seed), with the topology's TSIG key.
     let secret = tsig_secret(&topo.tsig_key_file());
-    let ini = cb.join("rfc2136.ini");
+    let ini = cb_config.join("rfc2136.ini");
     write_secret(
         &ini,
         format!(
@@ -49,41 +83,79 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
         .as_bytes(),
     )
     .unwrap();
-    // The seed's deploy hook (there: reload GitLab's nginx); here it records what it was given.
-    let marker = cb.join("hook-ran");
-    let hook = cb_config.join("renewal-hooks/deploy/gitlab-reload.sh");
-    fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"$RENEWED_LINEAGE $RENEWED_DOMAINS\" >> {}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    // Hooks in every place certbot has them, each logging what ran (outside certbot's tree, so the log
+    // stays when the tree moves). The seed's deploy hook (there: reload GitLab's nginx) is both in
+    // renewal-hooks/deploy and the lineage's --deploy-hook.
+    let log = topo.dir().join("hooks.log");
+    let deploy_hook = cb_config.join("renewal-hooks/deploy/gitlab-reload.sh");
+    logging_hook(&deploy_hook, "deploy", &log);
+    logging_hook(&cb_config.join("renewal-hooks/pre/pre.sh"), "pre-dir", &log);
+    logging_hook(
+        &cb_config.join("renewal-hooks/post/post.sh"),
+        "post-dir",
+        &log,
+    );
+    let lineage_cmd = |tag: &str| format!("echo {tag} >> {}", log.display());
 
     // certbot certonly --dns-rfc2136, as in the seed (60 s sleep shortened to 2 s).
-    let mut certbot = topo.command("certbot");
-    certbot
-        .env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
-        .args(["certonly", "-n", "--agree-tos", "-m", "pki@example.test"])
-        .args(["--server", &topo.acme_directory_url()])
-        .args(["--eab-kid", topo.eab_kid()])
-        .args(["--eab-hmac-key", topo.eab_hmac_b64url()])
-        .args(["--authenticator", "dns-rfc2136"])
-        .arg("--dns-rfc2136-credentials")
-        .arg(&ini)
-        .args(["--dns-rfc2136-propagation-seconds", "2"])
-        .args(["--key-type", "rsa", "--rsa-key-size", "2048"])
-        .args(["-d", &host, "--cert-name", &host])
-        .arg("--config-dir")
-        .arg(&cb_config)
-        .arg("--work-dir")
-        .arg(cb.join("work"))
-        .arg("--logs-dir")
-        .arg(cb.join("logs"));
-    let out = output_with_timeout(&mut certbot, CERTBOT_TIMEOUT).expect("certbot runs");
-    assert_success("certbot certonly --dns-rfc2136", &out);
+    let certbot = |args: &[&str]| {
+        let mut c = topo.command("certbot");
+        c.env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
+            .args(args)
+            .arg("--config-dir")
+            .arg(&cb_config)
+            .arg("--work-dir")
+            .arg(cb.join("work"))
+            .arg("--logs-dir")
+            .arg(cb.join("logs"));
+        let t = Instant::now();
+        let out = output_with_timeout(&mut c, CERTBOT_TIMEOUT).expect("certbot runs");
+        assert_success(&format!("certbot {}", args[0]), &out);
+        eprintln!("--- certbot {}: {:.1?}", args[0], t.elapsed());
+    };
+    certbot(&[
+        "certonly",
+        "-n",
+        "--agree-tos",
+        "-m",
+        "pki@example.test",
+        "--server",
+        &topo.acme_directory_url(),
+        "--eab-kid",
+        topo.eab_kid(),
+        "--eab-hmac-key",
+        topo.eab_hmac_b64url(),
+        "--authenticator",
+        "dns-rfc2136",
+        "--dns-rfc2136-credentials",
+        &ini.display().to_string(),
+        "--dns-rfc2136-propagation-seconds",
+        "2",
+        "--key-type",
+        "rsa",
+        "--rsa-key-size",
+        "2048",
+        "-d",
+        &host,
+        "--cert-name",
+        &host,
+        "--deploy-hook",
+        &deploy_hook.display().to_string(),
+        "--pre-hook",
+        &lineage_cmd("pre-lineage"),
+        "--post-hook",
+        &lineage_cmd("post-lineage"),
+    ]);
+    take_lines(&log);
+    // The reference: what certbot itself runs when it renews this lineage.
+    certbot(&[
+        "renew",
+        "-n",
+        "--force-renewal",
+        "--no-random-sleep-on-renew",
+    ]);
+    let by_certbot = take_lines(&log);
+    eprintln!("--- hooks run by certbot renew\n{}", by_certbot.join("\n"));
     let certbot_cert = cb_config.join("live").join(&host).join("cert.pem");
     let certbot_serial = cert_serial(&certbot_cert);
 
@@ -94,17 +166,21 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
          webroot_path = /var/www/html,\nserver = https://127.0.0.1:14000/dir\n",
     )
     .unwrap();
+    // The tree moves: every absolute path inside it now points where nothing is.
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    fs::rename(&cb_config, &copy).unwrap();
 
     let dir = topo.dir().join("renewd");
     fs::create_dir_all(&dir).unwrap();
     let r = Renewd { topo: &topo, dir };
     let import = |extra: &[&str]| {
         let mut cmd = topo.command(crate::support::renewd_bin());
+        // As in the shell certbot was run from: not certbot's configuration, so not `trust:`.
         cmd.env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
             .arg("--config")
             .arg(r.config())
             .args(["import", "certbot"])
-            .arg(&cb_config)
+            .arg(&copy)
             .arg("--state-dir")
             .arg(r.state())
             .args(["--eab-kid", topo.eab_kid()])
@@ -112,7 +188,7 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
         output_with_timeout(&mut cmd, Duration::from_secs(60)).expect("renewd import runs")
     };
 
-    // Dry run: the YAML, secrets by file name only, and what was not converted.
+    // Dry run: the YAML, secrets by file name only, hooks by name only, and what was not converted.
     let dry = import(&[]);
     assert_success("renewd import certbot (dry run)", &dry);
     let text = output_text(&dry);
@@ -122,26 +198,47 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
         !text.contains(topo.eab_hmac_b64url()),
         "the EAB key was printed"
     );
+    let hooks_dir = r.dir.join("hooks");
     for want in [
-        "dns_servers:",
-        "address: \"127.0.0.12:53\"",
-        &format!("domains: [\"{host}\"]"),
-        "key: { type: rsa, bits: 2048 }",
-        "gitlab-reload.sh",
-        "www.example.test.conf",
-        "http-01",
-        "EAB HMAC key",
+        format!("(rebased {} -> {})", cb_config.display(), copy.display()),
+        "dns_servers:".into(),
+        "address: \"127.0.0.12:53\"".into(),
+        "    ttl: 120\n".into(),
+        "  ca-127-0-0-1:\n".into(),
+        format!("domains: [\"{host}\"]"),
+        "key: { type: rsa, bits: 2048 }".into(),
+        format!(
+            "  - \"{}\"\n",
+            hooks_dir.join("deploy/gitlab-reload.sh").display()
+        ),
+        format!(
+            "# copy of {}",
+            copy.join("renewal-hooks/deploy/gitlab-reload.sh").display()
+        ),
+        "it runs once, as with certbot".into(),
+        "pre/pre.sh: pre-hook".into(),
+        "`pre_hook = echo pre-lineage".into(),
+        "post/post.sh: post-hook -> a deploy hook".into(),
+        "`post_hook = echo post-lineage".into(),
+        "REQUESTS_CA_BUNDLE is set in this shell".into(),
+        "www.example.test.conf".into(),
+        "http-01".into(),
+        "EAB HMAC key".into(),
     ] {
-        assert!(text.contains(want), "dry run lacks `{want}`:\n{text}");
+        assert!(text.contains(&want), "dry run lacks `{want}`:\n{text}");
     }
     assert!(
-        !r.config().exists(),
-        "the dry run wrote {}",
-        r.config().display()
+        !text.contains("    trust: "),
+        "trust: from the environment:\n{text}"
+    );
+    assert!(
+        !r.config().exists() && !hooks_dir.exists(),
+        "the dry run wrote files"
     );
 
-    // --write.
-    let written = import(&["--write"]);
+    // --write, with the CA's TLS root given explicitly.
+    let ca_pem = topo.tls_ca_pem_path().display().to_string();
+    let written = import(&["--write", "--trust", &ca_pem]);
     assert_success("renewd import certbot --write", &written);
     eprintln!("--- --write\n{}", output_text(&written));
     let key_file = r.dir.join("secrets/rfc2136.key");
@@ -150,14 +247,23 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
     assert!(key_text.contains("key \"acme-update\""), "{key_text}");
     assert!(key_text.contains("algorithm hmac-sha256;"), "{key_text}");
     assert!(key_text.contains(&secret));
-    let spec = fs::read_to_string(r.spec_path(&host)).unwrap();
-    assert!(spec.contains(&hook.display().to_string()), "{spec}");
+    let global = fs::read_to_string(r.config()).unwrap();
+    assert!(global.contains(&format!("trust: \"{ca_pem}\"")), "{global}");
+    let copied = hooks_dir.join("deploy/gitlab-reload.sh");
+    assert_eq!(mode(&copied), 0o750);
+    assert_eq!(mode(&hooks_dir.join("post/post.sh")), 0o750);
+    assert!(!hooks_dir.join("pre").exists(), "a pre-hook was copied");
 
     // A second --write refuses and names every file it would have overwritten.
-    let again = import(&["--write"]);
+    let again = import(&["--write", "--trust", &ca_pem]);
     assert_eq!(again.status.code(), Some(1), "{}", output_text(&again));
     let again = output_text(&again);
-    for f in [r.config(), key_file.clone(), r.spec_path(&host)] {
+    for f in [
+        r.config(),
+        key_file.clone(),
+        r.spec_path(&host),
+        copied.clone(),
+    ] {
         assert!(
             again.contains(&f.display().to_string()),
             "refusal does not name {}:\n{again}",
@@ -167,44 +273,63 @@ fn import_certbot_rfc2136_keeps_its_certificate_then_force_renews() {
 
     // The import asked for the EAB HMAC key (certbot does not keep it).
     write_secret(
-        &r.dir.join("secrets/127.0.0.1.eab"),
+        &r.dir.join("secrets/ca-127-0-0-1.eab"),
         format!("{}\n", topo.eab_hmac_b64url()).as_bytes(),
     )
     .unwrap();
     r.run(&["check"]).expect_code(0);
 
-    // certbot's certificate is renewd's live one, and it is not due: nothing is reissued.
+    // certbot's certificate is renewd's live one, and it is not due: nothing is reissued, nothing runs.
     let live_cert = r.live(&host, "cert.pem");
     assert_eq!(cert_serial(&live_cert), certbot_serial);
     assert_eq!(mode(&r.live(&host, "privkey.pem")), 0o600);
     let not_due = r.run(&["renew"]);
     not_due.expect_code(0);
-    eprintln!("--- renew\n{}", not_due.stdout);
     assert!(
         not_due.line(&host).contains("not due"),
         "{}",
         not_due.stdout
     );
     assert_eq!(cert_serial(&live_cert), certbot_serial);
-    assert!(!marker.exists(), "a hook ran without a renewal");
+    assert!(take_lines(&log).is_empty(), "a hook ran without a renewal");
 
     // --force issues a new certificate with the imported settings (new account with EAB, RSA 2048).
     let forced = r.run(&["renew", "--force"]);
     forced.expect_code(0);
     eprintln!("--- renew --force\n{}", forced.stdout);
     assert!(forced.line(&host).contains("renewed"), "{}", forced.stdout);
-    let new_serial = cert_serial(&live_cert);
-    assert_ne!(new_serial, certbot_serial, "renew --force did not reissue");
+    assert_ne!(
+        cert_serial(&live_cert),
+        certbot_serial,
+        "renew --force did not reissue"
+    );
     assert_eq!(cert_sans(&live_cert), vec![host.clone()]);
     assert_eq!(private_key_type(&r.live(&host, "privkey.pem")), "rsa2048");
-    let ran = fs::read_to_string(&marker).expect("the converted deploy hook ran");
-    assert!(
-        ran.contains(&format!(
-            "{} {host}",
-            r.state().join("live").join(&host).display()
-        )),
-        "hook saw: {ran}"
+    let by_renewd = take_lines(&log);
+    eprintln!(
+        "--- hooks run by renewd renew --force\n{}",
+        by_renewd.join("\n")
     );
+    // The deploy hook in both places: once with certbot, once with renewd, from the copy.
+    assert_eq!(count(&by_certbot, "deploy"), 1, "{by_certbot:?}");
+    assert_eq!(count(&by_renewd, "deploy"), 1, "{by_renewd:?}");
+    let lineage = r.state().join("live").join(&host);
+    assert_eq!(
+        by_renewd[0],
+        format!("deploy {} {}", copied.display(), lineage.display())
+    );
+    // Post-hooks: once each, as certbot ran them after this one renewal.
+    for tag in ["post-dir", "post-lineage"] {
+        assert_eq!(count(&by_certbot, tag), 1, "{by_certbot:?}");
+        assert_eq!(count(&by_renewd, tag), 1, "{by_renewd:?}");
+    }
+    // Pre-hooks: certbot ran them; renewd does not (said in the import's output).
+    for tag in ["pre-dir", "pre-lineage"] {
+        assert_eq!(count(&by_certbot, tag), 1, "{by_certbot:?}");
+        assert_eq!(count(&by_renewd, tag), 0, "{by_renewd:?}");
+    }
+    assert_eq!(by_renewd.len(), 3, "{by_renewd:?}");
+    eprintln!("--- whole test: {:.1?}", started.elapsed());
 }
 
 /// `renewd import certbot` on a certbot tree made by hand (no topology), with at most 1 GB of address
