@@ -2,6 +2,7 @@
 //! External Account Binding, credentials persisted 0600 under `state_dir/accounts/` and reused, ARI
 //! renewal windows, and errors that name the CA, the phase and the CA's problem as data.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -280,6 +281,31 @@ struct CaClient {
     inner: Arc<dyn HttpClient>,
     slot: RetryAfterSlot,
     timeout: Duration,
+    /// `Link: <URL>;rel="alternate"` of certificate downloads, by the download's URL (RFC 8555 §7.4.2):
+    /// instant-acme keeps only the default chain.
+    alternates: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+/// The `rel="alternate"` targets of `Link` header values.
+fn alternate_links(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            params
+                .split(';')
+                .any(|p| {
+                    let p = p.trim().replace(' ', "");
+                    p.eq_ignore_ascii_case("rel=\"alternate\"")
+                        || p.eq_ignore_ascii_case("rel=alternate")
+                })
+                .then(|| url.to_string())
+        })
+        .collect()
 }
 
 impl HttpClient for CaClient {
@@ -287,9 +313,11 @@ impl HttpClient for CaClient {
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let url = req.uri().to_string();
         let fut = self.inner.request(req);
         let slot = self.slot.clone();
         let limit = self.timeout;
+        let alternates = self.alternates.clone();
         Box::pin(async move {
             let whole = async move {
                 let mut rsp = fut.await?;
@@ -308,6 +336,19 @@ impl HttpClient for CaClient {
             let rsp = tokio::time::timeout(limit, whole)
                 .await
                 .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer(limit))))??;
+            let is_chain = rsp
+                .parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/pem-certificate-chain"));
+            if is_chain {
+                let links = alternate_links(&rsp.parts.headers);
+                alternates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(url, links);
+            }
             let status = rsp.parts.status.as_u16();
             if status == 429 || status == 503 {
                 let at = rsp
@@ -372,6 +413,94 @@ impl CaClient {
     }
 }
 
+/// POST a JWS built by `sign(nonce)` to `url` (RFC 8555 §6.2): a fresh nonce from `new_nonce`, one retry
+/// with the nonce of a badNonce answer. The body of a 2xx answer; the CA's problem otherwise.
+async fn post_jws(
+    http: &CaClient,
+    new_nonce: &str,
+    url: &str,
+    sign: impl Fn(&str) -> Result<String, String>,
+) -> Result<Bytes, instant_acme::Error> {
+    let head = http::Request::builder()
+        .method(http::Method::HEAD)
+        .uri(new_nonce)
+        .body(BodyWrapper::default())
+        .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+    let rsp = http.request(head).await?;
+    let replay = |h: &http::HeaderMap| {
+        h.get("replay-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut nonce = replay(&rsp.parts.headers)
+        .ok_or(instant_acme::Error::Str("no Replay-Nonce from newNonce"))?;
+    for _ in 0..2 {
+        let body = sign(&nonce).map_err(|e| instant_acme::Error::Other(e.into()))?;
+        let req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url)
+            .header(http::header::CONTENT_TYPE, "application/jose+json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("renewd/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(BodyWrapper::from(body.into_bytes()))
+            .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+        let mut rsp = http.request(req).await?;
+        let next = replay(&rsp.parts.headers);
+        let body = rsp
+            .body
+            .into_bytes()
+            .await
+            .map_err(instant_acme::Error::Other)?;
+        if rsp.parts.status.is_success() {
+            return Ok(body);
+        }
+        let problem = serde_json::from_slice::<Problem>(&body)
+            .map_err(|_| instant_acme::Error::Str("the CA answered with an error status"))?;
+        match (problem.r#type.as_deref(), next) {
+            (Some("urn:ietf:params:acme:error:badNonce"), Some(n)) => nonce = n,
+            _ => return Err(instant_acme::Error::Api(problem)),
+        }
+    }
+    Err(instant_acme::Error::Str("the CA refused every nonce"))
+}
+
+/// `renewd revoke --with-key`: revoke `cert_der` with a JWS signed by the certificate's own private key
+/// (RFC 8555 §7.6), no account needed (a certificate whose account is lost).
+pub async fn revoke_with_key(
+    dir: &CaDirectory,
+    cert_der: &[u8],
+    key: &crate::jws::JwsKey,
+    reason: Option<u8>,
+) -> Result<(), AcmeError> {
+    use base64::Engine as _;
+    let fail = |source: instant_acme::Error| AcmeError::Request {
+        ca: dir.ca.clone(),
+        phase: Phase::Revoking,
+        retry_after: dir.retry_after.for_error(&source),
+        source: Box::new(source),
+    };
+    let (Some(new_nonce), Some(revoke)) = (dir.new_nonce.as_deref(), dir.revoke_cert.as_deref())
+    else {
+        return Err(fail(instant_acme::Error::Str(
+            "the CA's directory has no newNonce or revokeCert",
+        )));
+    };
+    let mut payload = serde_json::json!({
+        "certificate": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cert_der),
+    });
+    if let Some(r) = reason {
+        payload["reason"] = r.into();
+    }
+    post_jws(&dir.http, new_nonce, revoke, |nonce| {
+        key.body(crate::jws::By::Jwk, nonce, revoke, Some(&payload))
+    })
+    .await
+    .map(|_| ())
+    .map_err(fail)
+}
+
 /// What renewd reads from a CA without an account: its directory, fetched once, and the client to ask
 /// with. Renewal windows (ARI) are plain GETs (RFC 9773 §4), so asking for them never registers an
 /// account (which would spend a single-use EAB key on a `renew` with nothing due).
@@ -380,12 +509,16 @@ pub struct CaDirectory {
     http: CaClient,
     retry_after: RetryAfterSlot,
     renewal_info: Option<String>,
+    new_nonce: Option<String>,
+    revoke_cert: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DirectoryUrls {
     renewal_info: Option<String>,
+    new_nonce: Option<String>,
+    revoke_cert: Option<String>,
 }
 
 /// Fetch the directory of the account's CA (one GET through a client with the account's `trust:`).
@@ -413,6 +546,8 @@ pub async fn directory(settings: &AccountSettings) -> Result<CaDirectory, AcmeEr
         http,
         retry_after: retry_after.clone(),
         renewal_info: urls.renewal_info,
+        new_nonce: urls.new_nonce,
+        revoke_cert: urls.revoke_cert,
     })
 }
 
@@ -428,6 +563,26 @@ pub struct AcmeAccount {
     issuer_domains: Arc<tokio::sync::OnceCell<Vec<String>>>,
     /// What the CA does with `replaces` (learned from the first order that sent it).
     pub replaces: Arc<ReplacesProbe>,
+    /// The account key (PKCS#8 DER), for the POST-as-GET requests instant-acme has no call for
+    /// (alternate chains). Never printed.
+    key: Option<Arc<crate::config::Secret>>,
+}
+
+/// The account key inside instant-acme's credentials (PKCS#8, base64url in their serialization).
+fn credentials_key(credentials: &AccountCredentials) -> Option<Arc<crate::config::Secret>> {
+    use base64::Engine as _;
+    let v = serde_json::to_value(credentials).ok()?;
+    let b64 = v.get("key_pkcs8")?.as_str()?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .ok()
+        .map(|der| Arc::new(crate::config::Secret::new(der)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NonceUrl {
+    new_nonce: String,
 }
 
 /// Whether the CA echoes `replaces` in the order (RFC 9773 §5 says it must). A CA that accepts the order
@@ -478,7 +633,13 @@ struct DirectoryMeta {
 }
 
 impl AcmeAccount {
-    fn new(account: Account, ca: Ca, retry_after: RetryAfterSlot, http: CaClient) -> Self {
+    fn new(
+        account: Account,
+        ca: Ca,
+        retry_after: RetryAfterSlot,
+        http: CaClient,
+        key: Option<Arc<crate::config::Secret>>,
+    ) -> Self {
         AcmeAccount {
             account,
             ca,
@@ -486,7 +647,38 @@ impl AcmeAccount {
             http,
             issuer_domains: Arc::default(),
             replaces: Arc::default(),
+            key,
         }
+    }
+
+    /// The `rel="alternate"` chains the CA linked from the certificate download at `url`.
+    pub fn alternate_chains(&self, url: &str) -> Vec<String> {
+        self.http
+            .alternates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(url)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Download a certificate chain by POST-as-GET (RFC 8555 §6.3), signed ES256 with the account key:
+    /// instant-acme downloads only the default chain.
+    pub async fn download_chain(&self, url: &str) -> Result<String, instant_acme::Error> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or(instant_acme::Error::Str("the account key is not at hand"))?;
+        let jws = crate::jws::JwsKey::from_pkcs8(key.expose(), crate::config::KeySpec::EcdsaP256)
+            .map_err(|e| instant_acme::Error::Other(e.into()))?;
+        let (dir, _) = self.http.get_json::<NonceUrl>(&self.ca.directory).await?;
+        let kid = self.account.id().to_string();
+        let body = post_jws(&self.http, &dir.new_nonce, url, |nonce| {
+            jws.body(crate::jws::By::Kid(&kid), nonce, url, None)
+        })
+        .await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| instant_acme::Error::Str("the chain is not text"))
     }
 
     /// The CA's issuer domain names (the directory's `meta.caaIdentities`, lower-case): what a
@@ -718,6 +910,7 @@ fn http_client(settings: &AccountSettings, slot: &RetryAfterSlot) -> Result<CaCl
         inner: Arc::new(client),
         slot: slot.clone(),
         timeout: REQUEST_TIMEOUT,
+        alternates: Arc::default(),
     })
 }
 
@@ -755,11 +948,12 @@ pub async fn account(
     if let Some(stored) = stored {
         if stored.directory == settings.directory {
             on_phase(Phase::LoadingAccount);
+            let key = credentials_key(&stored.credentials);
             let account = Account::builder_with_http(Box::new(client.clone()))
                 .from_credentials(stored.credentials)
                 .await
                 .map_err(|e| fail(Phase::LoadingAccount, e))?;
-            return Ok(AcmeAccount::new(account, ca, slot, client));
+            return Ok(AcmeAccount::new(account, ca, slot, client, key));
         }
         tracing::warn!(
             account = %settings.name,
@@ -770,13 +964,13 @@ pub async fn account(
         let _ = std::fs::rename(&path, path.with_extension("json.old"));
     }
     on_phase(Phase::Registering);
-    let account = register(settings, state, &path, Box::new(client.clone()))
+    let (account, key) = register(settings, state, &path, Box::new(client.clone()))
         .await
         .map_err(|e| match e {
             Registration::Ca(source) => fail(Phase::Registering, source),
             Registration::Local(e) => e,
         })?;
-    Ok(AcmeAccount::new(account, ca, slot, client))
+    Ok(AcmeAccount::new(account, ca, slot, client, key))
 }
 
 /// The account URL stored in `accounts/NAME.json`, if the account was registered (no network).
@@ -818,7 +1012,7 @@ async fn register(
     state: &StateDir,
     path: &Path,
     client: Box<dyn HttpClient>,
-) -> Result<Account, Registration> {
+) -> Result<(Account, Option<Arc<crate::config::Secret>>), Registration> {
     let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
     let eab = settings
         .eab
@@ -836,11 +1030,12 @@ async fn register(
         )
         .await
         .map_err(Registration::Ca)?;
+    let key = credentials_key(&credentials);
     save_credentials(settings, state, path, credentials)
         .await
         .map_err(Registration::Local)?;
     tracing::info!(account = %settings.name, id = %account.id(), "registered ACME account");
-    Ok(account)
+    Ok((account, key))
 }
 
 /// Write `accounts/NAME.json` (0600, atomically) for `settings` (off the async runtime).
@@ -982,6 +1177,7 @@ mod tests {
             inner: Arc::new(Canned { status, headers }),
             slot: slot.clone(),
             timeout: REQUEST_TIMEOUT,
+            alternates: Arc::default(),
         };
         ask(&client(200, vec![("retry-after", "60")])).await;
         assert_eq!(slot.for_error(&limited()), None);

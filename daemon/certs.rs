@@ -145,6 +145,21 @@ impl CertFacts {
 }
 
 /// Split a PEM bundle into DER certificates, in order.
+/// The issuer CN of the last (topmost) certificate of a PEM chain: what `preferred_chain` names.
+pub fn top_issuer_cn(chain_pem: &str) -> Option<String> {
+    let ders = pem_certificates(chain_pem).ok()?;
+    let last = ders.last()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(last).ok()?;
+    let cn = cert
+        .issuer()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}
+
 pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
     let mut out = Vec::new();
     for (index, item) in Pem::iter_from_buffer(pem.as_bytes()).enumerate() {

@@ -71,6 +71,10 @@ pub enum Command {
         /// cessationofoperation.
         #[arg(long, value_name = "REASON", value_parser = ["unspecified", "keycompromise", "affiliationchanged", "superseded", "cessationofoperation"])]
         reason: Option<String>,
+        /// Sign the revocation with the certificate's own private key (live/NAME/privkey.pem)
+        /// instead of the account: for a certificate whose account is lost or deactivated.
+        #[arg(long)]
+        with_key: bool,
     },
     /// Remove the spec, live/NAME and archive/NAME of a certificate (never the account, never deployed
     /// copies). Asks first unless --yes.

@@ -35,6 +35,7 @@ pub mod dnstest;
 pub mod fsread;
 pub mod import;
 pub mod journal;
+pub mod jws;
 pub mod live;
 pub mod logging;
 pub mod manage;

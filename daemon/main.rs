@@ -162,12 +162,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             rt.block_on(renew(Arc::new(settings), names, force))
         }
-        Command::Revoke { name, reason } => {
+        Command::Revoke {
+            name,
+            reason,
+            with_key,
+        } => {
             let rt = runtime()?;
             let why = reason.as_deref().and_then(renewd::manage::reason);
+            let with_key =
+                with_key.then(|| reason.as_deref().and_then(renewd::manage::reason_code));
             let result = rt.block_on(async {
                 let engine = Engine::new(Arc::new(settings))?;
-                Ok::<_, anyhow::Error>(renewd::manage::revoke(&engine, &name, why).await)
+                Ok::<_, anyhow::Error>(renewd::manage::revoke(&engine, &name, why, with_key).await)
             })?;
             print_managed(result)
         }

@@ -20,6 +20,18 @@ pub const REASONS: &[&str] = &[
     "cessationofoperation",
 ];
 
+/// The RFC 5280 reason code of `--reason NAME`.
+pub fn reason_code(name: &str) -> Option<u8> {
+    Some(match name {
+        "unspecified" => 0,
+        "keycompromise" => 1,
+        "affiliationchanged" => 3,
+        "superseded" => 4,
+        "cessationofoperation" => 5,
+        _ => return None,
+    })
+}
+
 pub fn reason(name: &str) -> Option<RevocationReason> {
     Some(match name {
         "unspecified" => RevocationReason::Unspecified,
@@ -112,10 +124,13 @@ async fn registered(engine: &Engine, name: &str) -> Result<acme::AcmeAccount, Ma
 }
 
 /// `renewd revoke NAME [--reason R]`: revoke the live certificate with the account that ordered it.
+/// `with_key`: sign with the certificate's private key instead of the account (`Some(reason code)`, the
+/// code 0 when no reason was given).
 pub async fn revoke(
     engine: &Engine,
     name: &str,
     why: Option<RevocationReason>,
+    with_key: Option<Option<u8>>,
 ) -> Result<Vec<String>, ManageError> {
     let spec = engine
         .settings
@@ -142,6 +157,23 @@ pub async fn revoke(
         .next()
         .ok_or_else(|| no_cert("cert.pem holds no certificate".to_string()))?;
     let facts = crate::certs::facts(&der, 0).map_err(|e| no_cert(e.to_string()))?;
+    if let Some(code) = with_key {
+        // Signed by the certificate's own key: no account needed (one that is lost or deactivated).
+        let (key, kind) = crate::certs::NewKey::from_pem(&files.privkey)
+            .map_err(|e| no_cert(format!("privkey.pem: {e}")))?;
+        let jws = crate::jws::JwsKey::from_pkcs8(&key.pair.serialize_der(), kind)
+            .map_err(|e| no_cert(format!("privkey.pem: {e}")))?;
+        let settings = account_settings(&engine.settings, &spec.account)?;
+        let dir = acme::directory(settings).await?;
+        acme::revoke_with_key(&dir, &der, &jws, code).await?;
+        tracing::warn!(cert_name = %name, cert_serial = %facts.serial, "certificate revoked with its own key");
+        return Ok(vec![
+            format!("{name}: revoked serial {} (signed with the certificate's key)", facts.serial),
+            format!(
+                "{name}: it is still in live/ and the deploy targets: `renewd renew --force {name}` gets a new one, `renewd delete {name}` removes it"
+            ),
+        ]);
+    }
     let account = registered(engine, &spec.account).await?;
     let der = CertificateDer::from(der);
     account

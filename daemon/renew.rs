@@ -1261,7 +1261,43 @@ async fn finalize(
         .poll_certificate(&poll)
         .await
         .map_err(|e| account.error(Phase::DownloadingCertificate, e))?;
+    let chain = match (&spec.preferred_chain, order.state().certificate.clone()) {
+        (Some(want), Some(url)) => preferred(account, &url, chain, want).await?,
+        _ => chain,
+    };
     Ok((key, chain))
+}
+
+/// `preferred_chain`: the default chain if its topmost issuer is `want`, else the first of the CA's
+/// alternate chains whose topmost issuer is; the default (and a warning naming what was offered) when
+/// none is.
+async fn preferred(
+    account: &AcmeAccount,
+    url: &str,
+    default: String,
+    want: &str,
+) -> Result<String, RenewError> {
+    let mut offered = Vec::new();
+    let top = certs::top_issuer_cn(&default);
+    if top.as_deref() == Some(want) {
+        return Ok(default);
+    }
+    offered.extend(top);
+    for alt in account.alternate_chains(url) {
+        let chain = account
+            .download_chain(&alt)
+            .await
+            .map_err(|e| account.error(Phase::DownloadingCertificate, e))?;
+        let top = certs::top_issuer_cn(&chain);
+        if top.as_deref() == Some(want) {
+            tracing::info!(issuer = %want, "installing the CA's alternate chain (preferred_chain)");
+            return Ok(chain);
+        }
+        offered.extend(top);
+    }
+    tracing::warn!(preferred_chain = %want, offered = %offered.join(", "),
+        "no chain of the CA has the preferred topmost issuer; installing the default chain");
+    Ok(default)
 }
 
 /// `key.reuse`: the live private key, when there is one of the spec's key type; else None (and why, in

@@ -141,6 +141,8 @@ pub const REFERENCE: &[KeyDoc] = &[
       "How control is proven: a TXT value per order, or one standing _validation-persist record written once."),
     s("persist_until", "date (YYYY-MM-DD) or RFC 3339 time", "-", "persist_until: 2027-12-31",
       "dns-persist-01 only: the record's persistUntil (a date means the end of that day, UTC)."),
+    s("preferred_chain", "string (an issuer CN)", "- (the CA's default chain)", "preferred_chain: \"ISRG Root X1\"",
+      "Install the chain whose topmost certificate is issued by this CN, among the default and the CA's alternate chains; the default when none is."),
     s("deploy", "list of targets", "[]", "deploy: [ { fullchain: /etc/nginx/tls/www.crt, key: /etc/nginx/tls/www.key } ]",
       "Where the certificate is copied after each renewal, all targets or none."),
     s("deploy[].fullchain", "path", "-", "fullchain: /etc/ssl/www.crt", "Certificate and chain."),

@@ -199,6 +199,9 @@ pub struct CertSpec {
     pub challenge: ChallengeKind,
     /// `persist_until:` (dns-persist-01 only) the record's `persistUntil`, in seconds since the epoch.
     pub persist_until: Option<u64>,
+    /// `preferred_chain:` the issuer CN of the topmost certificate of the chain to install, among the
+    /// default chain and the CA's alternates (as certbot's `--preferred-chain`).
+    pub preferred_chain: Option<String>,
     pub deploy: Vec<DeployTarget>,
     /// The `reload:` entries in order, then the `hooks:` entries ([`ReloadSpec::Hook`]).
     pub reload: Vec<ReloadSpec>,
@@ -221,6 +224,7 @@ impl CertSpec {
             profile: None,
             challenge: ChallengeKind::Dns01,
             persist_until: None,
+            preferred_chain: None,
             deploy: vec![],
             reload: vec![],
         }

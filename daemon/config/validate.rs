@@ -36,6 +36,7 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
     "profile",
     "challenge",
     "persist_until",
+    "preferred_chain",
     "deploy",
     "reload",
     "hooks",
@@ -861,6 +862,7 @@ pub(crate) struct PartialSpec {
     pub profile: Option<String>,
     pub challenge: Option<(ChallengeKind, Pos)>,
     pub persist_until: Option<(u64, Pos)>,
+    pub preferred_chain: Option<String>,
     pub deploy: Option<Vec<DeployTarget>>,
     pub reload: Option<Vec<ReloadSpec>>,
     /// `hooks:` entries, all [`ReloadSpec::Hook`].
@@ -939,6 +941,9 @@ pub(crate) fn partial_spec(
     }
     if let Some(n) = f.get("persist_until") {
         p.persist_until = persist_until(d, n, &path("persist_until")).map(|t| (t, n.pos));
+    }
+    if let Some(n) = f.get("preferred_chain") {
+        p.preferred_chain = nonempty_string(d, n, &path("preferred_chain"));
     }
     if let Some(n) = f.get("deploy") {
         p.deploy = deploy(d, n, &path("deploy"));
@@ -1676,6 +1681,7 @@ pub(crate) fn finish_spec(
         profile: p.profile.or_else(|| df.profile.clone()),
         challenge,
         persist_until: persist_until.map(|(t, _)| t),
+        preferred_chain: p.preferred_chain.or_else(|| df.preferred_chain.clone()),
         deploy: p.deploy.or_else(|| df.deploy.clone()).unwrap_or_default(),
         reload: {
             let mut reload = p.reload.or_else(|| df.reload.clone()).unwrap_or_default();

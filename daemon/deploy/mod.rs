@@ -519,6 +519,7 @@ mod tests {
             profile: None,
             challenge: Default::default(),
             persist_until: None,
+            preferred_chain: None,
             deploy,
             reload,
         }

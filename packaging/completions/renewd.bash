@@ -326,7 +326,7 @@ _renewd() {
             return 0
             ;;
         renewd__subcmd__revoke)
-            opts="-v -h --reason --config --verbose --help"
+            opts="-v -h --reason --with-key --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ affiliationchanged\t''
 superseded\t''
 cessationofoperation\t''"
 complete -c renewd -n "__fish_renewd_using_subcommand revoke" -l config -d 'The global configuration file' -r -F
+complete -c renewd -n "__fish_renewd_using_subcommand revoke" -l with-key -d 'Sign the revocation with the certificate\'s own private key (live/NAME/privkey.pem) instead of the account: for a certificate whose account is lost or deactivated'
 complete -c renewd -n "__fish_renewd_using_subcommand revoke" -s v -l verbose -d 'More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax)'
 complete -c renewd -n "__fish_renewd_using_subcommand revoke" -s h -l help -d 'Print help'
 complete -c renewd -n "__fish_renewd_using_subcommand delete" -l config -d 'The global configuration file' -r -F

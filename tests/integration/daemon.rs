@@ -316,7 +316,8 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
     assert_eq!(e.get("SYSLOG_IDENTIFIER").as_deref(), Some("renewd"));
     assert_eq!(e.get("ACME_CHALLENGE").as_deref(), Some("dns-01"));
     assert!(
-        e.message().is_some_and(|m| m.contains("control proven by dns-01")),
+        e.message()
+            .is_some_and(|m| m.contains("control proven by dns-01")),
         "{:?}",
         e.message()
     );

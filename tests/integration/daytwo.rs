@@ -110,6 +110,31 @@ fn revoke_then_the_ca_says_already_revoked() {
         "{}",
         again.stderr
     );
+
+    // A new certificate whose account is then lost: revoked with the certificate's own key.
+    r.run(&["renew", "--force"]).expect_code(0);
+    let serial = cert_serial(&r.live("host1", "cert.pem"));
+    fs::remove_file(r.state().join("accounts").join("pebble.json")).unwrap();
+    let run = r.run(&["revoke", "host1"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("has not been registered yet"),
+        "{}",
+        run.stderr
+    );
+    let run = r.run(&["revoke", "host1", "--with-key", "--reason", "keycompromise"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "host1: revoked serial {serial} (signed with the certificate's key)"
+        )),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let again = r.run(&["revoke", "host1", "--with-key"]);
+    again.expect_code(1);
+    assert!(again.stderr.contains("alreadyRevoked"), "{}", again.stderr);
 }
 
 /// `delete` asks first (and without a terminal does nothing without --yes), then removes the spec,
@@ -255,4 +280,55 @@ fn account_show_update_rollover_deactivate() {
     assert!(!file.exists() && file.with_extension("json.deactivated").exists());
     r.run(&["renew", "--force"]).expect_code(0);
     assert_ne!(stored_url(&file), url, "a new account was registered");
+}
+
+/// The issuer CN of the topmost certificate of a PEM chain file, read with openssl.
+fn top_issuer(chain: &Path) -> String {
+    let pem = fs::read_to_string(chain).unwrap();
+    let last = pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .last()
+        .expect("a certificate")
+        .to_string();
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    fs::write(tmp.path(), last).unwrap();
+    crate::support::x509::cert_issuer_cn(tmp.path()).expect("an issuer CN")
+}
+
+/// `preferred_chain` installs the CA's alternate chain whose topmost issuer it names (Pebble links its
+/// alternate roots' chains from every download); without it, or naming a root nobody offers, the default.
+#[test]
+fn preferred_chain_installs_the_alternate_chain_it_names() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 3,
+        alternate_roots: 1,
+        ..Default::default()
+    });
+    let (default_root, alternate_root) = (topo.root_cn(0), topo.root_cn(1));
+    assert_ne!(default_root, alternate_root);
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            SpecFixture::new("alt", &[&domain("host1")])
+                .line(&format!("preferred_chain: \"{alternate_root}\"")),
+            SpecFixture::new("plain", &[&domain("host2")]),
+            SpecFixture::new("nosuch", &[&domain("host3")])
+                .line("preferred_chain: \"No Such Root\""),
+        ],
+    );
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert_eq!(top_issuer(&r.live("alt", "chain.pem")), alternate_root);
+    assert_eq!(top_issuer(&r.live("alt", "fullchain.pem")), alternate_root);
+    assert_eq!(top_issuer(&r.live("plain", "chain.pem")), default_root);
+    assert_eq!(top_issuer(&r.live("nosuch", "chain.pem")), default_root);
+    assert!(
+        run.stderr
+            .contains("no chain of the CA has the preferred topmost issuer")
+            && run.stderr.contains(&alternate_root),
+        "{}",
+        run.stderr
+    );
 }

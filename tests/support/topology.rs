@@ -179,6 +179,9 @@ pub struct TopologyOptions {
     /// write TXT at the apex), transferred to the same secondaries, delegated from the parent. For
     /// dns-persist-01's standing record.
     pub persist_zones: bool,
+    /// `PEBBLE_ALTERNATE_ROOTS`: Pebble issues under this many more roots and links their chains as
+    /// `rel="alternate"` from every certificate download.
+    pub alternate_roots: u32,
 }
 
 impl Default for TopologyOptions {
@@ -193,6 +196,7 @@ impl Default for TopologyOptions {
             notify_delay: None,
             settle_notify: true,
             persist_zones: false,
+            alternate_roots: 0,
         }
     }
 }
@@ -405,6 +409,17 @@ impl Topology {
             fs::write(file, pem).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
         }
         roots
+    }
+
+    /// The subject CN of Pebble's issuing root `n` (0: the default chain's; 1..: the alternates').
+    pub fn root_cn(&self, n: u32) -> String {
+        let url = format!("https://127.0.0.1:{PEBBLE_MGMT_PORT}/roots/{n}");
+        let pem = self
+            .curl(&url)
+            .unwrap_or_else(|e| panic!("fetching {url} from Pebble: {e}"));
+        let file = self.dir.join(format!("pebble/root-{n}.pem"));
+        fs::write(&file, pem).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+        super::x509::cert_subject_cn(&file).unwrap_or_else(|| panic!("no CN in root {n}"))
     }
 
     /// renewd's TSIG key, exactly as `tsig-keygen -a hmac-sha256 acme-update` wrote it (mode 0600).
@@ -681,7 +696,11 @@ impl Topology {
                 // validate again); no injected badNonce errors (they make timings noisy).
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_AUTHZREUSE", "0")
-                .env("PEBBLE_WFE_NONCEREJECT", "0");
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .env(
+                    "PEBBLE_ALTERNATE_ROOTS",
+                    self.opts.alternate_roots.to_string(),
+                );
             (cmd, sdir.join("pebble.log"))
         } else {
             let mut cmd = self.netns_command("named", false);

@@ -105,12 +105,21 @@ pub fn cert_valid_for(cert: &Path, secs: u64) -> bool {
 
 /// The subject CN, if any.
 pub fn cert_subject_cn(cert: &Path) -> Option<String> {
+    name_cn(cert, "-subject")
+}
+
+/// The issuer CN (of the first certificate in the file), if any.
+pub fn cert_issuer_cn(cert: &Path) -> Option<String> {
+    name_cn(cert, "-issuer")
+}
+
+fn name_cn(cert: &Path, which: &str) -> Option<String> {
     let s = openssl_ok(&[
         OsStr::new("x509"),
         OsStr::new("-in"),
         cert.as_os_str(),
         OsStr::new("-noout"),
-        OsStr::new("-subject"),
+        OsStr::new(which),
         OsStr::new("-nameopt"),
         OsStr::new("multiline"),
     ]);
