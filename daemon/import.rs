@@ -705,7 +705,7 @@ fn current_certificate(
 }
 
 /// `reload:` from certbot's installer and `hooks:` from its hooks (see [`hooks`]), one argv each.
-fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[Vec<String>], p: &mut Plan) -> String {
+fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &hooks::LineageHooks, p: &mut Plan) -> String {
     let (rp, what) = (|k: &str| conf.param(k), &conf.what);
     let mut y = String::new();
     match rp("installer") {
@@ -716,12 +716,22 @@ fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[Vec<String>], p: &mut Plan
         )),
         None => {}
     }
-    if hooks.is_empty() {
-        return y;
+    if !hooks.deploy.is_empty() {
+        y.push_str(
+            "# certbot's hooks (see the import's output): RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
+        );
+        hook_list(&mut y, &hooks.deploy);
     }
-    y.push_str(
-        "# certbot's hooks (see the import's output): RENEWED_LINEAGE is now the live directory under state_dir.\nhooks:\n",
-    );
+    for (key, list) in [("pre_hooks", &hooks.pre), ("post_hooks", &hooks.post)] {
+        if !list.is_empty() {
+            let _ = writeln!(y, "{key}:");
+            hook_list(&mut y, list);
+        }
+    }
+    y
+}
+
+fn hook_list(y: &mut String, hooks: &[Vec<String>]) {
     for argv in hooks {
         // A lone path is written as a string; anything else (a path with a space too: as a plain string
         // the loader would take it for a command line) as an argv list.
@@ -738,7 +748,6 @@ fn reload_and_hooks_yaml(conf: &RenewalConf, hooks: &[Vec<String>], p: &mut Plan
             }
         }
     }
-    y
 }
 
 /// certbot options renewd does not have: each one set is listed as not converted.
@@ -1664,9 +1673,12 @@ mod tests {
             lineage: "web".into(),
             what: "web.conf".into(),
         };
-        let hooks = [vec![
-            "/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()
-        ]];
+        let hooks = hooks::LineageHooks {
+            deploy: vec![vec![
+                "/etc/letsencrypt/renewal-hooks/deploy/reload web.sh".to_string()
+            ]],
+            ..Default::default()
+        };
         let mut scratch = planned(tmp.path(), "", None);
         let yaml = reload_and_hooks_yaml(&conf, &hooks, &mut scratch);
         assert!(
@@ -1811,16 +1823,23 @@ mod tests {
     }
 
     /// The argv of each `hooks:` entry of the imported spec, as the loader reads it.
-    fn loaded_hooks(config: &Path) -> Vec<Vec<String>> {
+    /// The loaded spec's (deploy hooks, pre_hooks, post_hooks), argv each.
+    fn loaded_hooks(config: &Path) -> [Vec<Vec<String>>; 3] {
         let loaded = config::load(config).unwrap();
-        loaded.settings.certs[LINEAGE]
-            .reload
-            .iter()
-            .filter_map(|r| match r {
-                config::ReloadSpec::Hook { argv, .. } => Some(argv.clone()),
-                _ => None,
-            })
-            .collect()
+        let spec = &loaded.settings.certs[LINEAGE];
+        let argvs = |list: &[config::ReloadSpec]| {
+            list.iter()
+                .filter_map(|r| match r {
+                    config::ReloadSpec::Hook { argv, .. } => Some(argv.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        [
+            argvs(&spec.reload),
+            argvs(&spec.pre_hooks),
+            argvs(&spec.post_hooks),
+        ]
     }
 
     #[test]
@@ -1855,27 +1874,30 @@ mod tests {
         );
         let rebased = format!("(rebased {} -> {})", orig.display(), copy.display());
         assert!(report.contains(&rebased), "{report}");
-        // The deploy hook in both places runs once; the post-hooks follow it; the pre-hooks are refused.
+        // The deploy hook in both places runs once; pre- and post-hooks keep certbot's meaning, and a
+        // `pre_hook` that is the directory's own pre-hook runs once too.
         assert!(report.contains("it runs once, as with certbot"), "{report}");
         let hooks_dir = out.join("hooks");
         let sh = |c: &str| vec!["/bin/sh".to_string(), "-c".into(), c.into()];
-        let expected = vec![
-            vec![hooks_dir.join("deploy/reload.sh").display().to_string()],
-            vec![hooks_dir.join("post/post.sh").display().to_string()],
-            sh("systemctl reload nginx"),
+        let expected = [
+            vec![vec![hooks_dir
+                .join("deploy/reload.sh")
+                .display()
+                .to_string()]],
+            vec![vec![hooks_dir.join("pre/stop.sh").display().to_string()]],
+            vec![
+                vec![hooks_dir.join("post/post.sh").display().to_string()],
+                sh("systemctl reload nginx"),
+            ],
         ];
-        let joined = plan.changed.join("\n");
+        let notes = plan.notes.join("\n");
         assert!(
-            joined.contains("post/post.sh: post-hook -> a deploy hook"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("`post_hook = systemctl reload nginx` -> a deploy hook"),
-            "{joined}"
+            notes.contains("post/post.sh: a post hook of every certificate (`post_hooks:`)")
+                && notes.contains("pre/stop.sh: a pre hook of every certificate (`pre_hooks:`)"),
+            "{notes}"
         );
         let refused = plan.not_converted.join("\n");
-        assert!(refused.contains("pre/stop.sh: pre-hook"), "{refused}");
-        assert!(refused.contains("`pre_hook = "), "{refused}");
+        assert!(!refused.contains("pre-hook"), "{refused}");
         assert!(refused.contains("reload.sh~: a backup file"), "{refused}");
         // certbot's TTL, the CA's host name, no `trust:` from this shell's REQUESTS_CA_BUNDLE.
         let global = plan.files[0].shown_text().unwrap();
@@ -1901,7 +1923,7 @@ mod tests {
             fs::read(copy.join("renewal-hooks/deploy/reload.sh")).unwrap()
         );
         assert_eq!(mode(&hooks_dir.join("post/post.sh")), 0o755);
-        assert_eq!(listing(&hooks_dir), ["deploy", "post"]);
+        assert_eq!(listing(&hooks_dir), ["deploy", "post", "pre"]);
         assert_eq!(listing(&hooks_dir.join("deploy")), ["reload.sh"]);
     }
 
@@ -1917,7 +1939,7 @@ mod tests {
         let copy = out.join("hooks/deploy/reload.sh").display().to_string();
         plan.write().unwrap();
         assert_eq!(
-            loaded_hooks(&out.join("renewd.yaml")),
+            loaded_hooks(&out.join("renewd.yaml"))[0],
             vec![
                 vec![copy.clone()],
                 vec!["/bin/sh".into(), "-c".into(), format!("{copy} --now")],
@@ -1965,7 +1987,7 @@ mod tests {
         let copy = out.join("hooks/scripts/reload.sh");
         assert!(
             spec.contains(&format!(
-                "  - [\"/bin/sh\", \"-c\", \"{} --all\"]\n  - \"/bin/true\"\n",
+                "hooks:\n  - [\"/bin/sh\", \"-c\", \"{} --all\"]\npre_hooks:\n  - \"true\"\npost_hooks:\n  - \"/bin/true\"\n",
                 copy.display()
             )),
             "{spec}"
@@ -1994,7 +2016,7 @@ mod tests {
         let p = plan(&import_opts(&cb3, &out3)).unwrap();
         p.write().unwrap();
         assert_eq!(
-            loaded_hooks(&out3.join("renewd.yaml")),
+            loaded_hooks(&out3.join("renewd.yaml"))[0],
             vec![
                 vec![out3.join("hooks/deploy/reload.sh").display().to_string()],
                 vec![out3.join("hooks/deploy/reload.sh-2").display().to_string()],

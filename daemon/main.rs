@@ -489,7 +489,7 @@ async fn renew(
     let inspections = engine.clone().inspect(specs).await;
     let mut scheduler = Scheduler::new(
         Arc::new(selected),
-        engine,
+        engine.clone(),
         Arc::new(SystemClock),
         Mode::Once { force },
         inspections,
@@ -505,7 +505,10 @@ async fn renew(
         }
         eprintln!("renewd: stopping: renewals in flight get stop_grace, then are cancelled");
     };
+    // certbot's pre/post hooks: once per `renewd renew`, around all its attempts.
+    engine.begin_run().await;
     let results = core::run_once(&mut scheduler, stop).await;
+    engine.end_run().await;
     // Where `renewd status` finds them (the daemon's status.json has one writer: the daemon).
     let state = renewd::state::StateDir::new(&settings.state_dir);
     let now = SystemTime::now();

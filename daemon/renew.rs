@@ -23,7 +23,7 @@ use instant_acme::{
 use crate::acme::{self, AcmeAccount, AcmeError, Ca, RenewalWindow};
 use crate::certs::{self, CertError, CertFacts, NewKey};
 use crate::config::{
-    AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, KeySpec, Settings,
+    AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, KeySpec, ReloadSpec, Settings,
 };
 use crate::deploy::InstallError;
 use crate::dns::name::PERSIST_LABEL;
@@ -249,6 +249,38 @@ async fn single_flight<T: Clone, F: std::future::Future<Output = Result<T, AcmeE
     }
 }
 
+/// certbot's pre/post hooks (`pre_hooks:`, `post_hooks:`): one run of renewals is the time any attempt is in
+/// flight (`renewd renew` holds it open for its whole run with [`Engine::hold_run`]).
+#[derive(Default)]
+struct HookRun {
+    in_flight: usize,
+    /// The pre-hooks run in this run (by argv): each distinct one once.
+    pre_ran: std::collections::HashSet<Vec<String>>,
+    /// The post-hooks of the specs attempted in this run, each distinct one once, in first-seen order.
+    post: Vec<ReloadSpec>,
+}
+
+/// Run hooks of `kind` one after the other (off the runtime); a failure is logged and the rest run.
+async fn run_hooks(kind: &'static str, hooks: Vec<ReloadSpec>) {
+    for hook in hooks {
+        let cx = crate::reload::Context {
+            name: String::new(),
+            domains: Vec::new(),
+            lineage: std::path::PathBuf::new(),
+        };
+        let step = crate::reload::reload_step(&hook, &cx);
+        let argv = step.argv.join(" ");
+        match blocking(move || crate::reload::run(&step, &cx)).await {
+            Ok(f) if f.success() => tracing::info!(hook = %argv, "{kind} hook ran"),
+            Ok(f) => tracing::warn!(hook = %argv, output = %f.first_line().unwrap_or(""),
+                "{kind} hook failed (status {:?}); going on", f.status),
+            Err(e) => {
+                tracing::warn!(hook = %argv, error = %e, "{kind} hook could not be started; going on")
+            }
+        }
+    }
+}
+
 /// Everything a renewal needs that outlives one attempt: settings, state, resolver, journal, accounts.
 pub struct Engine {
     pub settings: Arc<Settings>,
@@ -257,6 +289,9 @@ pub struct Engine {
     journal: Arc<Journal>,
     /// Never held across an await: it only hands out the per-account slots.
     accounts: Mutex<HashMap<String, Arc<AccountSlot>>>,
+    /// Held while pre/post hooks run, so a run's pre-hooks precede its attempts and its post-hooks the
+    /// next run's pre-hooks.
+    hook_run: Arc<tokio::sync::Mutex<HookRun>>,
 }
 
 impl Engine {
@@ -270,7 +305,13 @@ impl Engine {
             "cannot open the cleanup journal in {}",
             state.journal_dir().display()
         )))?;
-        Self::with(settings, state, Arc::new(journal), HashMap::new())
+        Self::with(
+            settings,
+            state,
+            Arc::new(journal),
+            HashMap::new(),
+            Arc::default(),
+        )
     }
 
     /// The engine for a reloaded configuration (same state directory): the journal stays, and so does
@@ -284,7 +325,13 @@ impl Engine {
             .filter(|(name, slot)| settings.accounts.get(*name) == Some(&slot.settings))
             .map(|(name, slot)| (name.clone(), slot.clone()))
             .collect();
-        Self::with(settings, self.state.clone(), self.journal.clone(), kept)
+        Self::with(
+            settings,
+            self.state.clone(),
+            self.journal.clone(),
+            kept,
+            self.hook_run.clone(),
+        )
     }
 
     /// The engine of a starting `renewd run` or `renewd renew`: what an interrupted run left in the state
@@ -321,6 +368,7 @@ impl Engine {
         state: StateDir,
         journal: Arc<Journal>,
         accounts: HashMap<String, Arc<AccountSlot>>,
+        hook_run: Arc<tokio::sync::Mutex<HookRun>>,
     ) -> Result<Self, RenewError> {
         let resolver = Resolver::from_config(&settings.resolver)?;
         Ok(Engine {
@@ -329,7 +377,54 @@ impl Engine {
             resolver,
             journal,
             accounts: Mutex::new(accounts),
+            hook_run,
         })
+    }
+
+    /// An attempt of `spec` starts: the first of a run runs the pre-hooks not run yet in this run (each
+    /// distinct one once), and the spec's post-hooks are noted for the run's end.
+    async fn enter_run(&self, spec: Option<&CertSpec>) {
+        let mut run = self.hook_run.lock().await;
+        run.in_flight += 1;
+        let Some(spec) = spec else { return };
+        let argv = |h: &ReloadSpec| match h {
+            ReloadSpec::Hook { argv, .. } => argv.clone(),
+            _ => Vec::new(),
+        };
+        let pre: Vec<ReloadSpec> = spec
+            .pre_hooks
+            .iter()
+            .filter(|h| run.pre_ran.insert(argv(h)))
+            .cloned()
+            .collect();
+        for h in &spec.post_hooks {
+            if !run.post.iter().any(|p| argv(p) == argv(h)) {
+                run.post.push(h.clone());
+            }
+        }
+        // Under the lock: the run's other attempts wait for its pre-hooks.
+        run_hooks("pre", pre).await;
+    }
+
+    /// An attempt ended; the run's last one runs the run's post-hooks.
+    async fn leave_run(&self) {
+        let mut run = self.hook_run.lock().await;
+        run.in_flight = run.in_flight.saturating_sub(1);
+        if run.in_flight == 0 {
+            let post = std::mem::take(&mut run.post);
+            run.pre_ran.clear();
+            run_hooks("post", post).await;
+        }
+    }
+
+    /// `renewd renew`: hold one run of pre/post hooks open for the whole command, so each runs once per
+    /// invocation as with `certbot renew`. Pair with [`Engine::end_run`].
+    pub async fn begin_run(&self) {
+        self.enter_run(None).await;
+    }
+
+    pub async fn end_run(&self) {
+        self.leave_run().await;
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -468,6 +563,7 @@ impl Engine {
         mut cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Renewed, RenewError> {
         let _lock = self.lock(spec).await?;
+        self.enter_run(Some(spec)).await;
         let progress = Progress::default();
         let limit = self.settings.attempt_timeout;
         let mut published: Vec<Published> = Vec::new();
@@ -478,6 +574,7 @@ impl Engine {
             _ = cancel.wait_for(|stop| *stop) => Err(RenewError::Cancelled),
         };
         self.cleanup(published).await;
+        self.leave_run().await;
         result
     }
 

@@ -166,6 +166,10 @@ pub const REFERENCE: &[KeyDoc] = &[
     s("reload[].command.timeout", "duration", "60s", "timeout: 2m", "Killed (with its process group) after this long."),
     s("hooks", "list of paths or argv lists", "[]", "hooks: [/etc/renewd/hooks/notify.sh]",
       "certbot-style deploy hooks, after the reloads; they get RENEWED_LINEAGE and RENEWED_DOMAINS."),
+    s("pre_hooks", "list of paths or argv lists", "[]", "pre_hooks: [/etc/renewd/hooks/pre.sh]",
+      "certbot's pre-hooks: each distinct one runs once before the first renewal attempt of a run (renewd renew; in the daemon, when no other renewal is in flight); a failure is logged and the renewal goes on."),
+    s("post_hooks", "list of paths or argv lists", "[]", "post_hooks: [/etc/renewd/hooks/post.sh]",
+      "certbot's post-hooks: each distinct one runs once when the run's last renewal attempt has ended, successful or not."),
 ];
 
 /// Every key path the loader accepts, built from its own key lists.

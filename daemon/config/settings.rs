@@ -205,6 +205,12 @@ pub struct CertSpec {
     pub deploy: Vec<DeployTarget>,
     /// The `reload:` entries in order, then the `hooks:` entries ([`ReloadSpec::Hook`]).
     pub reload: Vec<ReloadSpec>,
+    /// `pre_hooks:` ([`ReloadSpec::Hook`]s), certbot's pre-hooks: each distinct one runs once before the
+    /// first renewal attempt of a run (`renewd renew`; in the daemon, while no other renewal is in flight).
+    pub pre_hooks: Vec<ReloadSpec>,
+    /// `post_hooks:`, certbot's post-hooks: each distinct one runs once when the run's last attempt has
+    /// ended, successful or not.
+    pub post_hooks: Vec<ReloadSpec>,
 }
 
 #[cfg(test)]
@@ -227,6 +233,8 @@ impl CertSpec {
             preferred_chain: None,
             deploy: vec![],
             reload: vec![],
+            pre_hooks: vec![],
+            post_hooks: vec![],
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
     "deploy",
     "reload",
     "hooks",
+    "pre_hooks",
+    "post_hooks",
 ];
 /// `attempt_timeout` when not set: a whole renewal (order, DNS propagation up to `propagation.timeout`'s
 /// default of 5 min, validation, finalize, deploy) within 10 minutes.
@@ -867,6 +869,8 @@ pub(crate) struct PartialSpec {
     pub reload: Option<Vec<ReloadSpec>>,
     /// `hooks:` entries, all [`ReloadSpec::Hook`].
     pub hooks: Option<Vec<ReloadSpec>>,
+    pub pre_hooks: Option<Vec<ReloadSpec>>,
+    pub post_hooks: Option<Vec<ReloadSpec>>,
     /// Some key had an error (so the spec is not usable even if the merge looks complete).
     pub broken: bool,
 }
@@ -953,6 +957,12 @@ pub(crate) fn partial_spec(
     }
     if let Some(n) = f.get("hooks") {
         p.hooks = hooks(d, n, &path("hooks"));
+    }
+    if let Some(n) = f.get("pre_hooks") {
+        p.pre_hooks = hooks(d, n, &path("pre_hooks"));
+    }
+    if let Some(n) = f.get("post_hooks") {
+        p.post_hooks = hooks(d, n, &path("post_hooks"));
     }
     p.broken = d.out[start..].iter().any(|x| x.is_error());
     p
@@ -1688,6 +1698,14 @@ pub(crate) fn finish_spec(
             reload.extend(p.hooks.or_else(|| df.hooks.clone()).unwrap_or_default());
             reload
         },
+        pre_hooks: p
+            .pre_hooks
+            .or_else(|| df.pre_hooks.clone())
+            .unwrap_or_default(),
+        post_hooks: p
+            .post_hooks
+            .or_else(|| df.post_hooks.clone())
+            .unwrap_or_default(),
     })
 }
 

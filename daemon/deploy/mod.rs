@@ -522,6 +522,8 @@ mod tests {
             preferred_chain: None,
             deploy,
             reload,
+            pre_hooks: vec![],
+            post_hooks: vec![],
         }
     }
 

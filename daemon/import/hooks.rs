@@ -6,10 +6,9 @@
 //!   that: the same list, in the same order, the duplicate left out.
 //! - post: certbot collects `renewal-hooks/post/*` and each attempted lineage's `post_hook` (each string
 //!   once) and runs them once at the end of a `certbot renew` that attempted a renewal, successful or
-//!   not. renewd has no post-hooks: they become deploy-time hooks after the deploy hooks, and the import
-//!   lists them under "converted with a different meaning".
-//! - pre: certbot runs `renewal-hooks/pre/*` and `pre_hook` before the first renewal attempt of a run.
-//!   renewd runs nothing before an attempt: not converted, listed with the reason.
+//!   not: renewd's `post_hooks:` (each distinct one once when a run's last attempt ended).
+//! - pre: certbot runs `renewal-hooks/pre/*` and `pre_hook` before the first renewal attempt of a run:
+//!   renewd's `pre_hooks:` (each distinct one once before a run's first attempt).
 //!
 //! Hooks that live in certbot's tree (DIR, or where certbot ran) are copied to `hooks/` beside renewd's
 //! configuration, mode kept, and the specs name the copies, so they do not vanish with certbot's tree.
@@ -51,21 +50,12 @@ impl DirHooks {
             deploy: list_hooks(dir, "deploy", p)?,
             post: list_hooks(dir, "post", p)?,
         };
-        for h in &hooks.pre {
-            p.not_converted.push(format!(
-                "{}: pre-hook: certbot ran it before the first renewal attempt of a `certbot renew`; renewd runs \
-                 nothing before a renewal attempt, so it will not run (dns-01 frees no port: if renewals depend on \
-                 it, e.g. to reach the DNS server, make that permanent)",
-                h.display()
-            ));
-        }
-        for h in &hooks.post {
-            p.changed.push(format!(
-                "{}: post-hook -> a deploy hook (`hooks:`) of every certificate, after its deploy hooks. certbot ran \
-                 it once at the end of a `certbot renew` that attempted a renewal, even a failed one; renewd has no \
-                 post-hooks and runs it after each successful renewal: once per certificate renewed, and not after \
-                 a failed attempt",
-                h.display()
+        for h in hooks.pre.iter().chain(&hooks.post) {
+            p.notes.push(format!(
+                "{}: a {} hook of every certificate (`{}_hooks:`): once per run, as certbot ran it",
+                h.display(),
+                if hooks.pre.contains(h) { "pre" } else { "post" },
+                if hooks.pre.contains(h) { "pre" } else { "post" },
             ));
         }
         Ok(hooks)
@@ -113,6 +103,14 @@ pub(super) struct HookCopy {
     pub bytes: Vec<u8>,
 }
 
+/// One lineage's hooks, argv each.
+#[derive(Debug, Default)]
+pub(super) struct LineageHooks {
+    pub deploy: Vec<Vec<String>>,
+    pub pre: Vec<Vec<String>>,
+    pub post: Vec<Vec<String>>,
+}
+
 /// Everything one run converts hooks with: where copies go, the copies so far, and how paths were read.
 pub(super) struct Hooks<'a> {
     pub hooks_dir: &'a Path,
@@ -121,16 +119,16 @@ pub(super) struct Hooks<'a> {
 }
 
 impl Hooks<'_> {
-    /// A lineage's `hooks:` entries (argv each) in the order certbot ran them after a renewal: directory
-    /// deploy hooks, `renew_hook` unless it is one of them, directory post-hooks, `post_hook` unless it is
-    /// one of them. Pre-hooks are listed as not converted.
+    /// A lineage's hooks (argv each): `deploy` in the order certbot ran them after a renewal (directory
+    /// deploy hooks, `renew_hook` unless it is one of them); `pre` and `post` as certbot ran them around a
+    /// run (directory hooks, then the lineage's `pre_hook`/`post_hook` unless it is one of them).
     pub(super) fn of_lineage(
         &mut self,
         conf: &RenewalConf,
         tree: &Tree,
         dir_hooks: &DirHooks,
         p: &mut Plan,
-    ) -> Vec<Vec<String>> {
+    ) -> LineageHooks {
         let what = &conf.what;
         let mut out = Vec::new();
         for h in &dir_hooks.deploy {
@@ -146,8 +144,9 @@ impl Hooks<'_> {
                 None => out.push(self.command(cmd, conf, tree, p)),
             }
         }
+        let mut post = Vec::new();
         for h in &dir_hooks.post {
-            out.push(vec![self.copy_from_tree(h, tree, p)]);
+            post.push(vec![self.copy_from_tree(h, tree, p)]);
         }
         if let Some(cmd) = conf.param("post_hook") {
             match certbot_path_of(cmd, &dir_hooks.post, "post", tree) {
@@ -155,23 +154,27 @@ impl Hooks<'_> {
                     "{what}: `post_hook = {cmd}` is {}: it runs once, as with certbot",
                     h.display()
                 )),
-                None => {
-                    out.push(self.command(cmd, conf, tree, p));
-                    p.changed.push(format!(
-                        "{what}: `post_hook = {cmd}` -> a deploy hook of this certificate, after its deploy hooks. \
-                         certbot ran it once at the end of a `certbot renew` that attempted to renew this certificate, \
-                         even a failed attempt; renewd runs it after each successful renewal, not after a failure"
-                    ));
-                }
+                None => post.push(self.command(cmd, conf, tree, p)),
             }
         }
-        if let Some(cmd) = conf.param("pre_hook") {
-            p.not_converted.push(format!(
-                "{what}: `pre_hook = {cmd}`: certbot ran it before renewing; renewd runs nothing before a renewal \
-                 attempt, so it will not run (dns-01 frees no port: if renewals depend on it, make that permanent)"
-            ));
+        let mut pre = Vec::new();
+        for h in &dir_hooks.pre {
+            pre.push(vec![self.copy_from_tree(h, tree, p)]);
         }
-        out
+        if let Some(cmd) = conf.param("pre_hook") {
+            match certbot_path_of(cmd, &dir_hooks.pre, "pre", tree) {
+                Some(h) => p.notes.push(format!(
+                    "{what}: `pre_hook = {cmd}` is {}: it runs once, as with certbot",
+                    h.display()
+                )),
+                None => pre.push(self.command(cmd, conf, tree, p)),
+            }
+        }
+        LineageHooks {
+            deploy: out,
+            pre,
+            post,
+        }
     }
 
     /// A hook listed from DIR's `renewal-hooks/`: its copy's path.

@@ -332,3 +332,62 @@ fn preferred_chain_installs_the_alternate_chain_it_names() {
         run.stderr
     );
 }
+
+/// certbot's pre- and post-hooks: each distinct one runs once per `renewd renew`, pre before the first
+/// attempt and post after the last, also when an attempt failed; nothing runs when nothing is due.
+#[test]
+fn pre_and_post_hooks_run_once_per_renew_run() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 2,
+        denied_hosts: vec!["denied".into()],
+        ..Default::default()
+    });
+    let log = topo.dir().join("hooks.log");
+    let hook = |name: &str, tag: &str| {
+        let path = topo.dir().join(name);
+        fs::write(
+            &path,
+            format!("#!/bin/sh\necho {tag} >> {}\n", log.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    };
+    let (pre, post, deploy) = (
+        hook("pre.sh", "pre"),
+        hook("post.sh", "post"),
+        hook("deploy.sh", "deploy"),
+    );
+    let lines = [
+        format!("pre_hooks: [\"{pre}\"]"),
+        format!("post_hooks: [\"{post}\"]"),
+        format!("hooks: [\"{deploy}\"]"),
+    ];
+    let with_hooks = |s: SpecFixture| lines.iter().fold(s, |s, l| s.line(l));
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[
+            with_hooks(SpecFixture::new("one", &[&domain("host1")])),
+            with_hooks(SpecFixture::new("two", &[&domain("host2")])),
+            // Refused by the DNS server's update-policy: an attempt that fails.
+            with_hooks(SpecFixture::new("bad", &[&domain("denied")])),
+        ],
+    );
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let seen = fs::read_to_string(&log).unwrap();
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        seen,
+        ["pre", "deploy", "deploy", "post"],
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    fs::remove_file(&log).unwrap();
+    let run = r.run(&["renew", "one", "two"]);
+    run.expect_code(0);
+    assert!(!log.exists(), "nothing due, no hook ran");
+}
