@@ -473,12 +473,8 @@ pub async fn run(
     Ok(r.summary)
 }
 
-async fn test(
-    settings: &Settings,
-    server: &DnsServerSettings,
-    choice: &Choice,
-    r: &mut Reporter<'_>,
-) {
+/// "NAME at ADDRESS, TSIG key `K` (ALG, from FILE)", or that it has no key.
+fn describe_server(server: &DnsServerSettings) -> String {
     let key = match &server.tsig {
         Some(k) => format!(
             "TSIG key `{}` ({}, from {})",
@@ -491,10 +487,16 @@ async fn test(
             server.tsig_key_file.display()
         ),
     };
-    r.info(
-        "server",
-        format!("{} at {}, {key}", server.name, server.address),
-    );
+    format!("{} at {}, {key}", server.name, server.address)
+}
+
+async fn test(
+    settings: &Settings,
+    server: &DnsServerSettings,
+    choice: &Choice,
+    r: &mut Reporter<'_>,
+) {
+    r.info("server", describe_server(server));
     r.ok("name", format!("{} ({})", choice.challenge, choice.origin));
 
     let resolver = match Resolver::from_config(&settings.resolver) {

@@ -68,24 +68,7 @@ fn run_daemon(config: &std::path::Path, notifier: renewd::systemd::Notifier) -> 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let loaded = match config::load(&cli.config) {
         Ok(l) => l,
-        Err(errors) => {
-            for d in &errors.0 {
-                eprintln!("{d}");
-            }
-            // A monitoring check reading JSON gets JSON: the errors, and no certificates.
-            if let Command::Status { json: true, .. } = cli.command {
-                let text: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
-                let report =
-                    renewd::status::config_error_report(text.join("\n"), SystemTime::now());
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("status JSON")?
-                );
-            }
-            let n = errors.error_count();
-            eprintln!("renewd: {n} error(s) in the configuration; nothing was done");
-            return Ok(EXIT_CONFIG);
-        }
+        Err(errors) => return config_failed(&cli.command, &errors),
     };
     for w in &loaded.warnings {
         eprintln!("{w}");
@@ -219,6 +202,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+/// The configuration does not load: every diagnostic on stderr, and for `status --json` (a monitoring
+/// check that reads JSON) the document with `config_error` and no certificates.
+fn config_failed(command: &Command, errors: &config::ConfigErrors) -> anyhow::Result<u8> {
+    for d in &errors.0 {
+        eprintln!("{d}");
+    }
+    if let Command::Status { json: true, .. } = command {
+        let text: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
+        let report = renewd::status::config_error_report(text.join("\n"), SystemTime::now());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("status JSON")?
+        );
+    }
+    let n = errors.error_count();
+    eprintln!("renewd: {n} error(s) in the configuration; nothing was done");
+    Ok(EXIT_CONFIG)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
