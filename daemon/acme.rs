@@ -973,16 +973,6 @@ pub async fn account(
     Ok(AcmeAccount::new(account, ca, slot, client, key))
 }
 
-/// The account URL stored in `accounts/NAME.json`, if the account was registered (no network).
-pub fn stored_account_url(state: &StateDir, account: &str) -> Option<String> {
-    let bytes = fsread::read_capped(&state.account_file(account), fsread::SECRET_MAX).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("credentials")?
-        .get("id")?
-        .as_str()
-        .map(str::to_string)
-}
-
 fn read_stored(
     settings: &AccountSettings,
     path: &Path,

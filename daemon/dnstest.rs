@@ -244,12 +244,13 @@ async fn run_persist(
             )
         }
     };
-    let account_uri = spec.and_then(|s| {
-        crate::acme::stored_account_url(
-            &crate::state::StateDir::new(&settings.state_dir),
-            &s.account,
-        )
-    });
+    let account_uri = spec
+        .and_then(|s| settings.accounts.get(&s.account))
+        .and_then(|a| {
+            crate::acme::stored_info(a, &crate::state::StateDir::new(&settings.state_dir)).ok()
+        })
+        .flatten()
+        .map(|info| info.url);
     let mut r = Reporter {
         out,
         summary: Summary {

@@ -71,6 +71,16 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManageError 
     move |source| ManageError::Io { context, source }
 }
 
+/// "`a`, `b`": the configured account names, for messages.
+fn defined_accounts(settings: &Settings) -> String {
+    settings
+        .accounts
+        .keys()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn account_settings<'s>(
     settings: &'s Settings,
     name: &str,
@@ -80,12 +90,7 @@ fn account_settings<'s>(
         .get(name)
         .ok_or_else(|| ManageError::NoAccount {
             name: name.to_string(),
-            defined: settings
-                .accounts
-                .keys()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            defined: defined_accounts(settings),
         })
 }
 
@@ -101,12 +106,7 @@ pub fn pick_account(settings: &Settings, name: Option<&str>) -> Result<String, M
         name: "(none given)".into(),
         defined: format!(
             "{}; name one: `renewd account show ACCOUNT`",
-            settings
-                .accounts
-                .keys()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            defined_accounts(settings)
         ),
     })
 }
