@@ -123,8 +123,8 @@ fn import_certbot_from_a_moved_copy_keeps_its_certificate_and_hook_semantics() {
         &topo.acme_directory_url(),
         "--eab-kid",
         topo.eab_kid(),
-        "--eab-hmac-key",
-        topo.eab_hmac_b64url(),
+        // `=`: a base64url key may begin with `-`, which argparse would take for an option.
+        &format!("--eab-hmac-key={}", topo.eab_hmac_b64url()),
         "--authenticator",
         "dns-rfc2136",
         "--dns-rfc2136-credentials",
