@@ -64,6 +64,12 @@ pub enum AcmeError {
         path: PathBuf,
         reason: String,
     },
+    /// `cluster:`: the account's credentials in etcd (shared by every member) could not be read or stored.
+    #[error("account `{account}`: {source}")]
+    Cluster {
+        account: String,
+        source: Box<crate::cluster::ClusterError>,
+    },
     #[error("account `{account}`: cannot save credentials to {path}: {source}")]
     Save {
         account: String,

@@ -58,7 +58,21 @@ pub struct StatusFile {
     pub updated_at: Option<String>,
     /// The problem with the configuration, when the last reload or spec change was refused.
     pub config_error: Option<String>,
+    /// `cluster:` only: this member and whether etcd answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
     pub certificates: BTreeMap<String, CertStatus>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub member: String,
+    /// `ok` or `unreachable` (no answer, or no quorum: nobody orders).
+    pub etcd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -134,6 +148,17 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     };
     let (snapshots, writer) = spawn_writer(state.clone(), core.metrics());
     let live_watcher = watch_live(&state.root().join("live"), input_tx.clone());
+    // `cluster:` the loop hears of etcd's health and of the versions other members write.
+    let follower = core.work().cluster().cloned().map(|cluster| {
+        cluster.set_listener(input_tx.clone());
+        tracing::info!(member = %cluster.member(), endpoints = %cluster.settings().endpoints.join(", "),
+            "cluster member: following etcd");
+        tokio::spawn(crate::cluster::follow::follow(
+            cluster,
+            state.clone(),
+            input_tx.clone(),
+        ))
+    });
     let mut out = DaemonOutputs {
         watchdog: notifier.watchdog_interval(),
         next_ping: tokio::time::Instant::now(),
@@ -149,6 +174,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     };
     let loader = loader(config_path.to_path_buf(), config.global);
     core::run(&mut core, &mut inputs, &loader, &mut out).await;
+    if let Some(f) = follower {
+        f.abort();
+    }
     drop(live_watcher);
     drop(out);
     // The writer writes the last snapshot, then ends.
@@ -257,6 +285,13 @@ fn load(
             current.state_dir.display(),
             settings.state_dir.display()
         ));
+    }
+    // The follower and every renewal's locks live on one etcd connection for the whole run.
+    if settings.cluster != current.cluster {
+        return Err(
+            "`cluster:` changed: restart renewd (systemctl restart renewd) to join the cluster with the new settings"
+                .to_string(),
+        );
     }
     let metrics_listener = match settings.metrics_listen {
         // Bound before the old listener closes: a refused reload keeps it.
@@ -440,10 +475,16 @@ fn write_outputs(
             challenge: c.challenge.as_str(),
         })
         .collect();
-    let text = metrics
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .serve_text(&gauges);
+    let text = {
+        let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.set_cluster(
+            snapshot
+                .cluster
+                .as_ref()
+                .map(|(_, down)| down.as_ref().map(|d| d.since)),
+        );
+        m.serve_text(&gauges)
+    };
     metrics::write_file(
         &mut written.metrics,
         snapshot.metrics_file.as_deref(),
@@ -458,6 +499,17 @@ fn write_status(state: &StateDir, snapshot: &Snapshot, written: &mut Option<Vec<
     let mut file = StatusFile {
         updated_at: None,
         config_error: snapshot.config_error.clone(),
+        cluster: snapshot
+            .cluster
+            .as_ref()
+            .map(|(member, down)| ClusterStatus {
+                member: member.clone(),
+                etcd: if down.is_some() { "unreachable" } else { "ok" }.to_string(),
+                down_since: down
+                    .as_ref()
+                    .map(|d| humantime::format_rfc3339_seconds(d.since).to_string()),
+                error: down.as_ref().map(|d| d.error.clone()),
+            }),
         certificates: snapshot
             .certs
             .iter()

@@ -26,6 +26,7 @@
 pub mod acme;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod daemon;

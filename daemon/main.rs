@@ -77,7 +77,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run | Command::Import { .. } => unreachable!("handled in main"),
         Command::Status { json, warn } => {
-            let report = renewd::status::collect(&settings, warn, SystemTime::now());
+            let mut report = renewd::status::collect(&settings, warn, SystemTime::now());
+            if settings.cluster.is_some() {
+                runtime()?.block_on(renewd::status::add_cluster(&mut report, &settings));
+            }
             if json {
                 println!(
                     "{}",

@@ -103,6 +103,8 @@ pub struct Metrics {
     text: watch::Sender<Arc<str>>,
     /// The file last written and its text.
     written: Option<(PathBuf, Arc<str>)>,
+    /// `cluster:` only: etcd unreachable since (None: it answers).
+    cluster: Option<Option<SystemTime>>,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,7 @@ impl Metrics {
             known: BTreeSet::new(),
             text: watch::channel(Arc::from("")).0,
             written: None,
+            cluster: None,
         }
     }
 
@@ -131,6 +134,8 @@ impl Metrics {
             account: account.to_string(),
         };
         let outcome = match result {
+            // Installed from the cluster: this member made no attempt.
+            Ok(r) if r.renewed_by.is_some() => return,
             Ok(r) => {
                 self.duration
                     .get_or_create(&labels)
@@ -141,12 +146,21 @@ impl Metrics {
                 "success"
             }
             Err(RenewError::Busy | RenewError::Cancelled) => return,
+            Err(RenewError::Cluster(
+                crate::cluster::ClusterError::Unavailable { .. }
+                | crate::cluster::ClusterError::Held { .. },
+            )) => return,
             Err(_) => "failure",
         };
         self.attempts
             .get_or_create(&attempt(&labels, outcome))
             .inc();
         self.known.insert(labels);
+    }
+
+    /// `cluster:` only: whether etcd answers (None), or since when it does not (`Some(since)`).
+    pub fn set_cluster(&mut self, cluster: Option<Option<SystemTime>>) {
+        self.cluster = cluster;
     }
 
     /// The exposition for `certs` (the current plan); series of certificates no longer planned are
@@ -236,6 +250,22 @@ impl Metrics {
             "Time until every authoritative server served the challenge records (successful renewals)",
             self.propagation.clone(),
         );
+        if let Some(down) = self.cluster {
+            let up = Gauge::<i64>::default();
+            up.set(i64::from(down.is_none()));
+            registry.register(
+                "renewd_cluster_etcd_up",
+                "cluster: 1 while etcd answers with a quorum (renewals may order), 0 while it does not",
+                up,
+            );
+            let since = Gauge::<i64>::default();
+            since.set(down.map(unix_seconds).unwrap_or(0));
+            registry.register(
+                "renewd_cluster_etcd_down_since_timestamp_seconds",
+                "cluster: since when etcd has been unreachable or without quorum (0 while it answers)",
+                since,
+            );
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
             .expect("encoding into a String cannot fail");
@@ -423,6 +453,7 @@ mod tests {
             elapsed: Duration::from_secs_f64(elapsed),
             challenge: crate::config::ChallengeKind::Dns01,
             persist_written: 0,
+            renewed_by: None,
         })
     }
 

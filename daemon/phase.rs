@@ -32,6 +32,8 @@ pub enum Phase {
     GeneratingKey,
     Finalizing,
     DownloadingCertificate,
+    /// `cluster:` writing the new version into etcd.
+    Publishing,
     /// Writing the new version into the state directory.
     Installing,
     /// Deploy targets, config tests, reloads, hooks.
@@ -64,6 +66,7 @@ impl fmt::Display for Phase {
             Phase::GeneratingKey => "generating the private key",
             Phase::Finalizing => "finalizing the order",
             Phase::DownloadingCertificate => "downloading the certificate",
+            Phase::Publishing => "writing the new version into the cluster (etcd)",
             Phase::Installing => "installing into the state directory",
             Phase::Deploying => "deploying and reloading",
             Phase::Revoking => "revoking the certificate",

@@ -22,6 +22,7 @@ use instant_acme::{
 
 use crate::acme::{self, AcmeAccount, AcmeError, Ca, RenewalWindow};
 use crate::certs::{self, CertError, CertFacts, NewKey};
+use crate::cluster::{CertLock, Cluster, ClusterError, Version};
 use crate::config::{
     AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, KeySpec, ReloadSpec, Settings,
 };
@@ -74,6 +75,9 @@ pub enum RenewError {
     Cancelled,
     #[error("another renewd process is renewing this certificate right now")]
     Busy,
+    /// `cluster:`: etcd, the cluster lock, the cluster's version.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 fn shared_text(shared: &Option<Duration>) -> String {
@@ -84,6 +88,12 @@ fn shared_text(shared: &Option<Duration>) -> String {
         ),
         None => String::new(),
     }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn unix_now() -> u64 {
@@ -120,6 +130,8 @@ pub struct Renewed {
     pub challenge: ChallengeKind,
     /// dns-persist-01: how many records renewd had to write (0: every one already stood).
     pub persist_written: usize,
+    /// `cluster:`: another member renewed it and this one installed its version (nothing was ordered here).
+    pub renewed_by: Option<String>,
 }
 
 /// After an account could not be loaded or registered (the CA unreachable, say), renewal-window requests
@@ -173,6 +185,8 @@ struct Published {
     owner: String,
     value: String,
     entry: Option<journal::Entry>,
+    /// `cluster:` its record in the cluster's cleanup journal.
+    cluster_entry: Option<String>,
 }
 
 /// One name whose authorization waits for our answer.
@@ -292,6 +306,16 @@ pub struct Engine {
     /// Held while pre/post hooks run, so a run's pre-hooks precede its attempts and its post-hooks the
     /// next run's pre-hooks.
     hook_run: Arc<tokio::sync::Mutex<HookRun>>,
+    /// `cluster:`: the etcd handle shared by every renewal (kept across reloads).
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// `cluster:`: what a member that got a due certificate does.
+enum Turn {
+    /// Another member renewed it: its version is installed and deployed here.
+    Adopted(Renewed),
+    /// This member holds the certificate's lock and orders.
+    Order(CertLock),
 }
 
 impl Engine {
@@ -305,12 +329,14 @@ impl Engine {
             "cannot open the cleanup journal in {}",
             state.journal_dir().display()
         )))?;
+        let cluster = settings.cluster.clone().map(Cluster::new);
         Self::with(
             settings,
             state,
             Arc::new(journal),
             HashMap::new(),
             Arc::default(),
+            cluster,
         )
     }
 
@@ -325,12 +351,14 @@ impl Engine {
             .filter(|(name, slot)| settings.accounts.get(*name) == Some(&slot.settings))
             .map(|(name, slot)| (name.clone(), slot.clone()))
             .collect();
+        // The daemon refuses a reload that changes `cluster:` (a restart moves to another etcd).
         Self::with(
             settings,
             self.state.clone(),
             self.journal.clone(),
             kept,
             self.hook_run.clone(),
+            self.cluster.clone(),
         )
     }
 
@@ -369,6 +397,7 @@ impl Engine {
         journal: Arc<Journal>,
         accounts: HashMap<String, Arc<AccountSlot>>,
         hook_run: Arc<tokio::sync::Mutex<HookRun>>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Self, RenewError> {
         let resolver = Resolver::from_config(&settings.resolver)?;
         Ok(Engine {
@@ -378,7 +407,13 @@ impl Engine {
             journal,
             accounts: Mutex::new(accounts),
             hook_run,
+            cluster,
         })
+    }
+
+    /// `cluster:`: the etcd handle (the daemon's follower and `renewd status` use it too).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// An attempt of `spec` starts: the first of a run runs the pre-hooks not run yet in this run (each
@@ -497,10 +532,56 @@ impl Engine {
         let slot = self.account_slot(name)?;
         // Waiting behind another request's load of the same account counts as loading it.
         progress.enter(Phase::LoadingAccount);
-        single_flight(&slot.state, hold, || {
-            acme::account(&slot.settings, &self.state, |p| progress.enter(p))
+        single_flight(&slot.state, hold, || async {
+            match &self.cluster {
+                None => acme::account(&slot.settings, &self.state, |p| progress.enter(p)).await,
+                Some(c) => self.cluster_account(c, &slot.settings, progress).await,
+            }
         })
         .await
+    }
+
+    /// `cluster:`: one account for the whole cluster. Under the account's etcd lock: the credentials in
+    /// etcd (if any) become the local file, the account is loaded (or registered: the EAB key is spent
+    /// once per cluster), and the local file goes to etcd when etcd did not have it.
+    async fn cluster_account(
+        &self,
+        c: &Arc<Cluster>,
+        settings: &AccountSettings,
+        progress: &Progress,
+    ) -> Result<AcmeAccount, AcmeError> {
+        let wrap = |e: ClusterError| AcmeError::Cluster {
+            account: settings.name.clone(),
+            source: Box::new(e),
+        };
+        let lock = c.lock_account(&settings.name).await.map_err(wrap)?;
+        let path = self.state.account_file(&settings.name);
+        let loaded = async {
+            let shared = c.account(&settings.name).await.map_err(wrap)?;
+            if let Some(bytes) = &shared {
+                let (p, b, st) = (path.clone(), bytes.clone(), self.state.clone());
+                blocking(move || st.ensure().and_then(|()| state::write_atomic(&p, &b, 0o600)))
+                    .await
+                    .map_err(|source| AcmeError::Save {
+                        account: settings.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
+            let account = acme::account(settings, &self.state, |p| progress.enter(p)).await?;
+            let p = path.clone();
+            let local = blocking(move || crate::fsread::read_capped(&p, crate::fsread::SECRET_MAX))
+                .await
+                .ok();
+            if let Some(local) = local.filter(|l| shared.as_ref() != Some(l)) {
+                c.put_account(&settings.name, &local).await.map_err(wrap)?;
+                tracing::info!(account = %settings.name, "the account's credentials are stored in the cluster (sealed)");
+            }
+            Ok(account)
+        }
+        .await;
+        lock.release().await;
+        loaded
     }
 
     /// The account `name`, loaded (or registered) as a renewal would.
@@ -563,19 +644,183 @@ impl Engine {
         mut cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Renewed, RenewError> {
         let _lock = self.lock(spec).await?;
+        let cluster_lock = match &self.cluster {
+            None => None,
+            Some(c) => match self.cluster_turn(c, spec).await? {
+                Turn::Adopted(r) => return Ok(r),
+                Turn::Order(l) => Some(l),
+            },
+        };
         self.enter_run(Some(spec)).await;
         let progress = Progress::default();
         let limit = self.settings.attempt_timeout;
         let mut published: Vec<Published> = Vec::new();
+        let lost = async {
+            match &cluster_lock {
+                Some(l) => {
+                    l.lost().await;
+                    l.key().to_string()
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let attempt = self.attempt(spec, &progress, &mut published, cluster_lock.as_ref());
         let result = tokio::select! {
-            r = tokio::time::timeout(limit, self.attempt(spec, &progress, &mut published)) => {
+            r = tokio::time::timeout(limit, attempt) => {
                 r.unwrap_or_else(|_| Err(self.timed_out(spec, progress.phase(), limit)))
             }
             _ = cancel.wait_for(|stop| *stop) => Err(RenewError::Cancelled),
+            key = lost => Err(ClusterError::LockLost { key }.into()),
         };
         self.cleanup(published).await;
+        if let Some(l) = cluster_lock {
+            l.release().await;
+        }
         self.leave_run().await;
         result
+    }
+
+    /// `cluster:`: install the cluster's version when it is newer than the live one; otherwise take the
+    /// certificate's lock, look again (another member may have just finished), remove what a dead
+    /// member's renewal left in DNS, and order.
+    async fn cluster_turn(&self, c: &Arc<Cluster>, spec: &CertSpec) -> Result<Turn, RenewError> {
+        if let Some(r) = self.adopt_if_newer(c, spec, false).await? {
+            return Ok(Turn::Adopted(r));
+        }
+        let lock = c.lock_cert(&spec.name).await?;
+        match self.adopt_if_newer(c, spec, false).await {
+            Ok(None) => {}
+            other => {
+                lock.release().await;
+                return other.map(|r| Turn::Adopted(r.expect("matched Some")));
+            }
+        }
+        self.remove_stale_cluster_values(c, spec).await;
+        Ok(Turn::Order(lock))
+    }
+
+    /// The cluster's version of `spec` installed and deployed here, when it is newer than the live one.
+    /// A version for other names: `strict` refuses it with an error; otherwise it is left alone (this
+    /// member's spec changed: it orders for its names).
+    async fn adopt_if_newer(
+        &self,
+        c: &Arc<Cluster>,
+        spec: &CertSpec,
+        strict: bool,
+    ) -> Result<Option<Renewed>, RenewError> {
+        let Some(v) = c.version(&spec.name).await? else {
+            return Ok(None);
+        };
+        let (state, name) = (self.state.clone(), spec.name.clone());
+        let live = blocking(move || read_live(&state, &name))
+            .await
+            .ok()
+            .flatten();
+        let newer = live.as_ref().is_none_or(|l| {
+            l.facts.serial != v.serial && unix_secs(l.facts.not_after) < v.not_after
+        });
+        if !newer {
+            return Ok(None);
+        }
+        let mut wanted: Vec<String> = spec
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        wanted.sort();
+        let mut theirs: Vec<String> = v.names.iter().map(|d| d.to_ascii_lowercase()).collect();
+        theirs.sort();
+        if wanted != theirs {
+            let e = ClusterError::NamesDiffer {
+                name: spec.name.clone(),
+                member: v.renewed_by.clone(),
+                cluster: theirs.join(", "),
+                spec: wanted.join(", "),
+            };
+            if strict {
+                return Err(e.into());
+            }
+            tracing::warn!("{e}; ordering for this member's names");
+            return Ok(None);
+        }
+        self.adopt(c, spec, v).await.map(Some)
+    }
+
+    /// Install the cluster's version `v` of `spec` (checked: the key opens and matches, the names are
+    /// the spec's), deploy it, and record the deploy in the cluster.
+    async fn adopt(
+        &self,
+        c: &Arc<Cluster>,
+        spec: &CertSpec,
+        v: Version,
+    ) -> Result<Renewed, RenewError> {
+        let started = Instant::now();
+        let privkey = c.open_key(&spec.name, &v)?;
+        let public = certs::public_key_of_pem(&privkey)?;
+        let issued = certs::check_issued(&v.fullchain, &public, &spec.domains)?;
+        let files = CertFiles {
+            cert: issued.cert_pem.clone(),
+            chain: issued.chain_pem.clone(),
+            fullchain: issued.fullchain_pem.clone(),
+            privkey,
+        };
+        let progress = Progress::default();
+        self.install(spec, &issued.leaf, &files, &progress).await?;
+        tracing::info!(cert_serial = %issued.leaf.serial, renewed_by = %v.renewed_by,
+            "installed the cluster's version (renewed by member {})", v.renewed_by);
+        crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
+        self.record_deploy(c, spec, &issued.leaf.serial).await;
+        Ok(Renewed {
+            serial: issued.leaf.serial.clone(),
+            not_after: issued.leaf.not_after,
+            order_url: String::new(),
+            zones: Vec::new(),
+            propagation: Duration::ZERO,
+            elapsed: started.elapsed(),
+            challenge: spec.challenge,
+            persist_written: 0,
+            renewed_by: Some(v.renewed_by),
+        })
+    }
+
+    async fn record_deploy(&self, c: &Arc<Cluster>, spec: &CertSpec, serial: &str) {
+        if let Err(e) = c.deployed(&spec.name, serial).await {
+            tracing::warn!(error = %e, "deployed, but the deploy could not be recorded in the cluster");
+        }
+    }
+
+    /// The TXT values a dead member's renewal of `spec` left (the cluster's cleanup journal): deleted
+    /// before this member orders. One that cannot be deleted stays recorded for the next holder.
+    async fn remove_stale_cluster_values(&self, c: &Arc<Cluster>, spec: &CertSpec) {
+        let stale = match c.journal_stale(&spec.name).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's cleanup journal");
+                return;
+            }
+        };
+        for (key, rec) in stale {
+            let Some(server) = self.settings.dns_servers.get(&rec.dns_server) else {
+                tracing::warn!(dns_server = %rec.dns_server, owner = %rec.owner,
+                    "a TXT value left by another member was published through a dns server this member does not know; remove it by hand");
+                continue;
+            };
+            let deleted = match Updater::new(server, &self.resolver).await {
+                Ok(u) => u.delete_txt(&rec.zone, &rec.owner, &rec.value).await,
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(()) => {
+                    tracing::info!(owner = %rec.owner, dns_zone = %rec.zone,
+                        "removed a TXT value an interrupted renewal on another member left behind");
+                    if let Err(e) = c.journal_remove(key).await {
+                        tracing::warn!(error = %e, "cannot drop a cleanup record from the cluster");
+                    }
+                }
+                Err(e) => tracing::warn!(owner = %rec.owner, error = %e,
+                    "cannot remove a TXT value another member left behind; trying again at the next renewal"),
+            }
+        }
     }
 
     async fn lock(&self, spec: &CertSpec) -> Result<std::fs::File, RenewError> {
@@ -620,10 +865,11 @@ impl Engine {
         spec: &CertSpec,
         progress: &Progress,
         published: &mut Vec<Published>,
+        cluster_lock: Option<&CertLock>,
     ) -> Result<Renewed, RenewError> {
         let started = Instant::now();
         let v = self
-            .validated(spec, progress, published, OrderKind::Renewal)
+            .validated(spec, progress, published, OrderKind::Renewal, cluster_lock)
             .await?;
         let Validated {
             account,
@@ -641,12 +887,35 @@ impl Engine {
             fullchain: issued.fullchain_pem.clone(),
             privkey: key.pem(),
         };
+        // `cluster:` the version goes to etcd first (only while the lock is still ours): every member
+        // installs it from there, this one included should it die before its own install.
+        let cluster = self.cluster.as_ref().zip(cluster_lock);
+        if let Some((c, lock)) = cluster {
+            progress.enter(Phase::Publishing);
+            let version = Version {
+                id: state::version_name(unix_now() as i64, &issued.leaf.serial),
+                names: issued.leaf.dns_names.clone(),
+                serial: issued.leaf.serial.clone(),
+                not_after: unix_secs(issued.leaf.not_after),
+                renewed_by: c.member().to_string(),
+                renewed_at: unix_now(),
+                cert: files.cert.clone(),
+                chain: files.chain.clone(),
+                fullchain: files.fullchain.clone(),
+                privkey_sealed: c.seal_key_for(&spec.name, &files.privkey),
+            };
+            c.publish(lock, &spec.name, &version).await?;
+            tracing::info!(cert_serial = %issued.leaf.serial, "the new version is in the cluster");
+        }
         self.install(spec, &issued.leaf, &files, progress).await?;
         tracing::info!(cert_serial = %issued.leaf.serial,
             cert_not_after = %issued.leaf.not_after_rfc3339(), "certificate issued and installed in live/");
         // Every deploy target all or nothing, config tests, reloads, hooks; rollback on a failed config test.
         progress.enter(Phase::Deploying);
         crate::deploy::install(spec, &files, &self.state.live_dir(&spec.name)).await?;
+        if let Some((c, _)) = cluster {
+            self.record_deploy(c, spec, &issued.leaf.serial).await;
+        }
         Ok(Renewed {
             serial: issued.leaf.serial.clone(),
             not_after: issued.leaf.not_after,
@@ -656,6 +925,7 @@ impl Engine {
             elapsed: started.elapsed(),
             challenge: spec.challenge,
             persist_written,
+            renewed_by: None,
         })
     }
 
@@ -667,6 +937,7 @@ impl Engine {
         progress: &Progress,
         published: &mut Vec<Published>,
         kind: OrderKind,
+        cluster_lock: Option<&CertLock>,
     ) -> Result<Validated, RenewError> {
         let server = self.dns_server(spec)?;
         let account = self.account(&spec.account, progress, None).await?;
@@ -677,7 +948,7 @@ impl Engine {
         let (zones, propagation, persist_written) = match spec.challenge {
             ChallengeKind::Dns01 => {
                 let by_owner = self
-                    .publish(spec, server, &pending, published, progress)
+                    .publish(spec, server, &pending, published, progress, cluster_lock)
                     .await?;
                 let propagation = self.wait_for_propagation(&by_owner, progress).await?;
                 let zones = by_owner.keys().map(|(z, _)| z.clone()).collect();
@@ -717,7 +988,7 @@ impl Engine {
         let started = Instant::now();
         let attempt = async {
             let mut v = self
-                .validated(spec, &progress, &mut published, OrderKind::DryRun)
+                .validated(spec, &progress, &mut published, OrderKind::DryRun, None)
                 .await?;
             progress.enter(Phase::DeactivatingAuthorizations);
             let mut deactivated = 0;
@@ -853,6 +1124,7 @@ impl Engine {
         pending: &[Pending],
         published: &mut Vec<Published>,
         progress: &Progress,
+        cluster_lock: Option<&CertLock>,
     ) -> Result<BTreeMap<(String, String), Vec<String>>, RenewError> {
         progress.enter(Phase::FindingZones);
         let mut by_owner: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -872,13 +1144,16 @@ impl Engine {
         for ((zone, owner), values) in &by_owner {
             let first = published.len();
             for value in values {
-                let entry = self.journal_add(spec, zone, owner, value).await?;
+                let (entry, cluster_entry) = self
+                    .journal_add(spec, zone, owner, value, cluster_lock)
+                    .await?;
                 published.push(Published {
                     updater: updater.clone(),
                     zone: zone.clone(),
                     owner: owner.clone(),
                     value: value.clone(),
                     entry: Some(entry),
+                    cluster_entry,
                 });
             }
             // All values of one owner in one UPDATE: a second UPDATE to the same zone would wait for
@@ -888,9 +1163,7 @@ impl Engine {
                 if e.update_was_rejected() {
                     // Nothing was published: forget these values instead of "cleaning" them later.
                     for p in published.drain(first..) {
-                        if let Some(entry) = p.entry {
-                            self.journal_remove(entry).await;
-                        }
+                        self.journal_remove(p).await;
                     }
                 }
                 return Err(e.into());
@@ -906,7 +1179,8 @@ impl Engine {
         zone: &str,
         owner: &str,
         value: &str,
-    ) -> Result<journal::Entry, RenewError> {
+        cluster_lock: Option<&CertLock>,
+    ) -> Result<(journal::Entry, Option<String>), RenewError> {
         let record = journal::Record {
             cert: spec.name.clone(),
             dns_server: spec.dns.clone(),
@@ -915,13 +1189,31 @@ impl Engine {
             value: value.to_string(),
             published_at: unix_now(),
         };
+        // `cluster:` also in etcd, so that any member can remove it should this one die.
+        let cluster_entry = match self.cluster.as_ref().zip(cluster_lock) {
+            Some((c, lock)) => Some(c.journal_add(lock, &record).await?),
+            None => None,
+        };
         let journal = self.journal.clone();
-        blocking(move || journal.add(&record))
-            .await
-            .map_err(io_err("cannot write the cleanup journal"))
+        match blocking(move || journal.add(&record)).await {
+            Ok(entry) => Ok((entry, cluster_entry)),
+            Err(e) => {
+                if let (Some(c), Some(key)) = (&self.cluster, cluster_entry) {
+                    let _ = c.journal_remove(key).await;
+                }
+                Err(io_err("cannot write the cleanup journal")(e))
+            }
+        }
     }
 
-    async fn journal_remove(&self, entry: journal::Entry) {
+    /// Forget a published value's journal records (local, and the cluster's).
+    async fn journal_remove(&self, p: Published) {
+        if let (Some(c), Some(key)) = (&self.cluster, p.cluster_entry) {
+            if let Err(e) = c.journal_remove(key).await {
+                tracing::warn!(error = %e, "cannot drop a cleanup record from the cluster");
+            }
+        }
+        let Some(entry) = p.entry else { return };
         let journal = self.journal.clone();
         if let Err(e) = blocking(move || journal.remove(&entry)).await {
             tracing::warn!(error = %e, "cannot drop a cleanup journal record");
@@ -1111,9 +1403,7 @@ impl Engine {
                 Ok(()) => {
                     tracing::info!(dns_zone = %first.zone, owner = %first.owner, values = values.len(), "TXT removed");
                     for p in group {
-                        if let Some(entry) = p.entry {
-                            self.journal_remove(entry).await;
-                        }
+                        self.journal_remove(p).await;
                     }
                 }
                 Err(e) => {
@@ -1488,8 +1778,15 @@ pub fn inspect_all(
 
 impl Engine {
     /// Install the live files of `spec` on its deploy targets again, with reloads (holding its lock).
+    /// `cluster:` first the cluster's version, when it is newer than the live one (a version for other
+    /// names is refused with [`ClusterError::NamesDiffer`]).
     pub async fn redeploy_live(&self, spec: &CertSpec) -> Result<(), RenewError> {
         let _lock = self.lock(spec).await?;
+        if let Some(c) = &self.cluster {
+            if self.adopt_if_newer(c, spec, true).await?.is_some() {
+                return Ok(());
+            }
+        }
         let (state, name) = (self.state.clone(), spec.name.clone());
         let files = blocking(move || state.read_live(&name))
             .await

@@ -51,8 +51,42 @@ pub struct Row {
     pub consecutive_failures: u32,
     /// failing, or less than the warning threshold left, or no certificate.
     pub needs_attention: bool,
+    /// `cluster:` only: the cluster's version (serial, who renewed it, when) and every member's deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RowCluster>,
     #[serde(skip)]
     seconds_left: Option<i64>,
+}
+
+/// One certificate in the cluster (etcd).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RowCluster {
+    /// The cluster's version: null when no member renewed it through the cluster yet.
+    pub serial: Option<String>,
+    pub renewed_by: Option<String>,
+    pub renewed_at: Option<String>,
+    /// Every member that recorded a deploy: its name, the serial it deployed, when, and whether that is
+    /// the cluster's version.
+    pub deployed: Vec<MemberDeploy>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberDeploy {
+    pub member: String,
+    pub serial: String,
+    pub at: String,
+    pub current: bool,
+}
+
+/// The `cluster` section of `status --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// This member's name.
+    pub member: String,
+    /// `ok`, or why etcd could not be read just now.
+    pub etcd: String,
+    /// What the daemon recorded: etcd unreachable since when (null while it answers, or no daemon).
+    pub daemon_down_since: Option<String>,
 }
 
 /// `live/NAME/` and the deployed copies of one certificate.
@@ -70,6 +104,9 @@ pub struct Report {
     pub generated_at: String,
     /// Present when the daemon refused the last configuration change.
     pub config_error: Option<String>,
+    /// `cluster:` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
     pub certificates: Vec<Row>,
 }
 
@@ -234,6 +271,7 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
                     .map(|f| f.message.lines().next().unwrap_or_default().to_string()),
                 consecutive_failures: history.consecutive_failures,
                 needs_attention: failing || short,
+                cluster: None,
                 seconds_left,
             }
         })
@@ -242,7 +280,48 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
     Report {
         generated_at: rfc3339(now),
         config_error: file.config_error,
+        cluster: settings.cluster.as_ref().map(|c| ClusterReport {
+            member: c.member.clone(),
+            etcd: "not asked".to_string(),
+            daemon_down_since: file.cluster.and_then(|c| c.down_since),
+        }),
         certificates: rows,
+    }
+}
+
+/// `cluster:`: add what etcd says about each certificate (one read per certificate, each bounded).
+pub async fn add_cluster(report: &mut Report, settings: &Settings) {
+    let (Some(cs), Some(section)) = (&settings.cluster, report.cluster.as_mut()) else {
+        return;
+    };
+    let cluster = crate::cluster::Cluster::new(cs.clone());
+    section.etcd = "ok".to_string();
+    for row in &mut report.certificates {
+        let version = match cluster.version(&row.name).await {
+            Ok(v) => v,
+            Err(e) => {
+                section.etcd = e.to_string();
+                return;
+            }
+        };
+        let deployed = cluster.deployments(&row.name).await.unwrap_or_default();
+        let current = version.as_ref().map(|v| v.serial.clone());
+        row.cluster = Some(RowCluster {
+            serial: current.clone(),
+            renewed_by: version.as_ref().map(|v| v.renewed_by.clone()),
+            renewed_at: version
+                .as_ref()
+                .map(|v| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(v.renewed_at))),
+            deployed: deployed
+                .into_iter()
+                .map(|(member, d)| MemberDeploy {
+                    current: current.as_deref() == Some(d.serial.as_str()),
+                    member,
+                    serial: d.serial,
+                    at: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(d.at)),
+                })
+                .collect(),
+        });
     }
 }
 
@@ -262,6 +341,16 @@ pub fn render_text(report: &Report, color: bool) -> String {
     let mut out = String::new();
     if let Some(e) = &report.config_error {
         out.push_str(&paint(format!("configuration: {e}\n"), "31"));
+    }
+    if let Some(c) = &report.cluster {
+        let mut line = format!("cluster member {}: etcd {}", c.member, c.etcd);
+        if let Some(since) = &c.daemon_down_since {
+            line.push_str(&format!(
+                "; the daemon has found etcd unreachable since {since}: no renewals"
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
     }
     let header = format!(
         "{:<20} {:<22} {:>5}  {:<20}  {}\n",
@@ -309,6 +398,32 @@ pub fn render_text(report: &Report, color: bool) -> String {
             files.push_str(&format!("; deployed to {}", r.paths.deployed.join(", ")));
         }
         out.push_str(&format!("{:<20} {files}\n", ""));
+        if let Some(c) = &r.cluster {
+            let version = match (&c.serial, &c.renewed_by) {
+                (Some(s), Some(by)) => format!(
+                    "cluster version {s}, renewed by {by} at {}",
+                    c.renewed_at.as_deref().unwrap_or("?")
+                ),
+                _ => "no cluster version yet".to_string(),
+            };
+            let deployed: Vec<String> = c
+                .deployed
+                .iter()
+                .map(|d| {
+                    if d.current {
+                        d.member.clone()
+                    } else {
+                        format!("{} (older {})", d.member, d.serial)
+                    }
+                })
+                .collect();
+            let deployed = if deployed.is_empty() {
+                "none".to_string()
+            } else {
+                deployed.join(", ")
+            };
+            out.push_str(&format!("{:<20} {version}; deployed on {deployed}\n", ""));
+        }
     }
     out
 }
@@ -318,6 +433,7 @@ pub fn config_error_report(error: String, now: SystemTime) -> Report {
     Report {
         generated_at: rfc3339(now),
         config_error: Some(error),
+        cluster: None,
         certificates: Vec::new(),
     }
 }
@@ -325,4 +441,8 @@ pub fn config_error_report(error: String, now: SystemTime) -> Report {
 /// Whether `renewd status` should exit 1 (a monitoring check).
 pub fn needs_attention(report: &Report) -> bool {
     report.certificates.iter().any(|r| r.needs_attention)
+        || report
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.daemon_down_since.is_some())
 }

@@ -158,6 +158,11 @@ impl Diags<'_> {
             .push(Diagnostic::warning(self.file, pos.into(), msg));
     }
 
+    /// Errors collected so far (warnings not counted).
+    pub fn error_count(&self) -> usize {
+        self.out.iter().filter(|d| d.is_error()).count()
+    }
+
     pub fn push(&mut self, d: Diagnostic) {
         self.out.push(d);
     }

@@ -52,6 +52,9 @@ pub(crate) enum FileKind {
     TsigKey,
     EabKey,
     Trust,
+    SealKey,
+    EtcdKey,
+    EtcdPassword,
 }
 
 impl FileKind {
@@ -62,6 +65,9 @@ impl FileKind {
             FileKind::TsigKey => "TSIG key file",
             FileKind::EabKey => "EAB HMAC key file",
             FileKind::Trust => "trust file",
+            FileKind::SealKey => "seal key file",
+            FileKind::EtcdKey => "etcd client key file",
+            FileKind::EtcdPassword => "etcd password file",
         }
     }
 
@@ -79,6 +85,11 @@ impl FileKind {
             FileKind::Trust => {
                 "`trust:` names a PEM file holding the root certificate(s) of the ACME server's TLS"
             }
+            FileKind::SealKey => "a seal key file is one line: 32 random bytes, base64",
+            FileKind::EtcdKey => {
+                "the etcd client key is the PEM private key of `cluster.etcd.cert`"
+            }
+            FileKind::EtcdPassword => "an etcd password file holds the password on its first line",
         }
     }
 }
@@ -105,6 +116,9 @@ pub(crate) fn read_secret(
                         path.display(),
                         match kind {
                             FileKind::TsigKey => format!("put the key `tsig-keygen -a hmac-sha256 NAME` wrote on the primary there (`tsig-keygen -a hmac-sha256 acme-update > {}`, the same key in named.conf), mode 0600", path.display()),
+                            FileKind::EtcdKey => "put the PEM private key of `cluster.etcd.cert` there, mode 0600".to_string(),
+                            FileKind::EtcdPassword => "put the etcd user's password on its first line, mode 0600".to_string(),
+                            FileKind::SealKey => format!("`openssl rand -base64 32 > {}`, the same file on every member, mode 0600", path.display()),
                             _ => "put the EAB HMAC key the CA gave you there (one line, base64url), mode 0600".to_string(),
                         }
                     ),

@@ -6,6 +6,7 @@
 //! `Deserialize` impl. This is the only module that reads configuration files, TSIG key files and EAB
 //! key files; secrets end up in [`Secret`] and never in a message.
 
+mod cluster;
 mod error;
 mod files;
 mod names;
@@ -21,6 +22,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+pub use cluster::DEFAULT_PREFIX as DEFAULT_CLUSTER_PREFIX;
 pub use error::{ConfigErrors, Diagnostic, Pos, Severity};
 pub use settings::*;
 pub use tsig_key::{parse_tsig_key_file, parse_tsig_key_file_named, parse_tsig_keys};

@@ -3,6 +3,7 @@
 //! its keys are exactly the ones the loader accepts ([`loader_paths`], built from the key lists
 //! `validate` checks against), so the reference cannot drift from the loader.
 
+use super::cluster::{CLUSTER_KEYS, ETCD_KEYS};
 use super::validate::{
     ACCOUNT_KEYS, COMMAND_KEYS, DEPLOY_KEYS, DNS_KEYS, EAB_KEYS, GLOBAL_KEYS, KEY_KEYS,
     PROPAGATION_KEYS, RELOAD_KINDS, SERVER_KEYS, SPEC_KEYS,
@@ -116,6 +117,28 @@ pub const REFERENCE: &[KeyDoc] = &[
       "Serve GET /metrics on this loopback address."),
     g("allow_readable_secrets", "boolean", "false", "allow_readable_secrets: true",
       "Accept secret files (TSIG, EAB) that group or others may read, with a warning; without it they are errors."),
+    g("cluster", "map", "- (this host alone)", "cluster: { etcd: { endpoints: [https://10.0.0.1:2379] }, seal_key_file: /etc/renewd/secrets/cluster.seal }",
+      "Several renewd hosts share one set of certificates through etcd: each certificate is renewed by one member at a time (a lease-bound lock), every member installs and deploys the result."),
+    g("cluster.etcd", "map", "- (required)", "etcd: { endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379, https://10.0.0.3:2379], ca: /etc/renewd/etcd/ca.pem }",
+      "How to reach etcd (v3 API; Debian's etcd-server)."),
+    g("cluster.etcd.endpoints", "list of URLs", "- (required)", "endpoints: [https://10.0.0.1:2379]",
+      "The client URLs of the etcd members, all https:// or all http://."),
+    g("cluster.etcd.ca", "path (PEM)", "- (required with https://)", "ca: /etc/renewd/etcd/ca.pem",
+      "The CA that signed the etcd members' server certificates."),
+    g("cluster.etcd.cert", "path (PEM)", "-", "cert: /etc/renewd/etcd/web1.pem",
+      "Client certificate, for etcd's --client-cert-auth; with `key`."),
+    g("cluster.etcd.key", "path (PEM), secret", "-", "key: /etc/renewd/secrets/etcd-web1.key",
+      "The client certificate's private key (mode 0600)."),
+    g("cluster.etcd.user", "string", "-", "user: renewd",
+      "etcd user (etcd auth enabled); with `password_file`."),
+    g("cluster.etcd.password_file", "path, secret", "-", "password_file: /etc/renewd/secrets/etcd.password",
+      "The etcd user's password on the first line (mode 0600)."),
+    g("cluster.prefix", "key path", "/renewd/", "prefix: /renewd/prod/",
+      "Every etcd key renewd writes starts with it; clusters sharing an etcd use different prefixes."),
+    g("cluster.member", "name", "the host name", "member: web1",
+      "This member's name, unique in the cluster: shown as who renewed and who deployed."),
+    g("cluster.seal_key_file", "path, secret", "- (required)", "seal_key_file: /etc/renewd/secrets/cluster.seal",
+      "32 random bytes, base64 (`openssl rand -base64 32`), the same on every member, mode 0600: private keys and account credentials are sealed with it (AES-256-GCM) before they reach etcd."),
     g("defaults", "map of spec keys", "-", "defaults: { account: le, dns: primary, key: { type: ecdsa } }",
       "Any spec key except `domains`: the value for every spec that does not set it."),
     s("domains", "list of names", "- (required)", "domains: [www.example.org, \"*.example.org\"]",
@@ -179,6 +202,8 @@ pub fn loader_paths() -> Vec<String> {
         out.extend(keys.iter().map(|k| format!("{prefix}{k}")));
     };
     under(&mut out, "", GLOBAL_KEYS);
+    under(&mut out, "cluster.", CLUSTER_KEYS);
+    under(&mut out, "cluster.etcd.", ETCD_KEYS);
     under(&mut out, "accounts.NAME.", ACCOUNT_KEYS);
     under(&mut out, "accounts.NAME.eab.", EAB_KEYS);
     under(&mut out, "dns_servers.NAME.", DNS_KEYS);

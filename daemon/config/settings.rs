@@ -63,8 +63,40 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `metrics_listen`: a loopback address for the HTTP listener serving `GET /metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `cluster:`: several renewd hosts coordinated through etcd. None: this host alone.
+    pub cluster: Option<ClusterSettings>,
     /// Certificate specs by NAME (the file stem).
     pub certs: BTreeMap<String, CertSpec>,
+}
+
+/// `cluster:`, validated: the etcd connection, the key prefix, this member's name and the seal key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Client URLs, all http:// or all https://.
+    pub endpoints: Vec<String>,
+    /// With https:// endpoints: the CA, and the client identity when etcd wants client certificates.
+    pub tls: Option<EtcdTls>,
+    pub auth: Option<EtcdAuth>,
+    /// Every key renewd writes starts with this (`/renewd/`; always ends with `/`).
+    pub prefix: String,
+    /// This member's name (default: the host name).
+    pub member: String,
+    /// 32 bytes: seals private keys and account credentials before they reach etcd.
+    pub seal_key: Secret,
+    pub seal_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_pem: Vec<u8>,
+    /// (certificate PEM, private key PEM).
+    pub identity: Option<(Vec<u8>, Secret)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

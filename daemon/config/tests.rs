@@ -1106,3 +1106,62 @@ fn key_reuse_and_ari_off() {
     let (_, s) = fx.one_error();
     assert!(s.contains("`key.reuse` must be `true` or `false`"), "{s}");
 }
+
+const SEAL_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+#[test]
+fn a_cluster_section_loads_with_its_defaults_and_the_seal_key_stays_secret() {
+    let fx = Fx::new(&format!(
+        "{GLOBAL}cluster:\n  etcd: {{ endpoints: [http://10.0.0.1:2379, \"http://10.0.0.2:2379\"] }}\n  member: web1\n  seal_key_file: secrets/cluster.seal\n"
+    ));
+    fx.secret("secrets/cluster.seal", &format!("{SEAL_B64}\n"));
+    let s = fx.load().unwrap().settings;
+    let c = s.cluster.as_ref().expect("cluster");
+    assert_eq!(
+        c.endpoints,
+        ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+    );
+    assert_eq!(c.prefix, DEFAULT_CLUSTER_PREFIX);
+    assert_eq!(c.member, "web1");
+    assert_eq!(c.seal_key.expose(), b"0123456789abcdef0123456789abcdef");
+    assert!(c.tls.is_none() && c.auth.is_none());
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains(SEAL_B64) && !debug.contains("0123456789abcdef"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn cluster_mistakes_name_the_line_and_what_to_do() {
+    let fx = Fx::new(&format!(
+        "{GLOBAL}cluster:\n  etcd: {{ endpoints: [https://10.0.0.1, https://10.0.0.2:2379] }}\n  prefix: renewd\n  seal_key_file: secrets/cluster.seal\n"
+    ));
+    fx.secret("secrets/cluster.seal", "c2hvcnQ=\n");
+    let errs: Vec<String> = fx.errors().iter().map(|d| d.to_string()).collect();
+    let all = errs.join("\n");
+    let line = |n: usize, what: &str| {
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(&format!("renewd.yaml:{n}:")) && e.contains(what)),
+            "line {n}: {what}\n{all}"
+        )
+    };
+    let base = GLOBAL.lines().count();
+    line(base + 2, "needs a port");
+    line(base + 2, "has https:// endpoints but no `ca`");
+    line(base + 3, "must be a key path starting with `/`");
+    line(base + 4, "decodes to 5 bytes, not 32");
+    assert!(all.contains("openssl rand -base64 32"), "{all}");
+}
+
+#[test]
+fn a_readable_seal_key_is_refused_like_every_secret() {
+    let fx = Fx::new(&format!(
+        "{GLOBAL}cluster:\n  etcd: {{ endpoints: [http://10.0.0.1:2379] }}\n  member: web1\n  seal_key_file: secrets/cluster.seal\n"
+    ));
+    let p = fx.secret("secrets/cluster.seal", &format!("{SEAL_B64}\n"));
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, text) = fx.one_error();
+    assert!(text.contains("chmod 600"), "{text}");
+}

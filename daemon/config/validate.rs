@@ -25,6 +25,7 @@ pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "defaults",
     "allow_readable_secrets",
+    "cluster",
 ];
 pub(crate) const SPEC_KEYS: &[&str] = &[
     "domains",
@@ -74,7 +75,7 @@ pub(crate) const SERVER_KEYS: &[&str] = &["config"];
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/renewd";
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn sub(path: &str, key: &str) -> String {
+pub(crate) fn sub(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -203,7 +204,7 @@ fn string(d: &mut Diags, node: &Node, path: &str) -> Option<String> {
     }
 }
 
-fn nonempty_string(d: &mut Diags, node: &Node, path: &str) -> Option<String> {
+pub(crate) fn nonempty_string(d: &mut Diags, node: &Node, path: &str) -> Option<String> {
     let s = string(d, node, path)?;
     if s.trim().is_empty() {
         d.err(node.pos, format!("`{path}` is empty"));
@@ -303,13 +304,13 @@ fn duration(d: &mut Diags, node: &Node, path: &str) -> Option<Duration> {
 }
 
 /// A path; relative paths are taken relative to `base` (the global file's directory).
-fn path_value(d: &mut Diags, node: &Node, path: &str, base: &Path) -> Option<PathBuf> {
+pub(crate) fn path_value(d: &mut Diags, node: &Node, path: &str, base: &Path) -> Option<PathBuf> {
     let s = nonempty_string(d, node, path)?;
     Some(base.join(s))
 }
 
 /// A list of scalars (strings). A single string gets a hint to write it as a list.
-fn string_list(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Pos)>> {
+pub(crate) fn string_list(d: &mut Diags, node: &Node, path: &str) -> Option<Vec<(String, Pos)>> {
     match &node.kind {
         Kind::Seq(items) => {
             let mut out = Vec::new();
@@ -391,6 +392,9 @@ pub(crate) fn global(d: &mut Diags, config_path: &Path, base: &Path, root: &Node
     global_dns_servers(d, &f, base, &mut out);
     global_lookups(d, &f, &mut out.settings);
     global_metrics(d, &f, base, &mut out.settings);
+    if let Some(n) = f.get("cluster") {
+        out.settings.cluster = super::cluster::cluster(d, n, base, out.strict_secrets);
+    }
     if let Some(n) = f.get("defaults") {
         out.defaults = partial_spec(d, n, "defaults", true);
         check_refs(
@@ -422,6 +426,7 @@ fn default_settings(config_path: &Path, base: &Path) -> Settings {
         resolver: Vec::new(),
         metrics_file: None,
         metrics_listen: None,
+        cluster: None,
         certs: BTreeMap::new(),
     }
 }

@@ -46,6 +46,15 @@ use pool::{Joined, Pool};
 
 /// How long a certificate waits when another process holds its lock.
 pub const BUSY_RETRY: Duration = Duration::from_secs(60);
+/// `cluster:`: how long a certificate another member renews (or that waits for etcd) waits at most; the
+/// cluster's own events end the wait earlier.
+pub const CLUSTER_HOLD: Duration = Duration::from_secs(600);
+
+/// Not a failure of this certificate: another member holds it, or etcd cannot say who may renew.
+fn waits_for_cluster(e: &crate::cluster::ClusterError) -> bool {
+    use crate::cluster::ClusterError as C;
+    matches!(e, C::Held { .. } | C::Unavailable { .. })
+}
 /// Longest single sleep when nothing is due (the plan is made again after it).
 pub const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
 /// After the grace period and the cancellation, how long cancelled renewals may take to remove their TXT
@@ -131,6 +140,28 @@ pub enum Input {
     LiveChanged(Vec<String>),
     /// SIGTERM / SIGINT.
     Stop,
+    /// `cluster:`: what the member's follower or its etcd requests learned.
+    Cluster(ClusterNews),
+}
+
+/// News from the cluster (etcd) for the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterNews {
+    /// These certificates have a version in the cluster that differs from the live one: install it.
+    Versions(Vec<String>),
+    /// Another member gave these certificates' locks back (or its lease ran out): try again now.
+    Unlocked(Vec<String>),
+    /// etcd is unreachable or without quorum: nobody orders until it answers.
+    Down { since: SystemTime, error: String },
+    /// etcd answers again.
+    Up,
+}
+
+/// etcd unreachable since when, and why (a snapshot shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDown {
+    pub since: SystemTime,
+    pub error: String,
 }
 
 /// What kind of configuration load.
@@ -207,6 +238,8 @@ pub struct Snapshot {
     pub config_error: Option<String>,
     pub certs: Vec<CertView>,
     pub status_line: String,
+    /// `cluster:` only: this member's name, and etcd unreachable since when.
+    pub cluster: Option<(String, Option<ClusterDown>)>,
 }
 
 /// One certificate in a [`Snapshot`].
@@ -251,6 +284,8 @@ pub struct Scheduler<W: Work> {
     results: BTreeMap<String, RunResult>,
     /// Something a snapshot shows changed since the last one.
     dirty: bool,
+    /// `cluster:` only: etcd unreachable since when (None: it answers).
+    cluster_down: Option<ClusterDown>,
     /// How often the loop went round (a loop that polls shows here).
     pub turns: u64,
 }
@@ -289,6 +324,7 @@ impl<W: Work> Scheduler<W> {
             load_again: None,
             results: BTreeMap::new(),
             dirty: true,
+            cluster_down: None,
             turns: 0,
         };
         s.sync_certs(inspections, history);
@@ -589,7 +625,10 @@ impl<W: Work> Scheduler<W> {
         if once {
             let r = match result {
                 Ok(r) => r,
-                Err(RenewError::Busy) => RunResult::Busy,
+                Err(
+                    RenewError::Busy
+                    | RenewError::Cluster(crate::cluster::ClusterError::Held { .. }),
+                ) => RunResult::Busy,
                 Err(e) => RunResult::Failed(e),
             };
             self.results.insert(done.name, r);
@@ -814,10 +853,71 @@ impl<W: Work> Scheduler<W> {
             at: now,
             certs_dir: self.settings.certs_dir.clone(),
             metrics_file: self.settings.metrics_file.clone(),
-            status_line: status_line(&self.certs, &self.settings, config_error.as_deref(), now),
+            status_line: status_line(
+                &self.certs,
+                &self.settings,
+                config_error.as_deref(),
+                self.cluster_down.as_ref(),
+                now,
+            ),
             config_error,
             certs,
+            cluster: self
+                .settings
+                .cluster
+                .as_ref()
+                .map(|c| (c.member.clone(), self.cluster_down.clone())),
         }
+    }
+
+    /// News from the cluster. A version to install: a redeploy job (it installs the cluster's version
+    /// and deploys it) unless a worker runs for the certificate. A lock given back, or etcd answering
+    /// again: certificates waiting for that plan again at once.
+    pub fn on_cluster(&mut self, news: ClusterNews) {
+        let now = self.now();
+        self.dirty = true;
+        match news {
+            ClusterNews::Versions(names) => {
+                for name in names {
+                    if let Some(cert) = self.certs.get_mut(&name) {
+                        cert.locked_until = None;
+                        cert.redeploy = Redeploy::Pending { now: true };
+                        cert.replan(now);
+                    }
+                }
+            }
+            ClusterNews::Unlocked(names) => {
+                for name in names {
+                    if let Some(cert) = self
+                        .certs
+                        .get_mut(&name)
+                        .filter(|c| matches!(c.state(), CertState::Locked { .. }))
+                    {
+                        cert.locked_until = None;
+                        cert.replan(now);
+                    }
+                }
+            }
+            ClusterNews::Down { since, error } => {
+                self.cluster_down = Some(ClusterDown { since, error });
+            }
+            ClusterNews::Up => {
+                self.cluster_down = None;
+                for cert in self
+                    .certs
+                    .values_mut()
+                    .filter(|c| matches!(c.state(), CertState::Locked { .. }))
+                {
+                    cert.locked_until = None;
+                    cert.replan(now);
+                }
+            }
+        }
+    }
+
+    /// The work in force (the engine of the configuration applied last).
+    pub fn work(&self) -> &Arc<W> {
+        &self.work
     }
 
     fn config_error(&self) -> Option<String> {
@@ -898,6 +998,18 @@ fn record_renewal(
 ) {
     let name = cert.name.clone();
     match result {
+        Ok(r) if r.renewed_by.is_some() => {
+            let by = r.renewed_by.as_deref().unwrap_or_default();
+            tracing::info!(
+                message_id = message_id::DEPLOYED,
+                cert_name = %name,
+                cert_serial = %r.serial,
+                cert_not_after = %humantime::format_rfc3339_seconds(r.not_after),
+                "{name}: member {by} renewed it; its version (serial {}) is installed and deployed here",
+                r.serial
+            );
+            cert.succeeded(now);
+        }
         Ok(r) => {
             tracing::info!(
                 message_id = message_id::RENEWED,
@@ -919,6 +1031,12 @@ fn record_renewal(
         Err(RenewError::Busy) => {
             cert.locked_until = Some(now + BUSY_RETRY);
             tracing::info!(cert_name = %name, "another renewd process holds this certificate; retrying later");
+        }
+        Err(RenewError::Cluster(e)) if waits_for_cluster(e) => {
+            // Another member renews it, or etcd cannot tell who may: the watch (lock given back, a
+            // new version) or etcd answering again wakes it; CLUSTER_HOLD is the backstop.
+            cert.locked_until = Some(now + CLUSTER_HOLD);
+            tracing::info!(cert_name = %name, "not renewed here: {e}");
         }
         Err(RenewError::Cancelled) => {
             tracing::warn!(cert_name = %name, "renewal cancelled by shutdown");
@@ -955,7 +1073,14 @@ fn record_redeploy(cert: &mut Cert, result: &Result<(), RenewError>, now: System
             tracing::info!(cert_name = %cert.name, "the live certificate is deployed");
         }
         Err(RenewError::Busy) => cert.locked_until = Some(now + BUSY_RETRY),
+        Err(RenewError::Cluster(e)) if waits_for_cluster(e) => {
+            cert.locked_until = Some(now + CLUSTER_HOLD);
+        }
         Err(e) => {
+            if !matches!(e, RenewError::Deploy(_)) {
+                // Deploy failures are logged by the deploy module (reload-failed); the rest here.
+                tracing::error!(cert_name = %cert.name, "installing {} failed: {e}", cert.name);
+            }
             let (kind, retry_after) = scheduler::classify(e, now);
             cert.failed(Failure {
                 at: now,
@@ -998,6 +1123,7 @@ fn status_line(
     certs: &BTreeMap<String, Cert>,
     settings: &Settings,
     config_error: Option<&str>,
+    cluster_down: Option<&ClusterDown>,
     now: SystemTime,
 ) -> String {
     if certs.is_empty() && config_error.is_none() {
@@ -1017,6 +1143,12 @@ fn status_line(
         .map(|(n, _)| n.as_str())
         .collect();
     let mut text = scheduler::status_line_renewing(&decisions, &renewing, now);
+    if let Some(down) = cluster_down {
+        text.push_str(&format!(
+            "; etcd unreachable since {}: no renewals",
+            humantime::format_rfc3339_seconds(down.since)
+        ));
+    }
     if let Some(e) = config_error {
         text.push_str("; ");
         text.push_str(e);
@@ -1077,6 +1209,7 @@ pub async fn run<W: Work>(
                 }
                 Some(Input::SpecsChanged) => core.request_load(LoadKind::Specs, loader),
                 Some(Input::LiveChanged(names)) => core.inspect(names),
+                Some(Input::Cluster(news)) => core.on_cluster(news),
                 Some(Input::Stop) | None => break,
             },
         }

@@ -56,6 +56,10 @@ enum Ends {
     RateLimited(Duration),
     /// Never (until cancelled).
     Hangs,
+    /// `cluster:` another member holds the certificate's lock.
+    ClusterHeld,
+    /// `cluster:` etcd has no quorum.
+    ClusterDown,
 }
 
 /// A fake of the work the loop hands out: renewals take `delay` of virtual time.
@@ -75,6 +79,7 @@ struct Fake {
     /// The CA's renewal window (start and end after the issuance, Retry-After); None: no ARI.
     window: Mutex<Option<(Duration, Duration, Duration)>>,
     window_requests: AtomicUsize,
+    redeploys: AtomicUsize,
 }
 
 impl Fake {
@@ -95,6 +100,7 @@ impl Fake {
             started_tx,
             window: Mutex::new(None),
             window_requests: AtomicUsize::new(0),
+            redeploys: AtomicUsize::new(0),
         });
         (fake, rx)
     }
@@ -182,8 +188,20 @@ impl Work for Fake {
                         elapsed: self.delay,
                         challenge: crate::config::ChallengeKind::Dns01,
                         persist_written: 0,
+                        renewed_by: None,
                     })
                 }
+                Ends::ClusterHeld => Err(RenewError::Cluster(crate::cluster::ClusterError::Held {
+                    member: "web2".into(),
+                    key: "/renewd/certs/web/lock".into(),
+                })),
+                Ends::ClusterDown => Err(RenewError::Cluster(
+                    crate::cluster::ClusterError::Unavailable {
+                        endpoints: "http://127.0.0.1:2379".into(),
+                        what: "taking a lease",
+                        detail: "etcdserver: no leader".into(),
+                    },
+                )),
                 Ends::Transient => Err(RenewError::Io {
                     context: "fake".into(),
                     source: std::io::Error::other("the network is down"),
@@ -207,6 +225,7 @@ impl Work for Fake {
     }
 
     fn redeploy(self: Arc<Self>, _spec: Arc<CertSpec>) -> BoxFuture<Result<(), RenewError>> {
+        self.redeploys.fetch_add(1, Ordering::SeqCst);
         Box::pin(async { Ok(()) })
     }
 
@@ -255,6 +274,7 @@ fn settings(workers: usize, names: &[&str], renew_before: Option<Duration>) -> S
         resolver: vec![],
         metrics_file: None,
         metrics_listen: None,
+        cluster: None,
         certs: names
             .iter()
             .map(|n| {
@@ -532,6 +552,106 @@ async fn the_cas_renewal_window_moves_the_renewal_into_it() {
         asked.abs_diff(expected) <= 1,
         "{asked} requests, expected about {expected}"
     );
+    tx.send(Input::Stop).unwrap();
+    task.await.unwrap();
+}
+
+/// `cluster:` another member holds the lock: no failure, no backoff; the lock given back (a watch event)
+/// wakes the certificate at once instead of the 10-minute backstop.
+#[tokio::test(start_paused = true)]
+async fn a_certificate_another_member_renews_waits_for_its_lock_without_failing() {
+    let clock = PausedClock::new();
+    let (fake, mut started) = Fake::new(clock.clone(), Duration::ZERO);
+    fake.plan("web", vec![Ends::ClusterHeld, Ends::Ok]);
+    let s = settings(4, &["web"], None);
+    let (tx, recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    next_start(&mut started).await;
+    tokio::time::sleep(30 * SEC).await;
+    let snap = recorded.lock().unwrap().last.clone().unwrap();
+    assert_eq!(snap.certs[0].state, "locked");
+    assert_eq!(snap.certs[0].history.consecutive_failures, 0);
+    tx.send(Input::Cluster(ClusterNews::Unlocked(vec!["web".into()])))
+        .unwrap();
+    next_start(&mut started).await;
+    let starts = fake.starts();
+    assert_eq!(
+        starts[1].1 - starts[0].1,
+        30 * SEC,
+        "woken by the event, not the backstop"
+    );
+    tx.send(Input::Stop).unwrap();
+    let core = task.await.unwrap();
+    assert_eq!(core.cert("web").unwrap().history.consecutive_failures, 0);
+}
+
+/// `cluster:` etcd without quorum: nobody orders, STATUS says since when, and etcd answering again
+/// resumes the renewal at once (not after a backoff).
+#[tokio::test(start_paused = true)]
+async fn without_etcd_nothing_orders_until_it_answers_and_status_says_since_when() {
+    let clock = PausedClock::new();
+    let (fake, mut started) = Fake::new(clock.clone(), Duration::ZERO);
+    fake.plan("web", vec![Ends::ClusterDown, Ends::Ok]);
+    let mut s = settings(4, &["web"], None);
+    s.cluster = Some(crate::config::ClusterSettings {
+        endpoints: vec!["http://127.0.0.1:2379".into()],
+        tls: None,
+        auth: None,
+        prefix: "/renewd/".into(),
+        member: "web1".into(),
+        seal_key: crate::config::Secret::new(vec![0; 32]),
+        seal_key_file: "/etc/renewd/secrets/cluster.seal".into(),
+    });
+    let (tx, recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    next_start(&mut started).await;
+    let since = clock.now();
+    tx.send(Input::Cluster(ClusterNews::Down {
+        since,
+        error: "etcdserver: no leader".into(),
+    }))
+    .unwrap();
+    // Five minutes (the first backoff of a failure) pass without a new attempt.
+    assert!(tokio::time::timeout(5 * MIN + SEC, started.recv())
+        .await
+        .is_err());
+    let snap = recorded.lock().unwrap().last.clone().unwrap();
+    assert!(
+        snap.status_line.contains("etcd unreachable since"),
+        "{}",
+        snap.status_line
+    );
+    assert_eq!(
+        snap.cluster.as_ref().unwrap().1.as_ref().unwrap().since,
+        since
+    );
+    assert_eq!(snap.certs[0].state, "locked");
+    tx.send(Input::Cluster(ClusterNews::Up)).unwrap();
+    next_start(&mut started).await;
+    tokio::task::yield_now().await;
+    let snap = recorded.lock().unwrap().last.clone().unwrap();
+    assert!(!snap.status_line.contains("etcd"), "{}", snap.status_line);
+    assert!(snap.cluster.unwrap().1.is_none());
+    tx.send(Input::Stop).unwrap();
+    let core = task.await.unwrap();
+    assert_eq!(core.cert("web").unwrap().history.consecutive_failures, 0);
+}
+
+/// `cluster:` a version another member wrote: a redeploy job (it installs the version), no order.
+#[tokio::test(start_paused = true)]
+async fn a_version_from_another_member_is_installed_by_a_redeploy_job_without_an_order() {
+    let clock = PausedClock::new();
+    let (fake, _started) = Fake::new(clock.clone(), Duration::ZERO);
+    fake.issued("web", clock.now());
+    let s = settings(4, &["web"], None);
+    let (tx, _recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    tokio::time::sleep(SEC).await;
+    tx.send(Input::Cluster(ClusterNews::Versions(vec![
+        "web".into(),
+        "gone".into(),
+    ])))
+    .unwrap();
+    tokio::time::sleep(SEC).await;
+    assert_eq!(fake.redeploys.load(Ordering::SeqCst), 1);
+    assert!(fake.starts().is_empty(), "nothing ordered");
     tx.send(Input::Stop).unwrap();
     task.await.unwrap();
 }

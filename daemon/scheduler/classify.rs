@@ -8,6 +8,7 @@
 //! CNAMEs, zones) or a clock that NTP will fix — those are fixed outside renewd, so no configuration change
 //! would end a permanent wait, and a 6 h backoff picks the fix up the same day.
 
+use crate::cluster::ClusterError;
 use std::io::ErrorKind;
 use std::time::SystemTime;
 
@@ -57,6 +58,7 @@ pub fn classify(err: &RenewError, now: SystemTime) -> (FailureKind, Option<Syste
         RenewError::Deploy(e) => deploy_kind(e),
         // The CA, a DNS server or a reload did not finish in time: retried with backoff.
         RenewError::AttemptTimeout { .. } => FailureKind::Transient,
+        RenewError::Cluster(e) => cluster_kind(e),
     };
     let retry_after = match err {
         RenewError::Acme(e) => e.retry_after(),
@@ -121,6 +123,7 @@ fn acme_kind(e: &AcmeError) -> FailureKind {
     match e {
         AcmeError::Trust { .. } | AcmeError::Credentials { .. } => FailureKind::Permanent,
         AcmeError::Save { source, .. } => io_kind(source),
+        AcmeError::Cluster { source, .. } => cluster_kind(source),
         AcmeError::Request { source, .. } => instant_acme_kind(source),
         // The CA will not validate this name with dns-01: asking again changes nothing.
         AcmeError::NoDnsChallenge { .. } => FailureKind::Permanent,
@@ -132,6 +135,21 @@ fn acme_kind(e: &AcmeError) -> FailureKind {
         AcmeError::Rejected { .. } | AcmeError::OrderInvalid { .. } => {
             worst(e.problems().into_iter().map(problem_kind))
         }
+    }
+}
+
+fn cluster_kind(e: &ClusterError) -> FailureKind {
+    match e {
+        // etcd comes back, the other member finishes, the next holder of the lock takes over.
+        ClusterError::Unavailable { .. }
+        | ClusterError::Held { .. }
+        | ClusterError::LockLost { .. } => FailureKind::Transient,
+        // A refused login or permission, another seal key, a foreign record, another spec: someone
+        // has to change the configuration of a member or of etcd.
+        ClusterError::Refused { .. }
+        | ClusterError::Sealed { .. }
+        | ClusterError::Corrupt { .. }
+        | ClusterError::NamesDiffer { .. } => FailureKind::Permanent,
     }
 }
 
