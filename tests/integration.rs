@@ -7,6 +7,8 @@ mod support;
 mod ari;
 #[path = "integration/check.rs"]
 mod check;
+#[path = "integration/cluster.rs"]
+mod cluster;
 #[path = "integration/daemon.rs"]
 mod daemon;
 #[path = "integration/daytwo.rs"]

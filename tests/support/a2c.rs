@@ -80,17 +80,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use super::fixtures::SpecFixture;
-use super::proc::{poll_ready, spawn_long_lived, stop_children, tail};
+use super::proc::{poll_ready, spawn_long_lived_logged, stop_children, tail};
 use super::renewd::Renewd;
 use super::topology::{write_secret, IssuingRoots, Topology, CA_RESOLVER_IP};
-use super::x509::openssl_in;
+use super::x509::{ec_cert_in, EcCert};
 
 /// Its HTTPS port on 127.0.0.1 inside the namespace (Pebble: 14000, the ARI stand-in: 14001).
 pub const A2C_PORT: u16 = 14010;
@@ -410,57 +410,30 @@ impl<'t> SecondCa<'t> {
             fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
         }
         // A root, and an intermediate that signs (as Pebble's chain has it), both EC P-256.
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         let ca_ext = [
-            "-addext",
             "basicConstraints=critical,CA:TRUE",
-            "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
             "subjectKeyIdentifier=hash",
         ];
-        let root = ["-subj", "/CN=renewd test acme2certifier root"];
-        let root_files = ["-keyout", "root.key", "-out", "root.pem", "-days", "3650"];
-        openssl_in(
+        ec_cert_in(
             &ca,
-            &[&["req", "-x509"][..], &key, &root, &root_files, &ca_ext].concat(),
+            &EcCert {
+                cn: "renewd test acme2certifier root",
+                cert: "root.pem",
+                key: "root.key",
+                issuer: None,
+                extensions: &ca_ext,
+            },
         )?;
-        let int = ["-subj", "/CN=renewd test acme2certifier intermediate"];
-        let int_files = [
-            "-keyout",
-            "intermediate.key",
-            "-out",
-            "intermediate.pem",
-            "-days",
-            "3650",
-        ];
-        let signed = [
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-copy_extensions",
-            "none",
-        ];
-        let aki = ["-addext", "authorityKeyIdentifier=keyid:always"];
-        openssl_in(
+        ec_cert_in(
             &ca,
-            &[
-                &["req", "-new"][..],
-                &key,
-                &int,
-                &int_files,
-                &signed,
-                &ca_ext,
-                &aki,
-            ]
-            .concat(),
+            &EcCert {
+                cn: "renewd test acme2certifier intermediate",
+                cert: "intermediate.pem",
+                key: "intermediate.key",
+                issuer: Some(("root.pem", "root.key")),
+                extensions: &[&ca_ext[..], &["authorityKeyIdentifier=keyid:always"]].concat(),
+            },
         )?;
         write_secret(
             &self.dir.join("eab.csv"),
@@ -475,12 +448,6 @@ impl<'t> SecondCa<'t> {
         validate(&self.opts)?;
         let cfg = self.dir.join("acme_srv.cfg");
         fs::write(&cfg, self.config_ini()).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| format!("{}: {e}", self.log_path().display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
         let pebble = self.topo.dir().join("pebble");
         let mut cmd = self.topo.command(&self.python);
         cmd.arg(self.dir.join("serve.py"))
@@ -490,11 +457,9 @@ impl<'t> SecondCa<'t> {
             .env("ACME_SRV_CONFIGFILE", &cfg)
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        let child = spawn_long_lived(cmd).map_err(|e| format!("spawning acme2certifier: {e}"))?;
+            .current_dir(&self.dir);
+        let child = spawn_long_lived_logged(cmd, &self.log_path())
+            .map_err(|e| format!("spawning acme2certifier: {e}"))?;
         *self.child() = Some(child);
         poll_ready(
             "acme2certifier's directory",

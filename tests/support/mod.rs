@@ -1,6 +1,7 @@
 //! The integration-test harness: a private copy of the reference deployment per test
 //! ([`Topology`]), a second real CA beside its Pebble when a test asks for one ([`a2c::SecondCa`]),
-//! renewd config fixtures, and certificate checks with the real `openssl`.
+//! a real etcd cluster when a test needs one ([`etcd::EtcdCluster`]), renewd config fixtures, and
+//! certificate checks with the real `openssl`.
 //!
 //! Used by `tests/integration.rs` (`mod support;`) and `examples/demo.rs`
 //! (`#[path = "../tests/support/mod.rs"] mod support;`). Each user needs only part of it.
@@ -8,6 +9,7 @@
 
 pub mod a2c;
 pub mod ari;
+pub mod etcd;
 pub mod fixtures;
 pub mod journald;
 pub mod notify;

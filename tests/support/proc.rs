@@ -1,6 +1,7 @@
 //! Process plumbing for the harness: one long-lived spawner thread, and bounded waits on commands.
 
 use std::io::{self, Read};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
@@ -33,6 +34,21 @@ pub fn spawn_long_lived(cmd: Command) -> io::Result<Child> {
     let (reply_tx, reply_rx) = mpsc::channel();
     spawner.send((cmd, reply_tx)).map_err(|_| gone())?;
     reply_rx.recv().map_err(|_| gone())?
+}
+
+/// [`spawn_long_lived`] with stdin from `/dev/null` and stdout and stderr appended to `log` (created
+/// if need be; readable while the server runs). `Err` says which file or why the spawn failed.
+pub fn spawn_long_lived_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    spawn_long_lived(cmd).map_err(|e| e.to_string())
 }
 
 /// SIGTERM every child, wait up to `grace` for all of them together, SIGKILL the rest (reaping each).
@@ -127,10 +143,43 @@ pub fn poll_until<T>(
 pub fn poll_ready<T>(
     what: &str,
     timeout: Duration,
+    alive: impl FnMut() -> Result<(), String>,
+    probe: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let every = Duration::from_millis(20);
+    poll_paced(what, timeout, every, every, alive, probe)
+}
+
+/// [`poll_ready`] with exponential backoff: 20 ms after the first try, twice as long after each
+/// next, at most `max_pause`. For probes that cost a process start each (etcdctl) and may need a
+/// while: quick when the answer comes at once, few tries when it does not.
+pub fn poll_ready_backoff<T>(
+    what: &str,
+    timeout: Duration,
+    max_pause: Duration,
+    alive: impl FnMut() -> Result<(), String>,
+    probe: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    poll_paced(
+        what,
+        timeout,
+        Duration::from_millis(20),
+        max_pause,
+        alive,
+        probe,
+    )
+}
+
+fn poll_paced<T>(
+    what: &str,
+    timeout: Duration,
+    first_pause: Duration,
+    max_pause: Duration,
     mut alive: impl FnMut() -> Result<(), String>,
     mut probe: impl FnMut() -> Option<T>,
 ) -> Result<T, String> {
     let start = Instant::now();
+    let mut pause = first_pause;
     loop {
         if let Some(v) = probe() {
             return Ok(v);
@@ -139,7 +188,8 @@ pub fn poll_ready<T>(
         if start.elapsed() >= timeout {
             return Err(format!("timed out after {timeout:?} waiting for {what}"));
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(pause);
+        pause = (pause * 2).min(max_pause);
     }
 }
 

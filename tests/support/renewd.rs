@@ -34,7 +34,47 @@ impl<'t> Renewd<'t> {
         specs: &[SpecFixture],
         global_extra: &[&str],
     ) -> Self {
-        let dir = topo.dir().join("renewd");
+        Self::in_dir(
+            topo,
+            topo.dir().join("renewd"),
+            propagation,
+            specs,
+            global_extra,
+        )
+    }
+
+    /// One of several renewd installations in the same topology (the hosts of a `cluster:`): like
+    /// [`Renewd::with_global`], but in `<topology dir>/NAME`, so each has its own configuration,
+    /// secrets, `certs.d/` and `state/`. `name` is a new directory name there (not a server's, not
+    /// `renewd`, not one used before).
+    pub fn member(
+        topo: &'t Topology,
+        name: &str,
+        propagation: &str,
+        specs: &[SpecFixture],
+        global_extra: &[&str],
+    ) -> Self {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        assert!(ok, "renewd member name {name:?}: letters, digits, - and _");
+        let dir = topo.dir().join(name);
+        assert!(
+            !dir.exists(),
+            "{} exists: choose another renewd member name",
+            dir.display()
+        );
+        Self::in_dir(topo, dir, propagation, specs, global_extra)
+    }
+
+    fn in_dir(
+        topo: &'t Topology,
+        dir: PathBuf,
+        propagation: &str,
+        specs: &[SpecFixture],
+        global_extra: &[&str],
+    ) -> Self {
         topo.write_renewd_config_with(&dir, specs, global_extra);
         let config = dir.join("renewd.yaml");
         let text = fs::read_to_string(&config).unwrap();

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::proc::{output_with_timeout, poll_ready, spawn_long_lived, stop_children, tail};
-use super::x509::openssl_in;
+use super::proc::{output_with_timeout, poll_ready, spawn_long_lived_logged, stop_children, tail};
+use super::x509::{ec_cert_in, EcCert};
 
 /// The parent zone every test name lives under.
 pub const DOMAIN: &str = "example.test";
@@ -711,17 +711,9 @@ impl Topology {
                 .arg(sdir.join("named.conf"));
             (cmd, sdir.join("named.out"))
         };
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&out_file)
-            .map_err(|e| format!("{}: {e}", out_file.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .current_dir(&sdir);
-        let child = spawn_long_lived(cmd).map_err(|e| format!("spawning {s:?}: {e}"))?;
+        cmd.current_dir(&sdir);
+        let child =
+            spawn_long_lived_logged(cmd, &out_file).map_err(|e| format!("spawning {s:?}: {e}"))?;
         self.procs().insert(s, child);
         Ok(())
     }
@@ -1081,60 +1073,31 @@ logging {{
 
     fn write_pebble_files(&self) -> Result<(), String> {
         let p = self.server_dir(Server::Pebble);
-        let openssl = |args: &[&str]| openssl_in(&p, args);
         // Pebble's HTTPS certificate, from a CA of our own that clients are told to trust.
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=renewd test Pebble TLS root",
-            "-keyout",
-            "tls-ca.key",
-            "-out",
-            "tls-ca.pem",
-        ])?;
-        fs::write(
-            p.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,DNS:pebble,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-        )
-        .map_err(|e| e.to_string())?;
-        // OpenSSL 3 `req -CA`: key, CSR and signature in one process.
-        openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-CA",
-            "tls-ca.pem",
-            "-CAkey",
-            "tls-ca.key",
-            "-days",
-            "3650",
-            "-copy_extensions",
-            "none",
-            "-addext",
-            "subjectAltName=DNS:localhost,DNS:pebble,IP:127.0.0.1",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-addext",
-            "basicConstraints=CA:FALSE",
-        ])?;
+        ec_cert_in(
+            &p,
+            &EcCert {
+                cn: "renewd test Pebble TLS root",
+                cert: "tls-ca.pem",
+                key: "tls-ca.key",
+                issuer: None,
+                extensions: &[],
+            },
+        )?;
+        ec_cert_in(
+            &p,
+            &EcCert {
+                cn: "localhost",
+                cert: "cert.pem",
+                key: "key.pem",
+                issuer: Some(("tls-ca.pem", "tls-ca.key")),
+                extensions: &[
+                    "subjectAltName=DNS:localhost,DNS:pebble,IP:127.0.0.1",
+                    "extendedKeyUsage=serverAuth",
+                    "basicConstraints=CA:FALSE",
+                ],
+            },
+        )?;
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{PEBBLE_ACME_PORT}"),
             "managementListenAddress": format!("127.0.0.1:{PEBBLE_MGMT_PORT}"),

@@ -207,3 +207,56 @@ fn pubkey_type(pubkey_pem: &str) -> String {
         format!("unknown:{}", text.lines().next().unwrap_or(""))
     }
 }
+
+/// Where [`ec_cert_in`] writes, and who signs.
+#[derive(Debug, Clone, Copy)]
+pub struct EcCert<'a> {
+    /// The subject's common name.
+    pub cn: &'a str,
+    /// The certificate file to write (PEM), relative to the directory.
+    pub cert: &'a str,
+    /// Its private key file to write (PKCS#8 PEM, mode 0600), relative to the directory.
+    pub key: &'a str,
+    /// The signing CA's certificate and key files, relative to the directory; `None`: self-signed
+    /// (`req -x509`, with the `v3_ca` extensions of openssl.cnf unless `extensions` say otherwise).
+    pub issuer: Option<(&'a str, &'a str)>,
+    /// `-addext` values (e.g. `subjectAltName=IP:127.0.0.1`).
+    pub extensions: &'a [&'a str],
+}
+
+/// A new EC P-256 key and a certificate for it (10 years), made in `dir` by one `openssl req`: with
+/// OpenSSL 3, `req -CA` makes key, request and signature in one process. The key is PKCS#8 PEM
+/// (`BEGIN PRIVATE KEY`), which rustls, Go and openssl all read; made 0600 whatever the umask.
+pub fn ec_cert_in(dir: &Path, c: &EcCert) -> Result<(), String> {
+    let subject = format!("/CN={}", c.cn);
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        &subject,
+        "-keyout",
+        c.key,
+        "-out",
+        c.cert,
+    ];
+    match c.issuer {
+        None => args.push("-x509"),
+        Some((ca_cert, ca_key)) => {
+            args.extend(["-new", "-CA", ca_cert, "-CAkey", ca_key]);
+            args.extend(["-copy_extensions", "none"]);
+        }
+    }
+    for ext in c.extensions {
+        args.extend(["-addext", ext]);
+    }
+    openssl_in(dir, &args)?;
+    let key = dir.join(c.key);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("chmod 600 {}: {e}", key.display()))
+}
