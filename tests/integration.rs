@@ -21,6 +21,8 @@ mod dnstest;
 mod faults;
 #[path = "integration/import.rs"]
 mod import;
+#[path = "integration/members.rs"]
+mod members;
 #[path = "integration/metrics.rs"]
 mod metrics;
 #[path = "integration/monitoring.rs"]

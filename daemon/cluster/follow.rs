@@ -62,8 +62,9 @@ async fn follow_once(
     let prefix = cluster.certs_prefix();
     let p = prefix.clone();
     let all = cluster
-        .call("reading the versions", |mut c| async move {
-            c.get(p, Some(GetOptions::new().with_prefix())).await
+        .call("reading the versions", |mut c| {
+            let p = p.clone();
+            async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
         })
         .await?;
     let revision = all.header().map(|h| h.revision()).unwrap_or(0);
@@ -93,16 +94,19 @@ async fn follow_once(
     }
     let p = prefix.clone();
     let mut stream = cluster
-        .call("watching the versions", |mut c| async move {
-            c.watch(
-                p,
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            )
-            .await
+        .call("watching the versions", |mut c| {
+            let p = p.clone();
+            async move {
+                c.watch(
+                    p,
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(revision + 1),
+                    ),
+                )
+                .await
+            }
         })
         .await?;
     *pause = RETRY_FIRST;

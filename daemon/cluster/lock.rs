@@ -41,8 +41,9 @@ impl CertLock {
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
         let resp = match cluster
-            .call("taking a certificate's lock", |mut c| async move {
-                c.txn(txn).await
+            .call("taking a certificate's lock", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
             })
             .await
         {
@@ -52,21 +53,20 @@ impl CertLock {
                 return Err(e);
             }
         };
-        if !resp.succeeded() {
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.lease(), String::from_utf8_lossy(kv.value()).into_owned())),
+            _ => None,
+        });
+        // Not created now, but with our lease: an earlier try of this request that seemed to fail
+        // (no answer in time) went through.
+        let ours = holder.as_ref().is_some_and(|(l, _)| *l == lease);
+        if !resp.succeeded() && !ours {
             revoke(cluster, lease).await;
-            let holder = resp
-                .op_responses()
-                .into_iter()
-                .find_map(|r| match r {
-                    TxnOpResponse::Get(g) => g
-                        .kvs()
-                        .first()
-                        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "?".into());
             return Err(ClusterError::Held {
-                member: holder,
+                member: holder.map(|(_, m)| m).unwrap_or_else(|| "?".into()),
                 key,
             });
         }
@@ -117,29 +117,43 @@ async fn revoke(cluster: &Arc<Cluster>, lease: i64) {
         .await;
 }
 
-/// Renew the lease every third of its TTL; any failure (or a TTL of 0: it expired) ends it and says so.
+/// Renew the lease every third of its TTL. A keep-alive stream that fails is opened again (through
+/// another endpoint if need be) once; when that fails too, or etcd says the lease expired, the lock is
+/// lost and the renewal is told.
 async fn keep_alive(cluster: Arc<Cluster>, lease: i64, lost: watch::Sender<bool>) {
     let every = Duration::from_secs((LOCK_TTL as u64 / 3).max(1));
-    let streams = cluster
-        .call("keeping a lock", |mut c| async move {
-            c.lease_keep_alive(lease).await
-        })
-        .await;
-    let Ok((mut keeper, mut stream)) = streams else {
-        let _ = lost.send(true);
-        return;
-    };
+    let mut streams = None;
     loop {
         tokio::time::sleep(every).await;
-        let alive = async {
-            keeper.keep_alive().await.ok()?;
-            let r = stream.message().await.ok()??;
-            (r.ttl() > 0).then_some(())
-        };
-        if !matches!(
-            tokio::time::timeout(CALL_TIMEOUT, alive).await,
-            Ok(Some(()))
-        ) {
+        let mut kept = false;
+        for _ in 0..2 {
+            if streams.is_none() {
+                streams = cluster
+                    .call("keeping a lock", |mut c| async move {
+                        c.lease_keep_alive(lease).await
+                    })
+                    .await
+                    .ok();
+            }
+            let Some((keeper, stream)) = streams.as_mut() else {
+                break;
+            };
+            let alive = async {
+                keeper.keep_alive().await.ok()?;
+                let r = stream.message().await.ok()??;
+                Some(r.ttl() > 0)
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, alive).await {
+                Ok(Some(true)) => {
+                    kept = true;
+                    break;
+                }
+                // etcd says the lease is gone: no second try.
+                Ok(Some(false)) => break,
+                _ => streams = None,
+            }
+        }
+        if !kept {
             tracing::warn!(lease, "the cluster lock's lease could not be kept alive");
             let _ = lost.send(true);
             return;

@@ -10,7 +10,10 @@
 //! | `P/certs/NAME/version` | the newest certificate: PEMs, names, serial, notAfter, who, the private key sealed | in one transaction that holds only while the lock is the writer's |
 //! | `P/certs/NAME/deployed/MEMBER` | the serial MEMBER deployed, and when | by each member after its deploy |
 //!
-//! Every call is bounded by [`CALL_TIMEOUT`]. A call that cannot reach a quorum marks the cluster
+//! One endpoint is used at a time (as etcd's own clients pin one): a request that finds it unreachable,
+//! or without a leader, goes to the next one, and the one that answered is used from then on. (tonic's
+//! balanced channel keeps sending requests to a dead member, each failing with a connection error.)
+//! Every try is bounded by [`CALL_TIMEOUT`]. A call that no endpoint answers with a quorum marks the cluster
 //! unreachable (since when, and why); the loop is told ([`Input::Cluster`]) and a probe asks again with a
 //! growing pause until etcd answers, then the loop is told again. Nothing here blocks the loop.
 
@@ -149,7 +152,10 @@ pub enum Health {
 /// loop to tell when the health changes.
 pub struct Cluster {
     settings: ClusterSettings,
-    client: tokio::sync::OnceCell<Client>,
+    /// One client per endpoint, connected on first use.
+    clients: Vec<tokio::sync::OnceCell<Client>>,
+    /// The endpoint that answered last.
+    pinned: std::sync::atomic::AtomicUsize,
     health: Mutex<Health>,
     listener: Mutex<Option<UnboundedSender<Input>>>,
     probing: AtomicBool,
@@ -166,8 +172,13 @@ fn unix(t: SystemTime) -> u64 {
 impl Cluster {
     pub fn new(settings: ClusterSettings) -> Arc<Self> {
         Arc::new(Cluster {
+            clients: settings
+                .endpoints
+                .iter()
+                .map(|_| tokio::sync::OnceCell::new())
+                .collect(),
+            pinned: Default::default(),
             settings,
-            client: tokio::sync::OnceCell::new(),
             health: Mutex::new(Health::Unknown),
             listener: Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -275,12 +286,15 @@ impl Cluster {
                 tokio::time::sleep(pause).await;
                 let prefix = me.settings.prefix.clone();
                 let r = me
-                    .call("checking etcd", |mut c| async move {
-                        c.get(
-                            prefix,
-                            Some(GetOptions::new().with_prefix().with_count_only()),
-                        )
-                        .await
+                    .call("checking etcd", |mut c| {
+                        let prefix = prefix.clone();
+                        async move {
+                            c.get(
+                                prefix,
+                                Some(GetOptions::new().with_prefix().with_count_only()),
+                            )
+                            .await
+                        }
                     })
                     .await;
                 if r.is_ok() {
@@ -292,10 +306,11 @@ impl Cluster {
         });
     }
 
-    async fn client(&self) -> Result<Client, ClusterError> {
+    /// The client of endpoint `i` (connected on first use; without a user that needs no request).
+    async fn client_at(&self, i: usize) -> Result<Client, ClusterError> {
         let s = &self.settings;
-        let c = self
-            .client
+        let endpoint = std::slice::from_ref(&s.endpoints[i]);
+        let c = self.clients[i]
             .get_or_try_init(|| async {
                 let mut opts = ConnectOptions::new()
                     .with_connect_timeout(CALL_TIMEOUT)
@@ -317,7 +332,7 @@ impl Cluster {
                         String::from_utf8_lossy(a.password.expose()).into_owned(),
                     );
                 }
-                match tokio::time::timeout(CALL_TIMEOUT, Client::connect(&s.endpoints, Some(opts)))
+                match tokio::time::timeout(CALL_TIMEOUT, Client::connect(endpoint, Some(opts)))
                     .await
                 {
                     Ok(r) => r.map_err(|e| self.classify("connecting", e)),
@@ -367,27 +382,44 @@ impl Cluster {
         }
     }
 
-    /// One etcd request, bounded by [`CALL_TIMEOUT`], with the health updated from its outcome.
+    /// One etcd request: to the pinned endpoint, then to each other one while the answer is "unreachable"
+    /// or "no leader" (each try bounded by [`CALL_TIMEOUT`]); the health is updated from the outcome.
+    /// `f` may run more than once: what it writes must be harmless to write again.
     async fn call<T, F, Fut>(self: &Arc<Self>, what: &'static str, f: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = match self.client().await {
-            Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, f(c)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(self.classify(what, e)),
-                Err(_) => Err(self.unavailable(what, "no answer within 5s")),
-            },
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(_) => self.up(),
-            Err(e) if e.is_unavailable() => self.down(e),
-            Err(_) => {}
+        let n = self.clients.len();
+        let first = self.pinned.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in (0..n).map(|k| (first + k) % n) {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let tried = match self.client_at(i).await {
+                Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, f(c)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(self.classify(what, e)),
+                    Err(_) => Err(self.unavailable(what, "no answer within 5s")),
+                },
+                Err(e) => Err(e),
+            };
+            match tried {
+                Ok(v) => {
+                    self.pinned.store(i, Ordering::Relaxed);
+                    self.up();
+                    return Ok(v);
+                }
+                Err(e) if e.is_unavailable() => {
+                    tracing::debug!(endpoint = %self.settings.endpoints[i], error = %e,
+                        "trying the next etcd endpoint");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        result
+        let e = last.expect("at least one endpoint");
+        self.down(&e);
+        Err(e)
     }
 
     // ---- versions ----
@@ -397,10 +429,10 @@ impl Cluster {
         let key = self.cert_key(name, "version");
         let k = key.clone();
         let resp = self
-            .call(
-                "reading a version",
-                |mut c| async move { c.get(k, None).await },
-            )
+            .call("reading a version", |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })
             .await?;
         match resp.kvs().first() {
             None => Ok(None),
@@ -466,8 +498,10 @@ impl Cluster {
             at: unix(SystemTime::now()),
         })
         .expect("serializes");
-        self.call("recording a deploy", |mut c| async move {
-            c.put(key, value, None).await
+        self.call("recording a deploy", |mut c| {
+            let key = key.clone();
+            let value = value.clone();
+            async move { c.put(key, value, None).await }
         })
         .await
         .map(|_| ())
@@ -481,8 +515,9 @@ impl Cluster {
         let prefix = self.cert_key(name, "deployed/");
         let p = prefix.clone();
         let resp = self
-            .call("reading deploys", |mut c| async move {
-                c.get(p, Some(GetOptions::new().with_prefix())).await
+            .call("reading deploys", |mut c| {
+                let p = p.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
         Ok(resp
@@ -519,8 +554,9 @@ impl Cluster {
     }
 
     pub async fn journal_remove(self: &Arc<Self>, key: String) -> Result<(), ClusterError> {
-        self.call("dropping a TXT record", |mut c| async move {
-            c.delete(key, None).await
+        self.call("dropping a TXT record", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
         })
         .await
         .map(|_| ())
@@ -533,8 +569,9 @@ impl Cluster {
     ) -> Result<Vec<(String, journal::Record)>, ClusterError> {
         let p = self.cert_key(name, "cleanup/");
         let resp = self
-            .call("reading the cleanup journal", |mut c| async move {
-                c.get(p, Some(GetOptions::new().with_prefix())).await
+            .call("reading the cleanup journal", |mut c| {
+                let p = p.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
         let mut out = Vec::new();
@@ -565,7 +602,10 @@ impl Cluster {
             )])
             .and_then([TxnOp::put(key, value, None)]);
         let resp = self
-            .call(what, |mut c| async move { c.txn(txn).await })
+            .call(what, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await?;
         if resp.succeeded() {
             Ok(())
@@ -583,10 +623,10 @@ impl Cluster {
         let key = self.account_key(name);
         let k = key.clone();
         let resp = self
-            .call(
-                "reading an account",
-                |mut c| async move { c.get(k, None).await },
-            )
+            .call("reading an account", |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })
             .await?;
         let Some(kv) = resp.kvs().first() else {
             return Ok(None);
@@ -612,10 +652,10 @@ impl Cluster {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        self.call(
-            "storing an account",
-            |mut c| async move { c.txn(txn).await },
-        )
+        self.call("storing an account", |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
         .await
         .map(|_| ())
     }
@@ -630,7 +670,11 @@ impl Cluster {
             .await?
             .id();
         let name_key = format!("{}/lock", self.account_key(name));
-        let client = self.client().await?;
+        // The endpoint that just granted the lease (etcd's lock call waits while another member holds
+        // the lock, longer than one request may take, so it is not retried elsewhere).
+        let client = self
+            .client_at(self.pinned.load(Ordering::Relaxed) % self.clients.len())
+            .await?;
         let mut c = client.clone();
         let opts = etcd_client::LockOptions::new().with_lease(lease);
         match tokio::time::timeout(ACCOUNT_LOCK_TIMEOUT, c.lock(name_key, Some(opts))).await {
