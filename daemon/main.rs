@@ -537,7 +537,7 @@ async fn renew(
                 }),
                 serial: None,
             },
-            RunResult::NotDue { .. } | RunResult::Busy => continue,
+            RunResult::NotDue { .. } | RunResult::Busy { .. } => continue,
         };
         if let Err(e) = renewd::status::record_run(&state, name, &record) {
             eprintln!("renewd: {name}: cannot record the result for `renewd status`: {e}");
@@ -574,9 +574,12 @@ async fn renew(
                     ""
                 }
             ),
-            Some(RunResult::Busy) => println!(
+            Some(RunResult::Busy { member: None }) => println!(
                 "{name}: skipped: another renewd process (the daemon?) is renewing it right now"
             ),
+            Some(RunResult::Busy {
+                member: Some(member),
+            }) => println!("{name}: skipped: cluster member `{member}` is renewing it right now"),
             Some(RunResult::Failed(e @ renewd::renew::RenewError::Deploy(_))) => {
                 failures += 1;
                 println!(

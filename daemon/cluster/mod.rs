@@ -327,10 +327,13 @@ impl Cluster {
                     opts = opts.with_tls(t);
                 }
                 if let Some(a) = &s.auth {
-                    opts = opts.with_user(
-                        a.user.clone(),
-                        String::from_utf8_lossy(a.password.expose()).into_owned(),
-                    );
+                    // etcd's tokens expire (simple tokens after 5 idle minutes): get a new one then.
+                    opts = opts
+                        .with_user(
+                            a.user.clone(),
+                            String::from_utf8_lossy(a.password.expose()).into_owned(),
+                        )
+                        .with_auto_token_refresh(true);
                 }
                 match tokio::time::timeout(CALL_TIMEOUT, Client::connect(endpoint, Some(opts)))
                     .await

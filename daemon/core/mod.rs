@@ -125,8 +125,10 @@ pub enum RunResult {
         ari: bool,
     },
     Failed(RenewError),
-    /// Another renewd process renews it right now.
-    Busy,
+    /// Another renewd process renews it right now (`cluster:` the member that does, by name).
+    Busy {
+        member: Option<String>,
+    },
 }
 
 /// What the loop is told from outside.
@@ -625,10 +627,12 @@ impl<W: Work> Scheduler<W> {
         if once {
             let r = match result {
                 Ok(r) => r,
-                Err(
-                    RenewError::Busy
-                    | RenewError::Cluster(crate::cluster::ClusterError::Held { .. }),
-                ) => RunResult::Busy,
+                Err(RenewError::Busy) => RunResult::Busy { member: None },
+                Err(RenewError::Cluster(crate::cluster::ClusterError::Held { member, .. })) => {
+                    RunResult::Busy {
+                        member: Some(member),
+                    }
+                }
                 Err(e) => RunResult::Failed(e),
             };
             self.results.insert(done.name, r);

@@ -417,6 +417,60 @@ impl<'t> EtcdCluster<'t> {
         parse_kvs(&out.stdout)
     }
 
+    // ---------------------------------------------------------------- renewd's configuration
+
+    /// The `cluster:` block of a renewd.yaml for member `member` of this etcd: every endpoint, the TLS
+    /// files when the cluster has them, `etcd_extra` (more keys of `etcd:`, e.g. `user: …`), and
+    /// `seal_file` (written by the caller, 0600).
+    pub fn renewd_cluster_yaml(&self, member: &str, seal_file: &Path, etcd_extra: &str) -> String {
+        let endpoints: Vec<String> = self
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        let tls = match self.tls() {
+            Some(t) => format!(
+                ", ca: \"{}\", cert: \"{}\", key: \"{}\"",
+                t.ca.display(),
+                t.cert.display(),
+                t.key.display()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "cluster:\n  etcd: {{ endpoints: [{}]{tls}{etcd_extra} }}\n  member: {member}\n  seal_key_file: \"{}\"",
+            endpoints.join(", "),
+            seal_file.display()
+        )
+    }
+
+    /// etcd's own count of the gRPC requests it handled, summed over the running members, by method
+    /// (`grpc_server_handled_total` of each member's `/metrics`, plain http only).
+    pub fn grpc_requests(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut by_method = std::collections::BTreeMap::new();
+        for n in self.running() {
+            let url = format!("http://{}:{ETCD_CLIENT_PORT}/metrics", member_ip(n));
+            let text = self.topo.curl(&url).unwrap_or_default();
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("grpc_server_handled_total{"))
+            {
+                let method = line
+                    .split("grpc_method=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                let count: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                *by_method.entry(method.to_string()).or_insert(0) += count as u64;
+            }
+        }
+        by_method
+    }
+
     // ---------------------------------------------------------------- internals
 
     fn members(&self) -> MutexGuard<'_, Vec<Option<Child>>> {
