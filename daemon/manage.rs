@@ -57,6 +57,8 @@ pub enum ManageError {
     Acme(#[from] AcmeError),
     #[error("{0}")]
     Renew(#[from] RenewError),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -114,7 +116,12 @@ pub fn pick_account(settings: &Settings, name: Option<&str>) -> Result<String, M
 /// The registered account `name` (loaded from `accounts/NAME.json`; never registered here).
 async fn registered(engine: &Engine, name: &str) -> Result<acme::AcmeAccount, ManageError> {
     let settings = account_settings(&engine.settings, name)?;
-    if acme::stored_info(settings, &engine.state)?.is_none() {
+    // `cluster:` another member may have registered it: loading it brings the credentials here.
+    let in_cluster = match engine.cluster() {
+        Some(c) => c.account(name).await?.is_some(),
+        None => false,
+    };
+    if acme::stored_info(settings, &engine.state)?.is_none() && !in_cluster {
         return Err(ManageError::NotRegistered(
             name.to_string(),
             engine.state.account_file(name).display().to_string(),
@@ -347,10 +354,20 @@ pub async fn account_rollover(engine: &Engine, name: &str) -> Result<Vec<String>
     let path = engine.state.account_file(name);
     acme::save_credentials(settings, &engine.state, &path, credentials).await?;
     tracing::warn!(account = %name, "account key rolled over");
-    Ok(vec![format!(
+    let mut out = vec![format!(
         "{name}: new account key (ECDSA P-256) saved to {}; the CA no longer accepts the old one",
         path.display()
-    )])
+    )];
+    if let Some(c) = engine.cluster() {
+        let stored = crate::fsread::read_capped(&path, crate::fsread::SECRET_MAX).map_err(|e| {
+            io(format!("cannot read {} back", path.display()))(std::io::Error::other(e.to_string()))
+        })?;
+        c.replace_account(name, &stored).await?;
+        out.push(format!(
+            "{name}: the cluster has the new key too (sealed); restart renewd on the other members so they load it"
+        ));
+    }
+    Ok(out)
 }
 
 /// `renewd account deactivate [ACCOUNT]`: the CA closes the account for good; the stored credentials
@@ -369,6 +386,9 @@ pub async fn account_deactivate(engine: &Engine, name: &str) -> Result<Vec<Strin
         path.display()
     )))?;
     tracing::warn!(account = %name, "account deactivated");
+    if let Some(c) = engine.cluster() {
+        c.remove_account(name).await?;
+    }
     Ok(vec![
         format!("{name}: deactivated at the CA; its credentials are kept as {}", kept.display()),
         format!("{name}: the next order registers a new account (with EAB if configured: a single-use EAB key needs a new one)"),

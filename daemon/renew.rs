@@ -690,9 +690,13 @@ impl Engine {
         let lock = c.lock_cert(&spec.name).await?;
         match self.adopt_if_newer(c, spec, false).await {
             Ok(None) => {}
-            other => {
+            Ok(Some(r)) => {
                 lock.release().await;
-                return other.map(|r| Turn::Adopted(r.expect("matched Some")));
+                return Ok(Turn::Adopted(r));
+            }
+            Err(e) => {
+                lock.release().await;
+                return Err(e);
             }
         }
         self.remove_stale_cluster_values(c, spec).await;

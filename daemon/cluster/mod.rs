@@ -102,7 +102,8 @@ impl ClusterError {
 /// The newest certificate of one spec, as the cluster holds it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Version {
-    /// The version directory name (`archive/NAME/ID`), the same on every member.
+    /// The version's name where it was renewed (`archive/NAME/ID` on that member; the others install
+    /// it under a name of their own, as they would a renewal).
     pub id: String,
     pub names: Vec<String>,
     /// Upper-case hex.
@@ -658,6 +659,33 @@ impl Cluster {
         self.call("storing an account", |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Replace the account's credentials in the cluster (`renewd account rollover`: a new key).
+    pub async fn replace_account(
+        self: &Arc<Self>,
+        name: &str,
+        stored: &[u8],
+    ) -> Result<(), ClusterError> {
+        let key = self.account_key(name);
+        let value = seal::seal(&self.settings.seal_key, &key, stored);
+        self.call("storing an account", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Forget the account's credentials (`renewd account deactivate`: the next order registers anew).
+    pub async fn remove_account(self: &Arc<Self>, name: &str) -> Result<(), ClusterError> {
+        let key = self.account_key(name);
+        self.call("removing an account", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
         })
         .await
         .map(|_| ())

@@ -318,6 +318,32 @@ fn a_due_certificate_is_ordered_once_and_every_member_with_the_seal_key_deploys_
         );
     }
 
+    // `account rollover` on a member that never loaded the account: it comes from the cluster, and the
+    // new key goes back there.
+    let account_in_etcd = || {
+        etcd.etcdctl(&[
+            "--user",
+            "root:root-pw",
+            "get",
+            "--print-value-only",
+            "/renewd/accounts/a2c",
+        ])
+        .stdout
+    };
+    let before = account_in_etcd();
+    let rolled = web3.r.run(&["account", "rollover", "a2c"]);
+    assert_eq!(rolled.code, Some(0), "{}{}", rolled.stdout, rolled.stderr);
+    assert!(
+        rolled.stdout.contains("the cluster has the new key too"),
+        "{}",
+        rolled.stdout
+    );
+    assert_ne!(
+        account_in_etcd(),
+        before,
+        "the cluster's credentials changed"
+    );
+
     // No private key or account key in etcd in a usable form.
     assert_success(
         "etcdctl auth disable",
@@ -336,6 +362,7 @@ fn a_due_certificate_is_ordered_once_and_every_member_with_the_seal_key_deploys_
         web2.r.state()
     };
     forms.extend(account_key_forms(&renewer_state));
+    forms.extend(account_key_forms(&web3.r.state()));
     for (key, value) in &dump {
         for form in &forms {
             assert!(
