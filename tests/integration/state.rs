@@ -6,6 +6,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use crate::support::proc::poll_until;
 
 use renewd::certs::pem_encode;
 use renewd::state::{self, CertFiles, StateDir};
@@ -42,14 +45,21 @@ impl Tmpfs {
 
     /// Free (pages, inodes).
     fn free(&self) -> (u64, u64) {
-        let path = std::ffi::CString::new(self.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string and a zeroed out-parameter of the right type.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
-        (
-            st.f_bfree as u64 * st.f_frsize as u64 / PAGE,
-            st.f_ffree as u64,
-        )
+        Tmpfs::statvfs(self.path())()
+    }
+
+    /// A function giving the free (pages, inodes) of the file system at `path`.
+    fn statvfs(path: &Path) -> impl Fn() -> (u64, u64) {
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        move || {
+            // SAFETY: a valid C string and a zeroed out-parameter of the right type.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+            (
+                st.f_bfree as u64 * st.f_frsize as u64 / PAGE,
+                st.f_ffree as u64,
+            )
+        }
     }
 }
 
@@ -72,13 +82,21 @@ impl Drop for Tmpfs {
 /// that one alone); gives them back when dropped.
 struct Filler {
     dir: PathBuf,
+    /// (pages, inodes) it takes, and the mount to ask.
+    taken: (u64, u64),
+    mount: PathBuf,
 }
 
 impl Filler {
     fn fill(tmpfs: &Tmpfs, pages: Option<u64>, inodes: Option<u64>) -> Filler {
+        let before = tmpfs.free();
         let dir = tmpfs.path().join("filler");
         fs::create_dir(&dir).unwrap();
-        let filler = Filler { dir };
+        let mut filler = Filler {
+            dir,
+            taken: (0, 0),
+            mount: tmpfs.path().to_path_buf(),
+        };
         if let Some(pages) = pages {
             let mut f = fs::File::create(filler.dir.join("pages")).unwrap();
             let chunk = vec![0u8; 16 * PAGE as usize];
@@ -110,6 +128,7 @@ impl Filler {
             }
         }
         let (free_pages, free_inodes) = tmpfs.free();
+        filler.taken = (before.0 - free_pages, before.1 - free_inodes);
         assert!(
             pages.is_none_or(|p| p == free_pages),
             "{free_pages} pages free, wanted {pages:?}"
@@ -124,7 +143,22 @@ impl Filler {
 
 impl Drop for Filler {
     fn drop(&mut self) {
+        let mount = Tmpfs::statvfs(&self.mount);
+        let start = mount();
         let _ = fs::remove_dir_all(&self.dir);
+        // A child another test forks at this moment holds a copy of our descriptors until its exec
+        // (close-on-exec), and the pages of an unlinked file stay allocated while any is open: on a
+        // loaded machine that window is long enough for the next level to find the space still taken.
+        let want = (start.0 + self.taken.0, start.1 + self.taken.1);
+        let back = poll_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            let (p, i) = mount();
+            (p >= want.0 && i >= want.1).then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "the filler's space did not come back: {:?} free, {want:?} expected",
+            mount()
+        );
     }
 }
 
