@@ -676,8 +676,37 @@ impl Engine {
         if let Some(l) = cluster_lock {
             l.release().await;
         }
+        if let Err(RenewError::Acme(e @ AcmeError::Request { .. })) = &result {
+            // The CA does not know the account or its key: the next attempt loads the account again,
+            // so credentials changed meanwhile (a key rolled over on another cluster member, a file
+            // replaced by hand) are used instead of the ones this process loaded first.
+            let stale = e.problems().iter().any(|p| {
+                p.r#type.as_deref().is_some_and(|t| {
+                    ["accountDoesNotExist", "unauthorized", "badPublicKey"]
+                        .iter()
+                        .any(|k| t.ends_with(&format!(":{k}")))
+                })
+            });
+            if stale {
+                self.forget_account(&spec.account);
+            }
+        }
         self.leave_run().await;
         result
+    }
+
+    /// Drop the loaded account `name` (unless a load of it is running): the next use loads it again.
+    fn forget_account(&self, name: &str) {
+        let slot = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let Some(slot) = slot else { return };
+        if let Ok(mut flight) = slot.state.try_lock() {
+            flight.ready = None;
+        };
     }
 
     /// `cluster:`: install the cluster's version when it is newer than the live one; otherwise take the
