@@ -364,7 +364,7 @@ pub async fn account_rollover(engine: &Engine, name: &str) -> Result<Vec<String>
         })?;
         c.replace_account(name, &stored).await?;
         out.push(format!(
-            "{name}: the cluster has the new key too (sealed); restart renewd on the other members so they load it"
+            "{name}: the cluster has the new key too (sealed); the other members load it when the CA refuses their old one, or at their next start"
         ));
     }
     Ok(out)
