@@ -1,7 +1,12 @@
 //! Wall time of `renewd renew` for N certificates on the reference deployment, and the DNS propagation
-//! time renewd reports per certificate. Usage (root): `cargo run --release --example bench-renew -- N [ROUNDS]`.
+//! time renewd reports per certificate. Usage (root):
+//! `cargo run --release --example bench-renew -- N [ROUNDS] [--shared] [--workers W]`.
+//! `--shared`: every challenge CNAMEd into one zone (`_acme-challenge.sharedK` → `sharedK.acme.example.test.`)
+//! instead of one zone per host; `--workers` replaces the harness's `workers: 4`. `RENEWD_BIN` picks
+//! the binary (e.g. an older build, for a before/after comparison).
 //! Round 1 issues (registers the account first), later rounds are `renew --force` of the same names.
-//! Prints one TSV row per round: n, round, wall_s, mean/max propagation_s, peak RSS of renewd (kB).
+//! Prints one TSV row per round: n, round, wall_s, mean/max propagation_s, peak RSS of renewd (kB), and
+//! the UPDATEs the primary applied in the round (SOA serial increments of the zones).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -11,22 +16,57 @@ use std::time::Instant;
 use support::{domain, output_text, SpecFixture, Topology, TopologyOptions};
 
 fn main() {
+    let (mut shared, mut workers, mut numbers) = (false, None::<usize>, Vec::new());
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let topo = Topology::start(TopologyOptions {
-        n_hosts: n,
-        ..Default::default()
-    });
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--shared" => shared = true,
+            "--workers" => workers = args.next().and_then(|w| w.parse().ok()),
+            _ => numbers.push(a.parse::<usize>().expect("N and ROUNDS are numbers")),
+        }
+    }
+    let mut numbers = numbers.into_iter();
+    let n: usize = numbers.next().unwrap_or(1);
+    let rounds: usize = numbers.next().unwrap_or(3);
+    let (opts, label) = if shared {
+        let opts = TopologyOptions {
+            n_hosts: 0,
+            shared_zone_hosts: n,
+            ..Default::default()
+        };
+        (opts, "shared")
+    } else {
+        let opts = TopologyOptions {
+            n_hosts: n,
+            ..Default::default()
+        };
+        (opts, "host")
+    };
+    let topo = Topology::start(opts);
     let specs: Vec<SpecFixture> = (1..=n)
         .map(|k| {
-            let d = domain(&format!("host{k}"));
-            SpecFixture::new(&format!("host{k}"), &[&d]).line("key: { type: rsa, bits: 2048 }")
+            let d = domain(&format!("{label}{k}"));
+            SpecFixture::new(&format!("{label}{k}"), &[&d]).line("key: { type: rsa, bits: 2048 }")
         })
         .collect();
     let dir = topo.dir().join("renewd");
     let config = topo.write_renewd_config(&dir, &specs);
-    println!("n\tround\twall_s\tprop_mean_s\tprop_max_s\tmaxrss_kb");
+    if let Some(w) = workers {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("workers: 4\n", &format!("workers: {w}\n")),
+        )
+        .unwrap();
+    }
+    let serials = || -> u64 {
+        topo.zones()
+            .iter()
+            .filter_map(|z| topo.soa_serial_at(topo.master_addr(), z))
+            .map(u64::from)
+            .sum()
+    };
+    println!("n\tround\twall_s\tprop_mean_s\tprop_max_s\tmaxrss_kb\tupdates");
     for round in 1..=rounds {
         let mut cmd = topo.command("/usr/bin/time");
         cmd.arg("-f").arg("MAXRSS=%M").arg(support::renewd_bin());
@@ -34,6 +74,7 @@ fn main() {
         if round > 1 {
             cmd.arg("--force");
         }
+        let serial0 = serials();
         let t0 = Instant::now();
         let out = cmd.output().expect("renewd runs");
         let wall = t0.elapsed().as_secs_f64();
@@ -42,7 +83,8 @@ fn main() {
         let props: Vec<f64> = text
             .lines()
             .filter_map(|l| l.split("DNS propagation ").nth(1))
-            .filter_map(|s| s.trim_end_matches(')').trim_end_matches('s').parse().ok())
+            // "DNS propagation 5.2s, dns-01)" (older releases: "DNS propagation 5.2s)")
+            .filter_map(|s| s.split('s').next()?.parse().ok())
             .collect();
         assert_eq!(props.len(), n, "one renewed line per certificate:\n{text}");
         let mean = props.iter().sum::<f64>() / n as f64;
@@ -51,7 +93,8 @@ fn main() {
             .lines()
             .find_map(|l| l.strip_prefix("MAXRSS="))
             .unwrap_or("?");
-        println!("{n}\t{round}\t{wall:.2}\t{mean:.2}\t{max:.2}\t{rss}");
+        let updates = serials() - serial0;
+        println!("{n}\t{round}\t{wall:.2}\t{mean:.2}\t{max:.2}\t{rss}\t{updates}");
         // BIND's notify-delay (5 s) holds back the NOTIFY of this round's deletions for up to 5 s, and
         // the next round's UPDATE for 5 s after that; real renewals are weeks apart, so measure the
         // steady state: let both windows pass (a benchmark pause, not a wait for a condition).

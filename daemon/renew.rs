@@ -2,7 +2,7 @@
 //!
 //! Order of an attempt (DESIGN.md "How a renewal goes"), one method per phase ([`Phase`]): account → order
 //! → the dns-01 values of every pending authorization → find each value's zone and publish it (journal
-//! first, then RFC 2136 append) → wait until every authoritative server of every zone serves every value →
+//! first, then RFC 2136 append, one UPDATE per zone shared with concurrent renewals: [`dns::Batcher`]) → wait until every authoritative server of every zone serves every value →
 //! answer the challenges and poll the authorizations (a rejected name ends the attempt at once) → the
 //! order → finalize with our own key and CSR → check the chain → install into `live/` → deploy targets →
 //! delete exactly our TXT values (also on failure, cancellation and timeout).
@@ -301,6 +301,9 @@ pub struct Engine {
     pub state: StateDir,
     resolver: Resolver,
     journal: Arc<Journal>,
+    /// RFC 2136 updates of concurrent renewals to one zone, coalesced (kept across reloads, like the
+    /// journal, so that renewals started before and after a reload still share UPDATEs).
+    updates: Arc<dns::Batcher>,
     /// Never held across an await: it only hands out the per-account slots.
     accounts: Mutex<HashMap<String, Arc<AccountSlot>>>,
     /// Held while pre/post hooks run, so a run's pre-hooks precede its attempts and its post-hooks the
@@ -334,6 +337,7 @@ impl Engine {
             settings,
             state,
             Arc::new(journal),
+            Arc::default(),
             HashMap::new(),
             Arc::default(),
             cluster,
@@ -356,6 +360,7 @@ impl Engine {
             settings,
             self.state.clone(),
             self.journal.clone(),
+            self.updates.clone(),
             kept,
             self.hook_run.clone(),
             self.cluster.clone(),
@@ -395,6 +400,7 @@ impl Engine {
         settings: Arc<Settings>,
         state: StateDir,
         journal: Arc<Journal>,
+        updates: Arc<dns::Batcher>,
         accounts: HashMap<String, Arc<AccountSlot>>,
         hook_run: Arc<tokio::sync::Mutex<HookRun>>,
         cluster: Option<Arc<Cluster>>,
@@ -405,6 +411,7 @@ impl Engine {
             state,
             resolver,
             journal,
+            updates,
             accounts: Mutex::new(accounts),
             hook_run,
             cluster,
@@ -1148,8 +1155,8 @@ impl Engine {
             .map_err(|e| account.error(Phase::PlacingOrder, e).into())
     }
 
-    /// Find each value's zone, then publish: every value of one owner in one UPDATE, each value in the
-    /// cleanup journal before the UPDATE is sent. Returns the values by (zone, owner).
+    /// Find each value's zone, then publish: every value of one zone in one UPDATE (with what other
+    /// renewals send to the zone meanwhile), each value in the cleanup journal before it is submitted. Returns the values by (zone, owner).
     async fn publish(
         &self,
         spec: &CertSpec,
@@ -1174,25 +1181,40 @@ impl Engine {
         }
         progress.enter(Phase::PublishingTxt);
         let updater = Arc::new(Updater::new(server, &self.resolver).await?);
+        let mut by_zone: BTreeMap<&str, Vec<dns::Change>> = BTreeMap::new();
         for ((zone, owner), values) in &by_owner {
-            let first = published.len();
-            for value in values {
-                let (entry, cluster_entry) = self
-                    .journal_add(spec, zone, owner, value, cluster_lock)
-                    .await?;
-                published.push(Published {
-                    updater: updater.clone(),
-                    zone: zone.clone(),
-                    owner: owner.clone(),
-                    value: value.clone(),
-                    entry: Some(entry),
-                    cluster_entry,
-                });
-            }
-            // All values of one owner in one UPDATE: a second UPDATE to the same zone would wait for
-            // BIND's notify-delay (5 s) before the secondaries hear of it.
             let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-            if let Err(e) = updater.add_txt_values(zone, owner, &refs).await {
+            by_zone
+                .entry(zone)
+                .or_default()
+                .push(dns::Change::new(dns::Op::Add, owner, &refs));
+        }
+        for (zone, changes) in by_zone {
+            let first = published.len();
+            for change in &changes {
+                for value in &change.values {
+                    let (entry, cluster_entry) = self
+                        .journal_add(spec, zone, &change.owner, value, cluster_lock)
+                        .await?;
+                    published.push(Published {
+                        updater: updater.clone(),
+                        zone: zone.to_string(),
+                        owner: change.owner.clone(),
+                        value: value.clone(),
+                        entry: Some(entry),
+                        cluster_entry,
+                    });
+                }
+            }
+            // Every value of a zone in one UPDATE, shared with other renewals' values for the zone
+            // (dns::batch): a second UPDATE to the zone would wait for BIND's notify-delay (5 s)
+            // before the secondaries hear of it.
+            let owners = changes.len();
+            if let Err(e) = self
+                .updates
+                .submit(&server.name, &updater, zone, changes)
+                .await
+            {
                 if e.update_was_rejected() {
                     // Nothing was published: forget these values instead of "cleaning" them later.
                     for p in published.drain(first..) {
@@ -1201,7 +1223,7 @@ impl Engine {
                 }
                 return Err(e.into());
             }
-            tracing::info!(dns_zone = %zone, owner = %owner, values = values.len(), "TXT published");
+            tracing::info!(dns_zone = %zone, owners, values = published.len() - first, "TXT published");
         }
         Ok(by_owner)
     }
@@ -1412,35 +1434,43 @@ impl Engine {
             )))
     }
 
-    /// Delete exactly the values we published (one UPDATE per owner), and drop their journal records.
+    /// Delete exactly the values we published (one UPDATE per zone, shared with other renewals'
+    /// deletions there), and drop their journal records.
     async fn cleanup(&self, published: Vec<Published>) {
         let mut groups: Vec<Vec<Published>> = Vec::new();
         for p in published {
-            match groups.iter_mut().find(|g| {
-                g[0].zone == p.zone
-                    && g[0].owner == p.owner
-                    && Arc::ptr_eq(&g[0].updater, &p.updater)
-            }) {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].zone == p.zone && Arc::ptr_eq(&g[0].updater, &p.updater))
+            {
                 Some(g) => g.push(p),
                 None => groups.push(vec![p]),
             }
         }
         for group in groups {
             let first = &group[0];
-            let values: Vec<&str> = group.iter().map(|p| p.value.as_str()).collect();
-            match first
-                .updater
-                .delete_txt_values(&first.zone, &first.owner, &values)
+            let mut changes: Vec<dns::Change> = Vec::new();
+            for p in &group {
+                match changes.iter_mut().find(|c| c.owner == p.owner) {
+                    Some(c) => c.values.push(p.value.clone()),
+                    None => changes.push(dns::Change::new(dns::Op::Delete, &p.owner, &[&p.value])),
+                }
+            }
+            let server = first.updater.server().name().to_string();
+            let zone = first.zone.clone();
+            match self
+                .updates
+                .submit(&server, &first.updater, &zone, changes)
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(dns_zone = %first.zone, owner = %first.owner, values = values.len(), "TXT removed");
+                    tracing::info!(dns_zone = %zone, values = group.len(), "TXT removed");
                     for p in group {
                         self.journal_remove(p).await;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(owner = %first.owner, error = %e,
+                    tracing::warn!(dns_zone = %zone, error = %e,
                         "cannot delete TXT values; they stay in the cleanup journal and are retried at next start");
                 }
             }

@@ -53,7 +53,7 @@ pub struct Lagging {
     pub served: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsError {
     // ---- input and configuration ----

@@ -10,6 +10,7 @@
 //! Names are handled the BIND way ([`name`]): case-insensitive, trailing dot optional, kept
 //! lower-case without the dot inside renewd.
 
+pub mod batch;
 pub mod discovery;
 pub mod error;
 pub mod name;
@@ -22,10 +23,11 @@ pub mod update;
 #[cfg(test)]
 mod bed_tests;
 
+pub use batch::Batcher;
 pub use discovery::{
     authoritative_servers, find_target, find_target_at, AuthServer, ChallengeTarget,
 };
 pub use error::{DnsError, Lagging, ServerRef};
 pub use propagation::{poll_delays, query_txt, serving, wait_for_txt, Propagation, Served};
 pub use resolver::Resolver;
-pub use update::Updater;
+pub use update::{Change, Op, Updater};

@@ -34,6 +34,8 @@ pub struct Updater {
     timeouts: Timeouts,
     /// Added to our clock when signing (tests use it to provoke BADTIME).
     clock_offset: i64,
+    /// What this updater was made from (compared by [`Updater::same_target`]).
+    settings: DnsServerSettings,
 }
 
 impl std::fmt::Debug for Updater {
@@ -47,10 +49,41 @@ impl std::fmt::Debug for Updater {
     }
 }
 
+/// What one change of an UPDATE does to the TXT RRset at its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub enum Op {
+    /// Append the values (RFC 2136 §2.5.1), never replacing others.
     Add,
+    /// Delete exactly these values (§2.5.4, by rdata).
     Delete,
+}
+
+/// One owner's values to add or delete; an UPDATE carries one or more of them, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub op: Op,
+    pub owner: String,
+    pub values: Vec<String>,
+}
+
+impl Change {
+    pub fn new(op: Op, owner: &str, values: &[&str]) -> Self {
+        Change {
+            op,
+            owner: owner.to_string(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    /// An upper bound of this change's size in an UPDATE message (names uncompressed).
+    pub fn wire_size(&self) -> usize {
+        // Per RR: owner (labels + root), type, class, TTL, rdlength (10), one length octet per
+        // 255-octet character-string.
+        self.values
+            .iter()
+            .map(|v| self.owner.len() + 2 + 10 + v.len() + v.len() / 255 + 1)
+            .sum()
+    }
 }
 
 impl Updater {
@@ -101,6 +134,7 @@ impl Updater {
             ttl: server.ttl,
             timeouts: Timeouts::UPDATE,
             clock_offset: 0,
+            settings: server.clone(),
         })
     }
 
@@ -111,6 +145,14 @@ impl Updater {
 
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// Whether `other` sends to the same server with the same key and TTL, so that one UPDATE
+    /// message can carry the changes of both.
+    pub fn same_target(&self, other: &Updater) -> bool {
+        self.server == other.server
+            && self.settings == other.settings
+            && self.clock_offset == other.clock_offset
     }
 
     /// Adds `value` to the TXT RRset at `owner`, never touching other values there.
@@ -160,24 +202,41 @@ impl Updater {
         owner: &str,
         values: &[&str],
     ) -> Result<(), DnsError> {
-        let zone = name::normalize(zone)?;
-        let owner = name::normalize(owner)?;
-        if !is_inside(&owner, &zone) {
-            return Err(DnsError::OwnerNotInZone { owner, zone });
-        }
-        let zone_fqdn = name::to_fqdn(&zone)?;
-        let owner_fqdn = name::to_fqdn(&owner)?;
+        self.apply(zone, &[Change::new(op, owner, values)]).await
+    }
 
-        let mut rrset = RecordSet::with_ttl(owner_fqdn.clone(), RecordType::TXT, self.ttl);
-        for value in values {
-            rrset.insert(
-                Record::from_rdata(owner_fqdn.clone(), self.ttl, RData::TXT(txt_rdata(value))),
-                0,
-            );
+    /// Sends `changes` (each owner inside `zone`) as ONE update message, applied in order and all
+    /// or nothing by the server. A rejection names the first change's owner.
+    pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
+        let zone = name::normalize(zone)?;
+        let zone_fqdn = name::to_fqdn(&zone)?;
+        let mut msg: Option<Message> = None;
+        let mut first_owner = None;
+        for change in changes.iter().filter(|c| !c.values.is_empty()) {
+            let owner = name::normalize(&change.owner)?;
+            if !is_inside(&owner, &zone) {
+                return Err(DnsError::OwnerNotInZone { owner, zone });
+            }
+            let owner_fqdn = name::to_fqdn(&owner)?;
+            let mut rrset = RecordSet::with_ttl(owner_fqdn.clone(), RecordType::TXT, self.ttl);
+            for value in &change.values {
+                rrset.insert(
+                    Record::from_rdata(owner_fqdn.clone(), self.ttl, RData::TXT(txt_rdata(value))),
+                    0,
+                );
+            }
+            let part = match change.op {
+                Op::Add => update_message::append(rrset, zone_fqdn.clone(), false, false),
+                Op::Delete => update_message::delete_by_rdata(rrset, zone_fqdn.clone(), false),
+            };
+            match &mut msg {
+                None => msg = Some(part),
+                Some(m) => m.authorities.extend(part.authorities),
+            }
+            first_owner.get_or_insert(owner);
         }
-        let mut msg = match op {
-            Op::Add => update_message::append(rrset, zone_fqdn, false, false),
-            Op::Delete => update_message::delete_by_rdata(rrset, zone_fqdn, false),
+        let (Some(mut msg), Some(owner)) = (msg, first_owner) else {
+            return Ok(());
         };
         let now = unix_now().saturating_add_signed(self.clock_offset);
         let mut verifier = msg
@@ -217,7 +276,9 @@ impl Updater {
             Err(e) => Err(e),
         };
         tracing::debug!(
-            server = %self.server, %zone, %owner, op = ?op, values = values.len(),
+            server = %self.server, %zone, %owner, changes = changes.len(),
+            values = changes.iter().map(|c| c.values.len()).sum::<usize>(),
+            bytes = request.len(),
             ms = started.elapsed().as_millis() as u64,
             ok = outcome.is_ok(),
             "RFC 2136 update"

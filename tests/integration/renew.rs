@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::proc::poll_until;
 use crate::support::renewd::{mode, wait_published, Renewd};
-use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
+use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions, SHARED_ZONE};
 use crate::support::x509::{cert_sans, cert_serial, private_key_type, verify_chain};
 use crate::support::SpecFixture;
 
@@ -580,4 +580,98 @@ fn status_shows_a_failing_certificate_with_its_error() {
         row.contains("failed (1x)") && row.contains("REFUSED"),
         "{row}"
     );
+}
+
+/// `workers: N` instead of the fixture's 4, so that every renewal of the run starts at once.
+fn set_workers(r: &Renewd, n: usize) {
+    let text = fs::read_to_string(r.config()).unwrap();
+    assert!(text.contains("workers: 4\n"), "{text}");
+    fs::write(
+        r.config(),
+        text.replace("workers: 4\n", &format!("workers: {n}\n")),
+    )
+    .unwrap();
+}
+
+/// (k): many certificates whose challenges are CNAMEd into one zone share UPDATEs: the primary's
+/// serial (one increment per applied UPDATE) grows by less than one add and one delete per
+/// certificate, every certificate is issued, and nothing is left in the zone.
+#[test]
+fn renew_many_certificates_in_one_shared_zone_shares_updates() {
+    const N: usize = 20;
+    let topo = topology(TopologyOptions {
+        n_hosts: 0,
+        shared_zone_hosts: N,
+        ..Default::default()
+    });
+    let specs: Vec<SpecFixture> = (1..=N)
+        .map(|k| SpecFixture::new(&format!("shared{k}"), &[&domain(&format!("shared{k}"))]))
+        .collect();
+    let r = Renewd::new(&topo, "30s", &specs);
+    set_workers(&r, N);
+    let before = topo.soa_serial_at(topo.master_addr(), SHARED_ZONE).unwrap();
+    let t0 = Instant::now();
+    let run = r.run(&["renew"]);
+    let wall = t0.elapsed();
+    run.expect_code(0);
+    for k in 1..=N {
+        assert!(
+            run.line(&format!("shared{k}")).contains("renewed"),
+            "{}",
+            run.stdout
+        );
+    }
+    let updates = topo
+        .soa_serial_at(topo.master_addr(), SHARED_ZONE)
+        .unwrap()
+        .wrapping_sub(before);
+    eprintln!("{N} certificates in one zone: {updates} UPDATEs applied, {wall:?}");
+    // Without coalescing it is exactly 2N (one add and one delete each). How many share depends on
+    // how close together the renewals reach their UPDATEs: 25 for 20 certificates here (2 cores).
+    assert!(
+        (updates as usize) < 2 * N,
+        "{updates} UPDATEs for {N} certificates: none shared (one add and one delete each is {})",
+        2 * N
+    );
+    for k in 1..=N {
+        assert!(
+            topo.txt_at(topo.master_addr(), &format!("shared{k}.{SHARED_ZONE}"))
+                .is_empty(),
+            "TXT left for shared{k}"
+        );
+    }
+    assert!(r.journal_records().is_empty(), "{:?}", r.journal_records());
+}
+
+/// (l): a refused owner in a shared zone fails its own renewal only, with its own error; the others
+/// in the same zone (possibly in the same UPDATE) are issued.
+#[test]
+fn renew_with_one_refused_owner_in_a_shared_zone_fails_only_that_certificate() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 0,
+        shared_zone_hosts: 5,
+        shared_zone_denied: vec!["refused1".into()],
+        ..Default::default()
+    });
+    let mut specs: Vec<SpecFixture> = (1..=5)
+        .map(|k| SpecFixture::new(&format!("shared{k}"), &[&domain(&format!("shared{k}"))]))
+        .collect();
+    specs.push(SpecFixture::new("refused", &[&domain("refused1")]));
+    let r = Renewd::new(&topo, "30s", &specs);
+    set_workers(&r, 6);
+    let run = r.run(&["renew"]);
+    run.expect_code(1);
+    let line = run.line("refused");
+    assert!(line.contains("REFUSED"), "{line}");
+    assert!(
+        line.contains(&format!("refused1.{SHARED_ZONE}")),
+        "names its own owner: {line}"
+    );
+    for k in 1..=5 {
+        let line = run.line(&format!("shared{k}"));
+        assert!(line.contains("renewed"), "{line}\n{}", run.stdout);
+        assert!(!line.contains("REFUSED"), "{line}");
+    }
+    assert!(!r.state().join("live/refused").exists());
+    assert!(r.journal_records().is_empty(), "{:?}", r.journal_records());
 }

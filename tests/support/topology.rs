@@ -65,6 +65,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// SIGTERM → SIGKILL grace on shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The zone every challenge of [`TopologyOptions::shared_zone_hosts`] is CNAMEd into.
+pub const SHARED_ZONE: &str = "acme.example.test";
+
 /// `hostK.example.test` style name for a host label.
 pub fn domain(label: &str) -> String {
     format!("{label}.{DOMAIN}")
@@ -161,6 +164,13 @@ pub struct TopologyOptions {
     /// `_acme-challenge.<alias>.example.test. CNAME _acme-challenge.<target>.example.test.` and the
     /// alias gets no zone of its own (the lego/certbot "CNAME delegation" setup).
     pub cname_aliases: Vec<(String, String)>,
+    /// Hosts `shared1..sharedN` (the common "one challenge zone" layout): no zone of their own,
+    /// `_acme-challenge.sharedK.example.test. CNAME sharedK.acme.example.test.`, and the zone
+    /// [`SHARED_ZONE`] (master + dns1..3, delegated) lets renewd's key write TXT anywhere inside.
+    pub shared_zone_hosts: usize,
+    /// More labels CNAMEd into [`SHARED_ZONE`] like `shared_zone_hosts`, whose owner there the zone's
+    /// update-policy denies to renewd's key (an UPDATE carrying it is REFUSED as a whole).
+    pub shared_zone_denied: Vec<String>,
     /// Labels among `host1..hostN` whose challenge zone is served (and delegated) by dns1 and dns2
     /// only: with dns3 stopped, certificates in these zones still propagate.
     pub two_ns_hosts: Vec<String>,
@@ -190,6 +200,8 @@ impl Default for TopologyOptions {
             n_hosts: 3,
             denied_hosts: Vec::new(),
             cname_aliases: Vec::new(),
+            shared_zone_hosts: 0,
+            shared_zone_denied: Vec::new(),
             two_ns_hosts: Vec::new(),
             eab_required: true,
             cert_validity: Duration::from_secs(90 * 86400),
@@ -260,6 +272,9 @@ impl Topology {
             .map(|k| challenge_zone(&domain(&format!("host{k}"))))
             .collect();
         zones.extend(opts.denied_hosts.iter().map(|h| challenge_zone(&domain(h))));
+        if opts.shared_zone_hosts > 0 || !opts.shared_zone_denied.is_empty() {
+            zones.push(SHARED_ZONE.to_string());
+        }
         if opts.persist_zones {
             zones.extend((1..=opts.n_hosts).map(|k| persist_zone(&domain(&format!("host{k}")))));
         }
@@ -1002,6 +1017,13 @@ logging {{
                 let _ = writeln!(db, "{label} IN NS {}", dns(usize::from(n)));
             }
         }
+        let shared = (1..=self.opts.shared_zone_hosts)
+            .map(|k| format!("shared{k}"))
+            .chain(self.opts.shared_zone_denied.iter().cloned());
+        for host in shared {
+            let _ = writeln!(db, "{host} IN A 127.0.0.1");
+            let _ = writeln!(db, "_acme-challenge.{host} IN CNAME {host}.{SHARED_ZONE}.");
+        }
         for (alias, target) in &self.opts.cname_aliases {
             let _ = writeln!(db, "{alias} IN A 127.0.0.1");
             let _ = writeln!(
@@ -1031,9 +1053,20 @@ logging {{
             } else {
                 TSIG_KEY_NAME
             };
+            let policy = if zone == SHARED_ZONE {
+                let denied: String = self
+                    .opts
+                    .shared_zone_denied
+                    .iter()
+                    .map(|h| format!("deny {key} name {h}.{zone}. TXT; "))
+                    .collect();
+                format!("{denied}grant {key} subdomain {zone}. TXT;")
+            } else {
+                format!("grant {key} name {zone}. TXT;")
+            };
             let _ = write!(
                 conf,
-                "zone \"{zone}\" {{\n  type primary; file \"{zone}.db\";\n  update-policy {{ grant {key} name {zone}. TXT; }};\n  \
+                "zone \"{zone}\" {{\n  type primary; file \"{zone}.db\";\n  update-policy {{ {policy} }};\n  \
                  allow-transfer {{ {secs}}};\n  also-notify {{ {secs}}};\n  notify yes;\n}};\n"
             );
             let mut db = format!(
@@ -1162,6 +1195,13 @@ fn validate(opts: &TopologyOptions) -> Result<(), String> {
         if !label_ok(h) || hosts.contains(h) {
             return Err(format!(
                 "denied host {h:?} must be a new lower-case label (not host1..hostN)"
+            ));
+        }
+    }
+    for h in &opts.shared_zone_denied {
+        if !label_ok(h) || hosts.contains(h) || h.starts_with("shared") || h == "acme" {
+            return Err(format!(
+                "shared-zone denied label {h:?} must be a new lower-case label (not hostK, sharedK, acme)"
             ));
         }
     }
