@@ -19,7 +19,7 @@ use crate::core::{
     SystemClock, Work,
 };
 use crate::logging::message_id;
-use crate::metrics::{self, CertSnapshot, Metrics};
+use crate::metrics::{self, CertSnapshot, Metrics, MetricsFile};
 use crate::renew::{Engine, RenewError};
 use crate::scheduler::History;
 use crate::state::{write_atomic, StateDir};
@@ -49,6 +49,7 @@ pub enum DaemonError {
 /// The configuration in force: the settings, and the global file as loaded (to load specs against).
 struct Config {
     settings: Arc<Settings>,
+    /// Without specs (they are in `settings`).
     global: config::Global,
 }
 
@@ -118,13 +119,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let engine = Arc::new(Engine::open(config.settings.clone()).await?);
     let state = engine.state.clone();
     let history = read_history(&state).await;
-    let specs: Vec<Arc<CertSpec>> = config
-        .settings
-        .certs
-        .values()
-        .cloned()
-        .map(Arc::new)
-        .collect();
+    let specs: Vec<Arc<CertSpec>> = config.settings.certs.values().cloned().collect();
     let inspections = engine.clone().inspect(specs).await;
     let mut core = Scheduler::new(
         config.settings.clone(),
@@ -135,6 +130,8 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         &history,
     );
     core.set_spec_errors(spec_errors);
+    // Reading every spec and live/ left freed memory in the arenas of the threads that did it.
+    trim_heap();
 
     let metrics_server = match config.settings.metrics_listen {
         Some(addr) => Some(serve_metrics(
@@ -182,6 +179,17 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     // The writer writes the last snapshot, then ends.
     let _ = writer.await;
     Ok(())
+}
+
+/// Give the memory freed after reading every spec and `live/` back to the system: glibc keeps freed
+/// pages in the arena of the thread that freed them (blocking-pool and inspection threads each have
+/// one), which an idle daemon would carry as RSS for its whole run.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// SIGHUP → reload, SIGTERM / SIGINT → stop, as inputs of the loop.
@@ -315,10 +323,10 @@ fn load(
         .values()
         .filter(|s| kind == LoadKind::Full || current.certs.get(&s.name) != Some(*s))
         .cloned()
-        .map(Arc::new)
         .collect();
     let inspections = crate::renew::inspect_all(&engine.state, &specs);
     *global.lock().unwrap_or_else(|e| e.into_inner()) = config.global;
+    trim_heap();
     Ok(Loaded {
         kind,
         settings,
@@ -438,6 +446,8 @@ fn spawn_writer(
                 let _ = tokio::task::spawn_blocking(move || {
                     let mut w = written.lock().unwrap_or_else(|e| e.into_inner());
                     write_outputs(&state, &metrics, &snapshot, &mut w);
+                    // Rendering status.json (and the metrics) for every certificate freed as much.
+                    trim_heap();
                 })
                 .await;
             }
@@ -452,8 +462,9 @@ fn spawn_writer(
 /// What the writer wrote last (to skip writes that would change nothing).
 #[derive(Default)]
 struct Written {
-    status: Option<Vec<u8>>,
-    metrics: Option<metrics::MetricsFile>,
+    /// SHA-256 of the content (a copy of it would cost as much memory as status.json is large).
+    status: Option<[u8; 32]>,
+    metrics: Option<MetricsFile>,
 }
 
 fn write_outputs(
@@ -462,6 +473,20 @@ fn write_outputs(
     snapshot: &Snapshot,
     written: &mut Written,
 ) {
+    write_metrics(metrics, snapshot, &mut written.metrics);
+    write_status(state, snapshot, &mut written.status);
+}
+
+/// Render the metrics for the listener and `metrics_file`, if either is there: with neither, nothing is
+/// rendered and no text is kept (at 10,000 certificates the text is tens of megabytes).
+fn write_metrics(metrics: &Mutex<Metrics>, snapshot: &Snapshot, written: &mut Option<MetricsFile>) {
+    let file = snapshot.metrics_file.as_deref();
+    let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+    if !m.wanted(file) {
+        m.clear_text();
+        *written = None;
+        return;
+    }
     let gauges: Vec<CertSnapshot<'_>> = snapshot
         .certs
         .iter()
@@ -475,27 +500,20 @@ fn write_outputs(
             challenge: c.challenge.as_str(),
         })
         .collect();
-    let text = {
-        let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
-        m.set_cluster(
-            snapshot
-                .cluster
-                .as_ref()
-                .map(|(_, down)| down.as_ref().map(|d| d.since)),
-        );
-        m.serve_text(&gauges)
-    };
-    metrics::write_file(
-        &mut written.metrics,
-        snapshot.metrics_file.as_deref(),
-        &text,
+    m.set_cluster(
+        snapshot
+            .cluster
+            .as_ref()
+            .map(|(_, down)| down.as_ref().map(|d| d.since)),
     );
-    write_status(state, snapshot, &mut written.status);
+    let text = m.serve_text(&gauges);
+    drop(m);
+    metrics::write_file(written, file, &text);
 }
 
 /// Write `status.json` when what it says changed since `written` (the last content written, without its
 /// time stamp): a snapshot that changed nothing here costs no file write and no fsync.
-fn write_status(state: &StateDir, snapshot: &Snapshot, written: &mut Option<Vec<u8>>) {
+fn write_status(state: &StateDir, snapshot: &Snapshot, written: &mut Option<[u8; 32]>) {
     let mut file = StatusFile {
         updated_at: None,
         config_error: snapshot.config_error.clone(),
@@ -517,13 +535,18 @@ fn write_status(state: &StateDir, snapshot: &Snapshot, written: &mut Option<Vec<
             .collect(),
     };
     let content = serde_json::to_vec(&file).expect("status serializes");
-    if written.as_ref() == Some(&content) {
+    let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &content)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
+    drop(content);
+    if written.as_ref() == Some(&digest) {
         return;
     }
     file.updated_at = Some(rfc3339(SystemTime::now()));
     let json = serde_json::to_vec_pretty(&file).expect("status serializes");
     match write_atomic(&state.status_file(), &json, 0o644) {
-        Ok(()) => *written = Some(content),
+        Ok(()) => *written = Some(digest),
         Err(e) => {
             tracing::warn!(error = %e, "cannot write status.json");
             *written = None;
@@ -576,7 +599,7 @@ fn first_error(errors: &ConfigErrors) -> String {
 /// `previous` (or is left out); the returned string describes the invalid specs, for STATUS.
 fn load_all(
     config_path: &Path,
-    kept: Option<&BTreeMap<String, CertSpec>>,
+    kept: Option<&BTreeMap<String, Arc<CertSpec>>>,
 ) -> Result<(Config, Option<String>), ConfigErrors> {
     let global = config::load_global(config_path)?;
     for w in &global.warnings {
@@ -591,20 +614,26 @@ fn load_all(
 /// specs, for STATUS. Err: the directory cannot be read (its path and the reason).
 fn load_specs(
     mut global: config::Global,
-    kept: Option<&BTreeMap<String, CertSpec>>,
+    kept: Option<&BTreeMap<String, Arc<CertSpec>>>,
 ) -> Result<(Config, Option<String>), (PathBuf, String)> {
     let dir = global.settings.certs_dir.clone();
     let files = config::spec_files(&dir)
         .map_err(|e| (dir.clone(), format!("cannot read the certs directory: {e}")))?;
     let mut invalid = Vec::new();
+    // Each spec's domains are checked against those loaded before it: one index, kept as they load.
+    let mut owners = config::DomainOwners::of(&global.settings.certs);
     for file in files {
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match global.load_spec(&file) {
+        match global.load_spec_among(&file, &owners) {
             Ok(spec) => {
-                global.settings.certs.insert(spec.name.clone(), spec);
+                owners.add(&spec);
+                global
+                    .settings
+                    .certs
+                    .insert(spec.name.clone(), Arc::new(spec));
             }
             Err(errors) => {
                 for d in &errors.0 {
@@ -613,6 +642,7 @@ fn load_specs(
                 invalid.push(first_error(&errors));
                 if let Some(old) = kept.and_then(|k| k.get(&name)) {
                     tracing::warn!(cert_name = %name, "keeping the last valid version of this spec");
+                    owners.add(old);
                     global.settings.certs.insert(name, old.clone());
                 }
             }
@@ -625,7 +655,12 @@ fn load_specs(
             invalid.first().cloned().unwrap_or_default()
         )
     });
-    let settings = Arc::new(global.settings.clone());
+    // The specs live once, in the settings; the global file kept for the next spec load needs none.
+    let certs = std::mem::take(&mut global.settings.certs);
+    let settings = Arc::new(Settings {
+        certs,
+        ..global.settings.clone()
+    });
     Ok((Config { settings, global }, errors))
 }
 

@@ -214,6 +214,7 @@ async fn run_persist(
         .certs
         .values()
         .filter(|s| s.dns == opts.server)
+        .map(|s| &**s)
         .collect();
     let (domain, spec) = match &opts.name {
         Some(n) => {

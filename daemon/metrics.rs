@@ -288,6 +288,18 @@ impl Metrics {
         text
     }
 
+    /// Whether anything reads the text: a listener ([`serve`], `metrics_listen`) or `file`.
+    pub fn wanted(&self, file: Option<&Path>) -> bool {
+        file.is_some() || self.text.receiver_count() > 0
+    }
+
+    /// Nothing reads the text any more (a reload removed the listener and the file): drop the last one.
+    pub fn clear_text(&mut self) {
+        if !self.text.borrow().is_empty() {
+            self.text.send_replace(Arc::from(""));
+        }
+    }
+
     /// The published text, for [`serve`].
     pub fn subscribe(&self) -> watch::Receiver<Arc<str>> {
         self.text.subscribe()

@@ -1811,32 +1811,62 @@ impl crate::core::Work for Engine {
     }
 }
 
+/// How many threads read `live/` at once for a large set of specs ([`inspect_all`]).
+const INSPECT_THREADS: usize = 4;
+/// Below this many specs one thread reads them all (starting threads would cost more than it saves).
+const INSPECT_SERIAL_MAX: usize = 64;
+
 /// What `live/` holds for each spec, and whether its deploy targets need the live files (blocking).
+/// Many specs (the start, a SIGHUP) are read by up to [`INSPECT_THREADS`] scoped threads, each taking
+/// a contiguous share: parsing the certificate and the key is CPU work, and the files may be on a disk
+/// that answers better to several requests in flight. The result is in the order of `specs`.
 pub fn inspect_all(
     state: &StateDir,
     specs: &[Arc<CertSpec>],
 ) -> Vec<(String, crate::core::Inspection)> {
-    specs
-        .iter()
-        .map(|spec| {
-            // One read of live/ serves both: the certificate's facts and the comparison with the targets.
-            let inspection = match crate::live::read_live_files(state, &spec.name) {
-                Ok(Some(files)) => crate::core::Inspection {
-                    redeploy: crate::deploy::needs_redeploy(
-                        spec,
-                        &files,
-                        &state.live_dir(&spec.name),
-                    ),
-                    live: crate::live::live_cert(state, &spec.name, &files).map(Some),
-                },
-                live => crate::core::Inspection {
-                    live: live.map(|_| None),
-                    redeploy: false,
-                },
-            };
-            (spec.name.clone(), inspection)
-        })
-        .collect()
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(INSPECT_THREADS);
+    if specs.len() <= INSPECT_SERIAL_MAX || threads == 1 {
+        return specs.iter().map(|s| inspect_one(state, s)).collect();
+    }
+    let share = specs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let span = tracing::Span::current();
+        let parts: Vec<_> = specs
+            .chunks(share)
+            .map(|part| {
+                let span = span.clone();
+                scope.spawn(move || {
+                    span.in_scope(|| {
+                        part.iter()
+                            .map(|s| inspect_one(state, s))
+                            .collect::<Vec<_>>()
+                    })
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// [`inspect_all`] of one spec: one read of live/ serves both the certificate's facts and the
+/// comparison with the deploy targets.
+fn inspect_one(state: &StateDir, spec: &CertSpec) -> (String, crate::core::Inspection) {
+    let inspection = match crate::live::read_live_files(state, &spec.name) {
+        Ok(Some(files)) => crate::core::Inspection {
+            redeploy: crate::deploy::needs_redeploy(spec, &files, &state.live_dir(&spec.name)),
+            live: crate::live::live_cert(state, &spec.name, &files).map(Some),
+        },
+        live => crate::core::Inspection {
+            live: live.map(|_| None),
+            redeploy: false,
+        },
+    };
+    (spec.name.clone(), inspection)
 }
 
 impl Engine {

@@ -61,11 +61,21 @@ impl Global {
     /// Load one spec file against this global configuration (defaults merged, references checked).
     /// Domains are checked against `self.settings.certs` (other names only), if any are present.
     pub fn load_spec(&self, path: &Path) -> Result<CertSpec, ConfigErrors> {
+        self.load_spec_among(path, &DomainOwners::of(&self.settings.certs))
+    }
+
+    /// [`Global::load_spec`] with the owners of the domains of `self.settings.certs` already indexed:
+    /// loading every spec of a directory one by one stays linear (the caller adds each spec it keeps).
+    pub fn load_spec_among(
+        &self,
+        path: &Path,
+        owners: &DomainOwners,
+    ) -> Result<CertSpec, ConfigErrors> {
         let mut out = Vec::new();
         let cx = self.context();
         let (spec, domains) = load_one_spec(&mut out, path, Some(&cx));
         if let Some(spec) = &spec {
-            check_against_others(&mut out, path, spec, &domains, &self.settings.certs);
+            check_against_others(&mut out, path, spec, &domains, owners, &self.settings.certs);
         }
         finish(out, spec)
     }
@@ -119,7 +129,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, ConfigErrors> {
             }
         }
         if let (Some(spec), false) = (spec, dup) {
-            certs.insert(spec.name.clone(), spec);
+            certs.insert(spec.name.clone(), std::sync::Arc::new(spec));
         }
     }
     sort_diags(&mut out);
@@ -192,7 +202,8 @@ pub fn load_spec(settings_without_certs: &Settings, path: &Path) -> Result<CertS
     };
     let (spec, domains) = load_one_spec(&mut out, path, Some(&cx));
     if let Some(spec) = &spec {
-        check_against_others(&mut out, path, spec, &domains, &s.certs);
+        let owners = DomainOwners::of(&s.certs);
+        check_against_others(&mut out, path, spec, &domains, &owners, &s.certs);
     }
     finish(out, spec)
 }
@@ -306,17 +317,14 @@ fn check_against_others(
     path: &Path,
     spec: &CertSpec,
     domains: &[(String, Pos)],
-    others: &BTreeMap<String, CertSpec>,
+    owners: &DomainOwners,
+    others: &BTreeMap<String, std::sync::Arc<CertSpec>>,
 ) {
-    // domain → the first other spec that has it (one pass over the others, not one per domain).
-    let mut owners: HashMap<&str, &CertSpec> = HashMap::new();
-    for o in others.values().filter(|o| o.name != spec.name) {
-        for dom in &o.domains {
-            owners.entry(dom.as_str()).or_insert(o);
-        }
-    }
     for (dom, pos) in domains {
-        if let Some(other) = owners.get(dom.as_str()) {
+        if let Some(other) = owners
+            .first_other(dom, &spec.name)
+            .and_then(|n| others.get(n))
+        {
             out.push(Diagnostic::error(
                 path,
                 Some(*pos),
@@ -327,6 +335,41 @@ fn check_against_others(
                 ),
             ));
         }
+    }
+}
+
+/// Which specs hold each domain: what [`Global::load_spec_among`] checks a new spec's domains against.
+#[derive(Debug, Default)]
+pub struct DomainOwners(HashMap<String, Vec<String>>);
+
+impl DomainOwners {
+    /// The owners of every domain of `certs`.
+    pub fn of(certs: &BTreeMap<String, std::sync::Arc<CertSpec>>) -> DomainOwners {
+        let mut owners = DomainOwners::default();
+        for spec in certs.values() {
+            owners.add(spec);
+        }
+        owners
+    }
+
+    /// `spec`'s domains belong to it too.
+    pub fn add(&mut self, spec: &CertSpec) {
+        for dom in &spec.domains {
+            self.0
+                .entry(dom.clone())
+                .or_default()
+                .push(spec.name.clone());
+        }
+    }
+
+    /// The first (by name) spec other than `name` that holds `domain`.
+    fn first_other(&self, domain: &str, name: &str) -> Option<&str> {
+        self.0
+            .get(domain)?
+            .iter()
+            .filter(|n| n.as_str() != name)
+            .min()
+            .map(String::as_str)
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes that must never be printed: TSIG secrets, EAB HMAC keys. Compared by value (in constant time),
@@ -65,8 +66,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// `cluster:`: several renewd hosts coordinated through etcd. None: this host alone.
     pub cluster: Option<ClusterSettings>,
-    /// Certificate specs by NAME (the file stem).
-    pub certs: BTreeMap<String, CertSpec>,
+    /// Certificate specs by NAME (the file stem). Shared with the event loop's certificates (one copy
+    /// of each spec, however many configurations and snapshots refer to it).
+    pub certs: BTreeMap<String, Arc<CertSpec>>,
 }
 
 /// `cluster:`, validated: the etcd connection, the key prefix, this member's name and the seal key.

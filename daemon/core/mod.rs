@@ -378,7 +378,7 @@ impl<W: Work> Scheduler<W> {
         for (name, spec) in &settings.certs {
             let inspection = inspected.remove(name);
             match self.certs.get_mut(name) {
-                Some(cert) if *cert.spec == *spec => {
+                Some(cert) if *cert.spec == **spec => {
                     if let Some(i) = inspection {
                         cert.inspected(i);
                         cert.replan(now);
@@ -386,7 +386,7 @@ impl<W: Work> Scheduler<W> {
                 }
                 Some(cert) => {
                     tracing::info!(cert_name = %name, "spec changed");
-                    cert.set_spec(Arc::new(spec.clone()));
+                    cert.set_spec(spec.clone());
                     if let Some(i) = inspection {
                         cert.inspected(i);
                     }
@@ -398,7 +398,7 @@ impl<W: Work> Scheduler<W> {
                         redeploy: false,
                     });
                     let cert = Cert::new(
-                        Arc::new(spec.clone()),
+                        spec.clone(),
                         i.live,
                         history.get(name).cloned().unwrap_or_default(),
                         // A one-shot run from cron has no fleet to spread.

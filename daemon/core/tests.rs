@@ -279,7 +279,7 @@ fn settings(workers: usize, names: &[&str], renew_before: Option<Duration>) -> S
             .iter()
             .map(|n| {
                 let spec = CertSpec::for_test(n, &format!("{n}.example.test"), renew_before);
-                (n.to_string(), spec)
+                (n.to_string(), Arc::new(spec))
             })
             .collect(),
     }
@@ -339,7 +339,7 @@ fn daemon(
     Arc<Mutex<Recorded>>,
     tokio::task::JoinHandle<Scheduler<Fake>>,
 ) {
-    let specs: Vec<Arc<CertSpec>> = settings.certs.values().cloned().map(Arc::new).collect();
+    let specs: Vec<Arc<CertSpec>> = settings.certs.values().cloned().collect();
     let inspections = futures::executor::block_on(fake.clone().inspect(specs));
     let mut core = Scheduler::new(
         Arc::new(settings),
@@ -507,7 +507,7 @@ async fn renew_once_renews_what_is_due_and_reports_the_rest() {
     fake.issued("old", clock.now() - 70 * DAY);
     fake.plan("broken", vec![Ends::Transient]);
     let s = settings(2, &["fresh", "old", "new", "broken"], None);
-    let specs: Vec<Arc<CertSpec>> = s.certs.values().cloned().map(Arc::new).collect();
+    let specs: Vec<Arc<CertSpec>> = s.certs.values().cloned().collect();
     let inspections = fake.clone().inspect(specs).await;
     let mut core = Scheduler::new(
         Arc::new(s),
