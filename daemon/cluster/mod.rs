@@ -426,29 +426,59 @@ impl Cluster {
         Err(e)
     }
 
+    /// The value of `key`, if it exists.
+    async fn get_value(
+        self: &Arc<Self>,
+        what: &'static str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        let resp = self
+            .call(what, |mut c| {
+                let key = key.to_string();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Every (key, value) under `prefix`.
+    async fn get_prefix(
+        self: &Arc<Self>,
+        what: &'static str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
+        let resp = self
+            .call(what, |mut c| {
+                let prefix = prefix.to_string();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
+            .collect())
+    }
+
     // ---- versions ----
 
     /// The cluster's version of `name`, if any.
     pub async fn version(self: &Arc<Self>, name: &str) -> Result<Option<Version>, ClusterError> {
         let key = self.cert_key(name, "version");
-        let k = key.clone();
-        let resp = self
-            .call("reading a version", |mut c| {
-                let k = k.clone();
-                async move { c.get(k, None).await }
+        let Some(value) = self.get_value("reading a version", &key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| ClusterError::Corrupt {
+                key,
+                problem: e.to_string(),
             })
-            .await?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => {
-                serde_json::from_slice(kv.value())
-                    .map(Some)
-                    .map_err(|e| ClusterError::Corrupt {
-                        key,
-                        problem: e.to_string(),
-                    })
-            }
-        }
     }
 
     /// Seal `privkey` for `name`'s version key.
@@ -517,19 +547,12 @@ impl Cluster {
         name: &str,
     ) -> Result<Vec<(String, Deployed)>, ClusterError> {
         let prefix = self.cert_key(name, "deployed/");
-        let p = prefix.clone();
-        let resp = self
-            .call("reading deploys", |mut c| {
-                let p = p.clone();
-                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let member = kv.key_str().ok()?.strip_prefix(&prefix)?.to_string();
-                Some((member, serde_json::from_slice(kv.value()).ok()?))
+        let kvs = self.get_prefix("reading deploys", &prefix).await?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let member = key.strip_prefix(&prefix)?.to_string();
+                Some((member, serde_json::from_slice(&value).ok()?))
             })
             .collect())
     }
@@ -571,17 +594,13 @@ impl Cluster {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Vec<(String, journal::Record)>, ClusterError> {
-        let p = self.cert_key(name, "cleanup/");
-        let resp = self
-            .call("reading the cleanup journal", |mut c| {
-                let p = p.clone();
-                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
-            })
+        let prefix = self.cert_key(name, "cleanup/");
+        let kvs = self
+            .get_prefix("reading the cleanup journal", &prefix)
             .await?;
         let mut out = Vec::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match serde_json::from_slice(kv.value()) {
+        for (key, value) in kvs {
+            match serde_json::from_slice(&value) {
                 Ok(r) => out.push((key, r)),
                 Err(e) => {
                     tracing::warn!(key = %key, error = %e, "an unreadable cleanup record in etcd; left alone")
@@ -625,17 +644,10 @@ impl Cluster {
     /// The account `name`'s stored credentials as the cluster holds them (the file's bytes), if any.
     pub async fn account(self: &Arc<Self>, name: &str) -> Result<Option<Vec<u8>>, ClusterError> {
         let key = self.account_key(name);
-        let k = key.clone();
-        let resp = self
-            .call("reading an account", |mut c| {
-                let k = k.clone();
-                async move { c.get(k, None).await }
-            })
-            .await?;
-        let Some(kv) = resp.kvs().first() else {
+        let Some(value) = self.get_value("reading an account", &key).await? else {
             return Ok(None);
         };
-        let sealed = String::from_utf8_lossy(kv.value()).into_owned();
+        let sealed = String::from_utf8_lossy(&value).into_owned();
         seal::unseal(&self.settings.seal_key, &key, &sealed)
             .map(Some)
             .map_err(|reason| ClusterError::Sealed {
