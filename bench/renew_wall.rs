@@ -1,12 +1,13 @@
 //! Wall time of `renewd renew` for N certificates on the reference deployment, and the DNS propagation
 //! time renewd reports per certificate. Usage (root):
-//! `cargo run --release --example bench-renew -- N [ROUNDS] [--shared] [--workers W]`.
+//! `cargo run --release --example bench-renew -- N [ROUNDS] [--shared] [--workers W] [--timings]`.
 //! `--shared`: every challenge CNAMEd into one zone (`_acme-challenge.sharedK` → `sharedK.acme.example.test.`)
 //! instead of one zone per host; `--workers` replaces the harness's `workers: 4`. `RENEWD_BIN` picks
 //! the binary (e.g. an older build, for a before/after comparison).
 //! Round 1 issues (registers the account first), later rounds are `renew --force` of the same names.
 //! Prints one TSV row per round: n, round, wall_s, mean/max propagation_s, peak RSS of renewd (kB), and
-//! the UPDATEs the primary applied in the round (SOA serial increments of the zones).
+//! the UPDATEs the primary applied in the round (SOA serial increments of the zones). `--timings`: also the
+//! mean time per phase of a renewal in the round (`renewd renew --timings`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -16,11 +17,13 @@ use std::time::Instant;
 use support::{domain, output_text, SpecFixture, Topology, TopologyOptions};
 
 fn main() {
-    let (mut shared, mut workers, mut numbers) = (false, None::<usize>, Vec::new());
+    let (mut shared, mut timings, mut workers, mut numbers) =
+        (false, false, None::<usize>, Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--shared" => shared = true,
+            "--timings" => timings = true,
             "--workers" => workers = args.next().and_then(|w| w.parse().ok()),
             _ => numbers.push(a.parse::<usize>().expect("N and ROUNDS are numbers")),
         }
@@ -74,6 +77,9 @@ fn main() {
         if round > 1 {
             cmd.arg("--force");
         }
+        if timings {
+            cmd.arg("--timings");
+        }
         let serial0 = serials();
         let t0 = Instant::now();
         let out = cmd.output().expect("renewd runs");
@@ -95,6 +101,9 @@ fn main() {
             .unwrap_or("?");
         let updates = serials() - serial0;
         println!("{n}\t{round}\t{wall:.2}\t{mean:.2}\t{max:.2}\t{rss}\t{updates}");
+        if timings {
+            println!("\tmean per phase: {}", mean_phases(&text));
+        }
         // BIND's notify-delay (5 s) holds back the NOTIFY of this round's deletions for up to 5 s, and
         // the next round's UPDATE for 5 s after that; real renewals are weeks apart, so measure the
         // steady state: let both windows pass (a benchmark pause, not a wait for a condition).
@@ -102,4 +111,31 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(11));
         }
     }
+}
+
+/// The mean of each phase over the `NAME: phases: order 41ms, propagation 602ms, ...` lines, in the
+/// order the phases first appear.
+fn mean_phases(text: &str) -> String {
+    let mut sums: Vec<(String, f64, usize)> = Vec::new();
+    for line in text.lines().filter_map(|l| l.split_once(": phases: ")) {
+        for item in line.1.split(", ") {
+            let Some((phase, ms)) = item.rsplit_once(' ') else {
+                continue;
+            };
+            let Some(ms) = ms.strip_suffix("ms").and_then(|m| m.parse::<f64>().ok()) else {
+                continue;
+            };
+            match sums.iter_mut().find(|(p, _, _)| p == phase) {
+                Some((_, sum, count)) => {
+                    *sum += ms;
+                    *count += 1;
+                }
+                None => sums.push((phase.to_string(), ms, 1)),
+            }
+        }
+    }
+    sums.iter()
+        .map(|(p, sum, count)| format!("{p} {:.0}ms", sum / *count as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -62,6 +62,10 @@ pub enum Command {
         /// remove the TXT values: nothing is issued or written (implies --force).
         #[arg(long)]
         dry_run: bool,
+        /// After each renewed certificate, print where its time went, phase by phase (account,
+        /// order, dns-update, propagation, validation, key, finalize, install, deploy, ...).
+        #[arg(long)]
+        timings: bool,
     },
     /// Revoke the live certificate of NAME with the account that ordered it.
     Revoke {

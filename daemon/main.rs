@@ -117,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             names,
             force,
             dry_run,
+            timings,
         } => {
             let unknown: Vec<&String> = names
                 .iter()
@@ -147,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if dry_run {
                 return rt.block_on(dry_run_all(Arc::new(settings), names));
             }
-            rt.block_on(renew(Arc::new(settings), names, force))
+            rt.block_on(renew(Arc::new(settings), names, force, timings))
         }
         Command::Revoke {
             name,
@@ -483,6 +484,7 @@ async fn renew(
     settings: Arc<renewd::config::Settings>,
     names: Vec<String>,
     force: bool,
+    timings: bool,
 ) -> anyhow::Result<u8> {
     use renewd::core::{self, Mode, RunResult, Scheduler, SystemClock, Work};
     let engine = Arc::new(Engine::open(settings.clone()).await?);
@@ -551,14 +553,19 @@ async fn renew(
     };
     for name in wanted {
         match results.get(&name) {
-            Some(RunResult::Renewed(r)) => println!(
-                "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s, {})",
-                r.serial,
-                humantime::format_rfc3339_seconds(r.not_after),
-                r.elapsed.as_secs_f64(),
-                r.propagation.as_secs_f64(),
-                core::proof(r)
-            ),
+            Some(RunResult::Renewed(r)) => {
+                println!(
+                    "{name}: renewed, serial {}, expires {} ({:.1}s, DNS propagation {:.1}s, {})",
+                    r.serial,
+                    humantime::format_rfc3339_seconds(r.not_after),
+                    r.elapsed.as_secs_f64(),
+                    r.propagation.as_secs_f64(),
+                    core::proof(r)
+                );
+                if timings {
+                    println!("{name}: phases: {}", r.phases);
+                }
+            }
             Some(RunResult::NotDue {
                 not_after,
                 due,

@@ -12,6 +12,10 @@
 //! - `renewd_renewal_attempts_total{result="success"|"failure"}` (counter).
 //! - `renewd_renewal_duration_seconds`, `renewd_dns_propagation_seconds` (histograms, successful
 //!   renewals; [`BUCKETS`] from 0.1 s to 10 min).
+//! - `renewd_renewal_phase_seconds{phase}` (histogram over every successful renewal of the daemon,
+//!   [`PHASE_BUCKETS`] from 10 ms to 5 min): where the time goes (`order`, `dns-update`, `propagation`,
+//!   `validation`, `finalize`, `install`, `deploy`, ...; the labels of [`crate::phase::Phase::label`]).
+//!   Only this one has no `name` and `account` labels: it describes the host, not a certificate.
 //!
 //! The gauges are rebuilt from the plan on every [`Metrics::publish`], so a removed spec's series
 //! disappear; counters and histograms live as long as their spec does (per name and account) and
@@ -44,6 +48,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+/// Histogram buckets (seconds) for the phases of a renewal: 10 ms to 5 min.
+pub const PHASE_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+];
 /// A client must send its request within this long.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sending the answer may take this long.
@@ -52,6 +60,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUEST: usize = 8192;
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 16;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct CertLabels {
@@ -70,6 +83,10 @@ type HistogramFamily = Family<CertLabels, Histogram, fn() -> Histogram>;
 
 fn new_histogram() -> Histogram {
     Histogram::new(BUCKETS)
+}
+
+fn new_phase_histogram() -> Histogram {
+    Histogram::new(PHASE_BUCKETS)
 }
 
 /// What the gauges say about one planned certificate.
@@ -98,6 +115,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     duration: HistogramFamily,
     propagation: HistogramFamily,
+    phases: Family<PhaseLabels, Histogram>,
     /// The (name, account) pairs the counters and histograms hold series for.
     known: BTreeSet<CertLabels>,
     text: watch::Sender<Arc<str>>,
@@ -119,6 +137,7 @@ impl Metrics {
             attempts: Family::default(),
             duration: Family::new_with_constructor(new_histogram as fn() -> Histogram),
             propagation: Family::new_with_constructor(new_histogram as fn() -> Histogram),
+            phases: Family::new_with_constructor(new_phase_histogram as fn() -> Histogram),
             known: BTreeSet::new(),
             text: watch::channel(Arc::from("")).0,
             written: None,
@@ -143,6 +162,14 @@ impl Metrics {
                 self.propagation
                     .get_or_create(&labels)
                     .observe(r.propagation.as_secs_f64());
+                for (phase, spent) in &r.phases.0 {
+                    let labels = PhaseLabels {
+                        phase: phase.label().to_string(),
+                    };
+                    self.phases
+                        .get_or_create(&labels)
+                        .observe(spent.as_secs_f64());
+                }
                 "success"
             }
             Err(RenewError::Busy | RenewError::Cancelled) => return,
@@ -249,6 +276,11 @@ impl Metrics {
             "renewd_dns_propagation_seconds",
             "Time until every authoritative server served the challenge records (successful renewals)",
             self.propagation.clone(),
+        );
+        registry.register(
+            "renewd_renewal_phase_seconds",
+            "Time spent in each phase of successful renewals (all certificates)",
+            self.phases.clone(),
         );
         if let Some(down) = self.cluster {
             let up = Gauge::<i64>::default();
@@ -466,6 +498,13 @@ mod tests {
             challenge: crate::config::ChallengeKind::Dns01,
             persist_written: 0,
             renewed_by: None,
+            phases: crate::phase::Timings(vec![
+                (crate::phase::Phase::PlacingOrder, Duration::from_millis(40)),
+                (
+                    crate::phase::Phase::WaitingForPropagation,
+                    Duration::from_secs_f64(propagation),
+                ),
+            ]),
         })
     }
 
@@ -502,6 +541,10 @@ mod tests {
             "renewd_renewal_duration_seconds_bucket{le=\"10.0\",name=\"www\",account=\"le\"} 0",
             "renewd_dns_propagation_seconds_sum{name=\"www\",account=\"le\"} 3.0",
             "renewd_dns_propagation_seconds_count{name=\"mail\",account=\"le\"} 0",
+            "renewd_renewal_phase_seconds_count{phase=\"order\"} 1",
+            "renewd_renewal_phase_seconds_bucket{le=\"0.05\",phase=\"order\"} 1",
+            "renewd_renewal_phase_seconds_bucket{le=\"0.025\",phase=\"order\"} 0",
+            "renewd_renewal_phase_seconds_sum{phase=\"propagation\"} 3.0",
             "# TYPE renewd_renewal_attempts counter",
             "# TYPE renewd_dns_propagation_seconds histogram",
             "# EOF",

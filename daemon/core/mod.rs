@@ -1025,6 +1025,7 @@ fn record_renewal(
                 cert_not_after = %humantime::format_rfc3339_seconds(r.not_after),
                 dns_zone = %r.zones.join(","),
                 acme_challenge = %r.challenge,
+                renewal_phases = %r.phases,
                 "renewed {name} (serial {}, expires {}; control proven by {})",
                 r.serial,
                 humantime::format_rfc3339_seconds(r.not_after),

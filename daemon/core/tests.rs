@@ -189,6 +189,7 @@ impl Work for Fake {
                         challenge: crate::config::ChallengeKind::Dns01,
                         persist_written: 0,
                         renewed_by: None,
+                        phases: Default::default(),
                     })
                 }
                 Ends::ClusterHeld => Err(RenewError::Cluster(crate::cluster::ClusterError::Held {

@@ -30,10 +30,13 @@ impl Propagation {
     }
 }
 
-/// Delays between polls of one server: first poll at once, then 250 ms growing ×1.5 up to 2 s.
+/// Delays between polls of one server: first poll at once, then 50 ms growing ×1.5 up to 1 s. A
+/// secondary typically serves a change 0.1–1 s after the primary took it (NOTIFY, then IXFR); a
+/// query is one small UDP exchange, so the schedule is fine-grained where the answer usually comes
+/// (a renewal waited on average half a poll interval too long: ~190 ms with a 250 ms start).
 pub fn poll_delays() -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(Duration::from_millis(250)), |d| {
-        Some(d.mul_f64(1.5).min(Duration::from_secs(2)))
+    std::iter::successors(Some(Duration::from_millis(50)), |d| {
+        Some(d.mul_f64(1.5).min(Duration::from_secs(1)))
     })
 }
 
@@ -258,7 +261,7 @@ mod tests {
     #[test]
     fn backoff_schedule() {
         let ms: Vec<u128> = poll_delays().take(9).map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![250, 375, 562, 843, 1265, 1898, 2000, 2000, 2000]);
+        assert_eq!(ms, vec![50, 75, 112, 168, 253, 379, 569, 854, 1000]);
     }
 
     #[test]

@@ -308,7 +308,7 @@ _renewd() {
             return 0
             ;;
         renewd__subcmd__renew)
-            opts="-v -h --force --dry-run --config --verbose --help"
+            opts="-v -h --force --dry-run --timings --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -52,6 +52,7 @@ complete -c renewd -n "__fish_renewd_using_subcommand status" -s h -l help -d 'P
 complete -c renewd -n "__fish_renewd_using_subcommand renew" -l config -d 'The global configuration file' -r -F
 complete -c renewd -n "__fish_renewd_using_subcommand renew" -l force -d 'Renew even if not due'
 complete -c renewd -n "__fish_renewd_using_subcommand renew" -l dry-run -d 'Go as far as the CA\'s validation of every name, then give the authorizations up and remove the TXT values: nothing is issued or written (implies --force)'
+complete -c renewd -n "__fish_renewd_using_subcommand renew" -l timings -d 'After each renewed certificate, print where its time went, phase by phase (account, order, dns-update, propagation, validation, key, finalize, install, deploy, ...)'
 complete -c renewd -n "__fish_renewd_using_subcommand renew" -s v -l verbose -d 'More log output on stderr (-v: info, -vv: debug). RENEWD_LOG overrides (tracing filter syntax)'
 complete -c renewd -n "__fish_renewd_using_subcommand renew" -s h -l help -d 'Print help'
 complete -c renewd -n "__fish_renewd_using_subcommand revoke" -l reason -d 'Why (RFC 5280): unspecified, keycompromise, affiliationchanged, superseded, cessationofoperation' -r -f -a "unspecified\t''

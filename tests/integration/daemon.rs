@@ -315,6 +315,28 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
     );
     assert_eq!(e.get("SYSLOG_IDENTIFIER").as_deref(), Some("renewd"));
     assert_eq!(e.get("ACME_CHALLENGE").as_deref(), Some("dns-01"));
+    // Where the time went, phase by phase, in the order the renewal passed through them.
+    let phases = e.get("RENEWAL_PHASES").unwrap_or_default();
+    let names: Vec<&str> = phases
+        .split(", ")
+        .filter_map(|p| p.rsplit_once(' ').map(|(name, _)| name))
+        .collect();
+    let at = |want: &str| names.iter().position(|n| *n == want);
+    for order in [
+        ["order", "dns-update"],
+        ["dns-update", "propagation"],
+        ["propagation", "validation"],
+        ["validation", "finalize"],
+        ["finalize", "install"],
+        ["install", "deploy"],
+    ] {
+        assert!(
+            at(order[0]).is_some() && at(order[0]) < at(order[1]),
+            "{} before {} in RENEWAL_PHASES={phases}",
+            order[0],
+            order[1]
+        );
+    }
     assert!(
         e.message()
             .is_some_and(|m| m.contains("control proven by dns-01")),
