@@ -26,6 +26,7 @@ use crate::cluster::{CertLock, Cluster, ClusterError, Version};
 use crate::config::{
     AccountSettings, CertSpec, ChallengeKind, DnsServerSettings, KeySpec, ReloadSpec, Settings,
 };
+use crate::core::pool::parked;
 use crate::deploy::InstallError;
 use crate::dns::name::PERSIST_LABEL;
 use crate::dns::{self, DnsError, Resolver, Served, Updater};
@@ -999,7 +1000,8 @@ impl Engine {
                 let by_owner = self
                     .publish(spec, server, &pending, published, progress, cluster_lock)
                     .await?;
-                let propagation = self.wait_for_propagation(&by_owner, progress).await?;
+                // Waiting for the secondaries holds no worker place (core::pool::parked).
+                let propagation = parked(self.wait_for_propagation(&by_owner, progress)).await?;
                 let zones = by_owner.keys().map(|(z, _)| z.clone()).collect();
                 (zones, propagation, 0)
             }
@@ -1601,7 +1603,7 @@ async fn validate(
             }
         }
         progress.enter(Phase::WaitingForValidation);
-        wait_for_authorizations(account, order).await?;
+        parked(wait_for_authorizations(account, order)).await?;
     }
     progress.enter(Phase::WaitingForValidation);
     // Every authorization is valid, so the order is normally ready already: look once before polling

@@ -72,7 +72,7 @@ pub const REFERENCE: &[KeyDoc] = &[
     g("certs_dir", "path", "certs.d beside renewd.yaml", "certs_dir: /etc/renewd/certs.d",
       "The directory of spec files (NAME.yaml, one per certificate); watched by the daemon."),
     g("workers", "integer 1..", "4", "workers: 8",
-      "Renewals that run at once."),
+      "Renewals that work at once. A renewal waiting for the DNS servers or the CA's validation gives its place to the next one and gets it back first when its wait is over; at most 8 × workers renewals are in flight."),
     g("stop_grace", "duration", "30s", "stop_grace: 1m",
       "After SIGTERM, how long renewals in flight may go on before they are cancelled (their TXT values are removed either way)."),
     g("attempt_timeout", "duration, at least 5s", "10m", "attempt_timeout: 15m",

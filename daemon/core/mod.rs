@@ -787,12 +787,15 @@ impl<W: Work> Scheduler<W> {
     /// not one each. Pending forever when nothing runs. Returns the outcome of a configuration load, if one
     /// was among them.
     pub async fn next_event(&mut self) -> Option<Applied> {
+        let room = self.pool.room();
         let mut applied = tokio::select! {
             joined = self.pool.join_next() => {
                 self.on_job(joined);
                 None
             }
             Some(Ok(event)) = self.side.join_next() => self.on_event(event),
+            // A renewal parked (waiting for DNS or the CA) and gave its place back: start what waits.
+            _ = room => None,
         };
         while let Some(joined) = self.pool.try_join_next() {
             self.on_job(joined);

@@ -60,6 +60,8 @@ enum Ends {
     ClusterHeld,
     /// `cluster:` etcd has no quorum.
     ClusterDown,
+    /// Works `delay`, waits this long inside `pool::parked` (as for the DNS), works `delay` again.
+    Parks(Duration),
 }
 
 /// A fake of the work the loop hands out: renewals take `delay` of virtual time.
@@ -73,8 +75,12 @@ struct Fake {
     live: Mutex<HashMap<String, (SystemTime, u8)>>,
     /// (name, virtual elapsed time) of every start.
     starts: Mutex<Vec<(String, Duration)>>,
+    /// Renewals holding a worker place (not parked), and the most at once.
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// Renewals started and not finished, parked or not, and the most at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     started_tx: mpsc::UnboundedSender<String>,
     /// The CA's renewal window (start and end after the issuance, Retry-After); None: no ARI.
     window: Mutex<Option<(Duration, Duration, Duration)>>,
@@ -97,6 +103,8 @@ impl Fake {
             starts: Mutex::new(Vec::new()),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             started_tx,
             window: Mutex::new(None),
             window_requests: AtomicUsize::new(0),
@@ -167,17 +175,27 @@ impl Work for Fake {
                 Ends::Hangs => 3650 * DAY,
                 _ => self.delay,
             };
+            let flying = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(flying, Ordering::SeqCst);
             let cancelled = tokio::select! {
                 _ = tokio::time::sleep(delay) => false,
                 _ = cancel.wait_for(|c| *c) => true,
             };
+            if let (false, Ends::Parks(wait)) = (cancelled, &ends) {
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                super::pool::parked(tokio::time::sleep(*wait)).await;
+                let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_running.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+            }
             self.running.fetch_sub(1, Ordering::SeqCst);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             let now = self.clock.now();
             if cancelled {
                 return Err(RenewError::Cancelled);
             }
             match ends {
-                Ends::Ok | Ends::Hangs => {
+                Ends::Ok | Ends::Hangs | Ends::Parks(_) => {
                     self.issued(&spec.name, now);
                     Ok(Renewed {
                         serial: "01".into(),
@@ -448,6 +466,68 @@ async fn the_worker_bound_holds_and_a_freed_worker_takes_the_longest_waiting() {
     tx.send(Input::Stop).unwrap();
     let core = task.await.unwrap();
     assert!(core.turns < 40, "{} turns for 10 renewals", core.turns);
+}
+
+/// Renewals waiting for the DNS give their place to the next ones, so the renewals of one zone publish
+/// together; a parked one gets its place back before anything new starts, and the bound on places
+/// holds throughout.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_waiting_for_dns_gives_its_worker_place_to_the_next() {
+    let clock = PausedClock::new();
+    let (fake, mut started) = Fake::new(clock.clone(), SEC);
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for n in &refs {
+        fake.plan(n, vec![Ends::Parks(10 * SEC), Ends::Ok]);
+    }
+    let s = settings(2, &refs, None);
+    let (tx, _recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    for _ in 0..6 {
+        next_start(&mut started).await;
+    }
+    let at: Vec<u64> = fake.starts().iter().map(|(_, t)| t.as_secs()).collect();
+    // Two work 1 s and park; the next two take their places, and so on: all six publish within 2 s
+    // (holding their places, the last two would start at 24 s).
+    assert_eq!(at, vec![0, 0, 1, 1, 2, 2]);
+    // Waits over at 11, 12, 13 s: each pair gets its places back as the pair before finishes.
+    while fake.in_flight.load(Ordering::SeqCst) > 0 || clock.elapsed() < 3 * SEC {
+        tokio::time::sleep(SEC / 2).await;
+    }
+    assert_eq!(clock.elapsed().as_secs(), 14, "every renewal done at 14 s");
+    assert_eq!(fake.max_running.load(Ordering::SeqCst), 2, "places in use");
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 6);
+    tx.send(Input::Stop).unwrap();
+    let core = task.await.unwrap();
+    assert!(core.turns < 40, "{} turns for 6 renewals", core.turns);
+}
+
+/// However many wait, at most IN_FLIGHT_PER_WORKER renewals per place are in flight.
+#[tokio::test(start_paused = true)]
+async fn parked_renewals_are_bounded_too() {
+    let clock = PausedClock::new();
+    let (fake, mut started) = Fake::new(clock.clone(), SEC);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for n in &refs {
+        fake.plan(n, vec![Ends::Parks(MIN), Ends::Ok]);
+    }
+    let s = settings(1, &refs, None);
+    let (tx, _recorded, task) = daemon(&fake, s.clone(), Arc::new(Mutex::new(s)));
+    for _ in 0..20 {
+        next_start(&mut started).await;
+    }
+    while fake.in_flight.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(SEC).await;
+    }
+    assert_eq!(fake.max_running.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        fake.max_in_flight.load(Ordering::SeqCst),
+        super::pool::IN_FLIGHT_PER_WORKER
+    );
+    let core_done = fake.starts().len();
+    assert_eq!(core_done, 20, "every certificate renewed once");
+    tx.send(Input::Stop).unwrap();
+    task.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
