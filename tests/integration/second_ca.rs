@@ -480,3 +480,51 @@ fn replaces_left_out_after_the_first_order(workers: u32) {
 fn ari_a_ca_that_ignores_replaces_costs_one_extra_new_order_per_account_with_parallel_renewals() {
     replaces_left_out_after_the_first_order(4);
 }
+
+/// Issue 14.3: asking for a renewal window needs no account. With the stored account gone (a fresh
+/// host, or a single-use EAB key already spent), `renewd renew` with nothing due asks the second CA for
+/// the window with a plain GET and registers nothing: no newAccount POST, no account file.
+#[test]
+fn renew_with_nothing_due_asks_for_the_window_without_registering_an_account() {
+    let topo = topology();
+    let ca = SecondCa::start(&topo, SecondCaOptions::default());
+    let r = ca.renewd("30s", &host1());
+    let id = issue(&r, &ca);
+    assert_eq!(ca.post_payloads("/acme/newaccount").len(), 1);
+    let account = r.state().join("accounts").join("a2c.json");
+    assert!(account.exists(), "issuing stored the account");
+    std::fs::remove_file(&account).unwrap();
+
+    let before = ca.requests().len();
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(
+        run.line("host1").contains("not due") && run.line("host1").contains("renewal window"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let during: Vec<_> = ca.requests()[before..].to_vec();
+    let renewal_info = format!("/acme/renewal-info/{id}");
+    assert!(
+        during
+            .iter()
+            .any(|q| q.method == "GET" && q.path == renewal_info && q.status == 200),
+        "renewd asked for the window: {during:?}"
+    );
+    let posts: Vec<_> = during.iter().filter(|q| q.method == "POST").collect();
+    assert!(
+        posts.is_empty(),
+        "no POST at all, so no newAccount: {during:?}"
+    );
+    assert_eq!(
+        ca.post_payloads("/acme/newaccount").len(),
+        1,
+        "still the one registration of the issuance"
+    );
+    assert!(
+        !account.exists(),
+        "no account was registered: {}",
+        account.display()
+    );
+}
