@@ -340,12 +340,20 @@ async fn dry_run_all(
     for (name, r) in results {
         match r {
             Ok(d) => println!(
-                "{name}: would renew: the CA validated all {} name(s) ({}, {:.1}s, DNS propagation {:.1}s); {} authorization(s) deactivated, TXT values removed, nothing issued or written",
+                "{name}: would renew: the CA validated all {} name(s) ({}, {:.1}s, DNS propagation {:.1}s); {} authorization(s) deactivated{}, TXT values removed, nothing issued or written",
                 d.names,
                 d.challenge,
                 d.elapsed.as_secs_f64(),
                 d.propagation.as_secs_f64(),
-                d.deactivated
+                d.deactivated,
+                if d.still_valid > 0 {
+                    format!(
+                        " ({} left valid by the CA, which ignored the request)",
+                        d.still_valid
+                    )
+                } else {
+                    String::new()
+                }
             ),
             Err(e) => {
                 failed += 1;

@@ -152,8 +152,11 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 pub struct DryRun {
     pub order_url: String,
     pub names: usize,
-    /// Authorizations given up after validation.
+    /// Authorizations given up after validation (the CA answered `deactivated`).
     pub deactivated: usize,
+    /// Authorizations the CA left valid although asked to deactivate them (it ignores the request): it
+    /// may let them stand in for a validation of those names until they expire.
+    pub still_valid: usize,
     pub propagation: Duration,
     pub elapsed: Duration,
     pub challenge: ChallengeKind,
@@ -1031,23 +1034,40 @@ impl Engine {
                 .validated(spec, &progress, &mut published, OrderKind::DryRun, None)
                 .await?;
             progress.enter(Phase::DeactivatingAuthorizations);
-            let mut deactivated = 0;
+            let (mut deactivated, mut still_valid) = (0, 0);
             let mut authzs = v.order.authorizations();
             while let Some(authz) = authzs.next().await {
                 let mut authz =
                     authz.map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
                 if authz.status == AuthorizationStatus::Valid {
-                    authz
-                        .deactivate()
-                        .await
-                        .map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
-                    deactivated += 1;
+                    let answer = authz.deactivate().await.map(|_| ());
+                    match answer {
+                        Ok(()) => deactivated += 1,
+                        // The CA took the request but answered with another status (it ignores
+                        // deactivation): instant-acme's `Other` error, the answer kept in `authz`.
+                        // Every name was validated, so the dry run stands; say what the CA did.
+                        Err(instant_acme::Error::Other(_))
+                            if authz.status != AuthorizationStatus::Deactivated =>
+                        {
+                            still_valid += 1;
+                            tracing::warn!(cert_name = %spec.name,
+                                "the CA did not deactivate the authorization for {} (it answered {:?}): \
+                                 it may stand in for validating that name until it expires",
+                                authz.identifier(), authz.status);
+                        }
+                        Err(e) => {
+                            return Err(RenewError::from(
+                                v.account.error(Phase::DeactivatingAuthorizations, e),
+                            ))
+                        }
+                    }
                 }
             }
             Ok::<_, RenewError>(DryRun {
                 order_url: v.order_url.clone(),
                 names: spec.domains.len(),
                 deactivated,
+                still_valid,
                 propagation: v.propagation,
                 elapsed: started.elapsed(),
                 challenge: spec.challenge,
