@@ -1943,31 +1943,8 @@ mod tests {
     async fn a_failed_directory_is_not_retried_by_every_renewal_window_request() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("certs.d")).unwrap();
-        let key = d.join("tsig.key");
-        std::fs::write(
-            &key,
-            "key \"k\" { algorithm hmac-sha256; secret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\"; };\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // Port 9 on loopback: nothing listens, the connection is refused at once.
-        std::fs::write(
-            d.join("renewd.yaml"),
-            format!(
-                "state_dir: {}/state\naccounts: {{ ca: {{ directory: \"https://127.0.0.1:9/dir\" }} }}\n\
-                 dns_servers: {{ p: {{ address: 127.0.0.1, tsig_key_file: {} }} }}\nresolver: [127.0.0.1]\n",
-                d.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(d.join("certs.d/web.yaml"), "domains: [a.example.test]\n").unwrap();
-        let settings = crate::config::load(&d.join("renewd.yaml"))
-            .unwrap()
-            .settings;
+        // Its CA at port 9 on loopback: nothing listens, the connection is refused at once.
+        let settings = crate::testutil::one_cert_settings(dir.path());
         let spec = settings.certs["web"].clone();
         let engine = Engine::new(Arc::new(settings)).unwrap();
         let facts = live(90, &["a.example.test"], true).unwrap().unwrap().facts;
