@@ -365,15 +365,27 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
         ..Default::default()
     });
     let (h1, h2) = (domain("host1"), domain("host2"));
+    let deployed = topo.dir().join("deployed");
+    fs::create_dir_all(&deployed).unwrap();
+    let (web_crt, web_key) = (deployed.join("web.crt"), deployed.join("web.key"));
     let r = Renewd::new(
         &topo,
         "30s",
         &[
-            SpecFixture::new("web", &[&h1]),
+            SpecFixture::new("web", &[&h1]).line(&format!(
+                "deploy: [ {{ fullchain: \"{}\", key: \"{}\" }} ]",
+                web_crt.display(),
+                web_key.display()
+            )),
             SpecFixture::new("mail", &[&h2]),
         ],
     );
     r.run(&["renew", "web"]).expect_code(0);
+    assert_eq!(
+        fs::read(&web_crt).unwrap(),
+        fs::read(r.live("web", "fullchain.pem")).unwrap(),
+        "deployed where status will say"
+    );
 
     let json = r.run(&["status", "--json"]);
     json.expect_code(1); // `mail` has no certificate yet
@@ -393,6 +405,13 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
         rows[1]["last_result"], "ok",
         "renew's result is recorded: {doc}"
     );
+    let path = |p: &std::path::Path| serde_json::json!(p.display().to_string());
+    assert_eq!(
+        rows[1]["paths"]["deployed"],
+        serde_json::json!([path(&web_crt), path(&web_key)]),
+        "{doc}"
+    );
+    assert_eq!(rows[0]["paths"]["deployed"], serde_json::json!([]), "{doc}");
 
     r.run(&["renew", "mail"]).expect_code(0);
     let text = r.run(&["status"]);
@@ -413,6 +432,21 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
                 r.state().join("live/web/fullchain.pem").display()
             )),
         "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!(
+            "; deployed to {}, {}\n",
+            web_crt.display(),
+            web_key.display()
+        )),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(
+        text.stdout.matches("deployed to").count(),
+        1,
+        "mail has no deploy target: {}",
         text.stdout
     );
     let warn = r.run(&["status", "--warn", "100d"]);
