@@ -341,12 +341,20 @@ async fn dry_run_all(
     for (name, r) in results {
         match r {
             Ok(d) => println!(
-                "{name}: would renew: the CA validated all {} name(s) ({}, {:.1}s, DNS propagation {:.1}s); {} authorization(s) deactivated, TXT values removed, nothing issued or written",
+                "{name}: would renew: the CA validated all {} name(s) ({}, {:.1}s, DNS propagation {:.1}s); {} authorization(s) deactivated{}, TXT values removed, nothing issued or written",
                 d.names,
                 d.challenge,
                 d.elapsed.as_secs_f64(),
                 d.propagation.as_secs_f64(),
-                d.deactivated
+                d.deactivated,
+                if d.still_valid > 0 {
+                    format!(
+                        " ({} left valid by the CA, which ignored the request)",
+                        d.still_valid
+                    )
+                } else {
+                    String::new()
+                }
             ),
             Err(e) => {
                 failed += 1;
@@ -516,8 +524,10 @@ async fn renew(
     engine.begin_run().await;
     let results = core::run_once(&mut scheduler, stop).await;
     engine.end_run().await;
-    // Where `renewd status` finds them (the daemon's status.json has one writer: the daemon).
+    // Where `renewd status` finds them, each under the certificate's lock (the daemon's status.json
+    // has one writer: the daemon).
     let state = renewd::state::StateDir::new(&settings.state_dir);
+    let daemon = renewd::status::daemon_status(&state);
     let now = SystemTime::now();
     for (name, result) in &results {
         let record = match result {
@@ -526,6 +536,7 @@ async fn renew(
                 ok: true,
                 error: None,
                 serial: Some(r.serial.clone()),
+                consecutive_failures: None,
             },
             RunResult::Failed(e) => renewd::status::RunRecord {
                 at: now,
@@ -538,11 +549,17 @@ async fn renew(
                     _ => e.to_string(),
                 }),
                 serial: None,
+                consecutive_failures: None,
             },
             RunResult::NotDue { .. } | RunResult::Busy { .. } => continue,
         };
-        if let Err(e) = renewd::status::record_run(&state, name, &record) {
-            eprintln!("renewd: {name}: cannot record the result for `renewd status`: {e}");
+        match renewd::status::record_run(&state, &daemon, name, &record) {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "renewd: {name}: result not recorded for `renewd status`: another renewd process holds \
+                 its lock now, and its result will be the newer one"
+            ),
+            Err(e) => eprintln!("renewd: {name}: cannot record the result for `renewd status`: {e}"),
         }
     }
     let mut failures = 0;

@@ -554,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn certificate_info_carries_the_profile_and_the_challenge() {
+        let mut m = Metrics::new();
+        let mut short = snap("short", "a2c", true);
+        short.profile = "shortlived";
+        short.challenge = "dns-persist-01";
+        let text = m.render(&[short, snap("www", "le", true)]);
+        for line in [
+            "renewd_certificate_info{name=\"short\",account=\"a2c\",profile=\"shortlived\",challenge=\"dns-persist-01\"} 1",
+            "renewd_certificate_info{name=\"www\",account=\"le\",profile=\"\",challenge=\"dns-01\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+    }
+
+    #[test]
     fn a_removed_spec_loses_its_series_and_failures_are_counted() {
         let mut m = Metrics::new();
         m.record("old", "le", &renewed(1.0, 1.0));

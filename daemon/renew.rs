@@ -157,8 +157,11 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 pub struct DryRun {
     pub order_url: String,
     pub names: usize,
-    /// Authorizations given up after validation.
+    /// Authorizations given up after validation (the CA answered `deactivated`).
     pub deactivated: usize,
+    /// Authorizations the CA left valid although asked to deactivate them (it ignores the request): it
+    /// may let them stand in for a validation of those names until they expire.
+    pub still_valid: usize,
     pub propagation: Duration,
     pub elapsed: Duration,
     pub challenge: ChallengeKind,
@@ -1042,23 +1045,40 @@ impl Engine {
                 .validated(spec, &progress, &mut published, OrderKind::DryRun, None)
                 .await?;
             progress.enter(Phase::DeactivatingAuthorizations);
-            let mut deactivated = 0;
+            let (mut deactivated, mut still_valid) = (0, 0);
             let mut authzs = v.order.authorizations();
             while let Some(authz) = authzs.next().await {
                 let mut authz =
                     authz.map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
                 if authz.status == AuthorizationStatus::Valid {
-                    authz
-                        .deactivate()
-                        .await
-                        .map_err(|e| v.account.error(Phase::DeactivatingAuthorizations, e))?;
-                    deactivated += 1;
+                    let answer = authz.deactivate().await.map(|_| ());
+                    match answer {
+                        Ok(()) => deactivated += 1,
+                        // The CA took the request but answered with another status (it ignores
+                        // deactivation): instant-acme's `Other` error, the answer kept in `authz`.
+                        // Every name was validated, so the dry run stands; say what the CA did.
+                        Err(instant_acme::Error::Other(_))
+                            if authz.status != AuthorizationStatus::Deactivated =>
+                        {
+                            still_valid += 1;
+                            tracing::warn!(cert_name = %spec.name,
+                                "the CA did not deactivate the authorization for {} (it answered {:?}): \
+                                 it may stand in for validating that name until it expires",
+                                authz.identifier(), authz.status);
+                        }
+                        Err(e) => {
+                            return Err(RenewError::from(
+                                v.account.error(Phase::DeactivatingAuthorizations, e),
+                            ))
+                        }
+                    }
                 }
             }
             Ok::<_, RenewError>(DryRun {
                 order_url: v.order_url.clone(),
                 names: spec.domains.len(),
                 deactivated,
+                still_valid,
                 propagation: v.propagation,
                 elapsed: started.elapsed(),
                 challenge: spec.challenge,
@@ -1969,31 +1989,8 @@ mod tests {
     async fn a_failed_directory_is_not_retried_by_every_renewal_window_request() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("certs.d")).unwrap();
-        let key = d.join("tsig.key");
-        std::fs::write(
-            &key,
-            "key \"k\" { algorithm hmac-sha256; secret \"2FbcAyQwbUV2HpUSSImK7XwVr8FEBXB5v8mzaYcBd5A=\"; };\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // Port 9 on loopback: nothing listens, the connection is refused at once.
-        std::fs::write(
-            d.join("renewd.yaml"),
-            format!(
-                "state_dir: {}/state\naccounts: {{ ca: {{ directory: \"https://127.0.0.1:9/dir\" }} }}\n\
-                 dns_servers: {{ p: {{ address: 127.0.0.1, tsig_key_file: {} }} }}\nresolver: [127.0.0.1]\n",
-                d.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(d.join("certs.d/web.yaml"), "domains: [a.example.test]\n").unwrap();
-        let settings = crate::config::load(&d.join("renewd.yaml"))
-            .unwrap()
-            .settings;
+        // Its CA at port 9 on loopback: nothing listens, the connection is refused at once.
+        let settings = crate::testutil::one_cert_settings(dir.path());
         let spec = settings.certs["web"].clone();
         let engine = Engine::new(Arc::new(settings)).unwrap();
         let facts = live(90, &["a.example.test"], true).unwrap().unwrap().facts;

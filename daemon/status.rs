@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::daemon::StatusFile;
+use crate::daemon::{CertStatus, StatusFile};
 use crate::fsread::{self, STATUS_MAX};
 use crate::renew::read_live;
 use crate::scheduler::{self, CertInput, History};
@@ -123,25 +123,86 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// The new certificate's serial, when one was issued (also when only its deploy failed).
     pub serial: Option<String>,
+    /// Failed attempts in a row, this one included (0 after a success), counted on from what `renewd
+    /// status` showed before this run (the daemon's record or the previous run's, whichever is newer).
+    /// Set by [`record_run`]; absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
 }
 
 fn run_record_path(state: &StateDir, name: &str) -> std::path::PathBuf {
     state.root().join("results").join(format!("{name}.json"))
 }
 
-/// Record what `renewd renew` did with `name` (atomically; 0644: it holds no secret).
-pub fn record_run(state: &StateDir, name: &str, record: &RunRecord) -> io::Result<()> {
+/// Record what `renewd renew` did with `name` (atomically; 0644: it holds no secret), under the
+/// certificate's lock `locks/NAME.lock`, so one writer at a time. `Ok(false)`, nothing written: another
+/// process holds the lock right now (the daemon or another `renewd renew` renewing it), and what it is
+/// doing ends after this record would have been made, so its result is the newer one anyway.
+/// `daemon`: the daemon's status file as [`daemon_status`] read it, for counting failures on.
+pub fn record_run(
+    state: &StateDir,
+    daemon: &StatusFile,
+    name: &str,
+    record: &RunRecord,
+) -> io::Result<bool> {
+    let Some(_lock) = state.lock_cert(name)? else {
+        return Ok(false);
+    };
+    let mut record = record.clone();
+    record.consecutive_failures = Some(if record.ok {
+        0
+    } else {
+        let (before, _) = merged(daemon.certificates.get(name), read_run_record(state, name));
+        before.consecutive_failures.saturating_add(1)
+    });
     let path = run_record_path(state, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-    crate::state::write_atomic(&path, &json, 0o644)
+    let json = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+    crate::state::write_atomic(&path, &json, 0o644)?;
+    Ok(true)
 }
 
 fn read_run_record(state: &StateDir, name: &str) -> Option<RunRecord> {
     let bytes = fsread::read_capped(&run_record_path(state, name), fsread::TEXT_MAX).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The daemon's `state_dir/status.json` (see [`read_status_file`]).
+pub fn daemon_status(state: &StateDir) -> StatusFile {
+    read_status_file(&state.status_file())
+}
+
+/// A certificate's failure history and last result as `renewd status` shows them: the daemon's
+/// (`recorded`), or `renewd renew`'s (`run`) when that is newer.
+fn merged(recorded: Option<&CertStatus>, run: Option<RunRecord>) -> (History, Option<String>) {
+    let mut history: History = recorded.map(|r| r.history.clone()).unwrap_or_default();
+    let mut last_result = recorded.and_then(|r| r.last_result.clone());
+    let daemon_last = history
+        .last_success
+        .into_iter()
+        .chain(history.last_failure.as_ref().map(|f| f.at))
+        .max();
+    if let Some(run) = run.filter(|run| daemon_last.is_none_or(|t| run.at > t)) {
+        if run.ok {
+            history.succeeded(run.at);
+            last_result = Some("ok".into());
+        } else {
+            history.consecutive_failures = run
+                .consecutive_failures
+                .unwrap_or(history.consecutive_failures.saturating_add(1))
+                .max(1);
+            history.last_failure = Some(scheduler::Failure {
+                at: run.at,
+                kind: scheduler::FailureKind::Transient,
+                retry_after: None,
+                message: run.error.clone().unwrap_or_default(),
+            });
+            last_result = Some("failed".into());
+        }
+    }
+    (history, last_result)
 }
 
 /// The daemon's `status.json` (a regular file of at most [`STATUS_MAX`] bytes); empty when there is
@@ -171,31 +232,8 @@ pub fn collect(settings: &Settings, warn: Duration, now: SystemTime) -> Report {
         .map(|spec| {
             let live = read_live(&state, &spec.name);
             let recorded = file.certificates.get(&spec.name);
-            let mut history: History = recorded.map(|r| r.history.clone()).unwrap_or_default();
-            let mut last_result = recorded.and_then(|r| r.last_result.clone());
             // `renewd renew`'s own result, when it is newer than the daemon's last one.
-            let daemon_last = history
-                .last_success
-                .into_iter()
-                .chain(history.last_failure.as_ref().map(|f| f.at))
-                .max();
-            if let Some(run) = read_run_record(&state, &spec.name)
-                .filter(|run| daemon_last.is_none_or(|t| run.at > t))
-            {
-                if run.ok {
-                    history.succeeded(run.at);
-                    last_result = Some("ok".into());
-                } else {
-                    history.consecutive_failures += 1;
-                    history.last_failure = Some(scheduler::Failure {
-                        at: run.at,
-                        kind: scheduler::FailureKind::Transient,
-                        retry_after: None,
-                        message: run.error.clone().unwrap_or_default(),
-                    });
-                    last_result = Some("failed".into());
-                }
-            }
+            let (history, last_result) = merged(recorded, read_run_record(&state, &spec.name));
             let decision = scheduler::decide(
                 &CertInput {
                     spec,
@@ -445,4 +483,196 @@ pub fn needs_attention(report: &Report) -> bool {
             .cluster
             .as_ref()
             .is_some_and(|c| c.daemon_down_since.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Failure, FailureKind};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A configuration with one certificate `web` (no live certificate) in a temporary directory.
+    fn settings(d: &Path) -> Settings {
+        crate::testutil::one_cert_settings(d)
+    }
+
+    /// The daemon's status.json with `web`'s history.
+    fn daemon_recorded(settings: &Settings, history: History, last_result: &str) {
+        let mut file = StatusFile::default();
+        file.certificates.insert(
+            "web".into(),
+            CertStatus {
+                last_result: Some(last_result.into()),
+                history,
+                ..Default::default()
+            },
+        );
+        let state = StateDir::new(&settings.state_dir);
+        std::fs::create_dir_all(state.root()).unwrap();
+        std::fs::write(state.status_file(), serde_json::to_vec(&file).unwrap()).unwrap();
+    }
+
+    fn failure(at: SystemTime, message: &str) -> Failure {
+        Failure {
+            at,
+            kind: FailureKind::Transient,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    fn web(settings: &Settings, now: SystemTime) -> Row {
+        let report = collect(settings, Duration::from_secs(86400), now);
+        report
+            .certificates
+            .into_iter()
+            .find(|r| r.name == "web")
+            .unwrap()
+    }
+
+    fn run(at: SystemTime, ok: bool) -> RunRecord {
+        RunRecord {
+            at,
+            ok,
+            error: (!ok).then(|| "issued, but the deploy or reload failed: exit 1\nmore".into()),
+            serial: Some("0A".into()),
+            consecutive_failures: None,
+        }
+    }
+
+    /// [`record_run`] as `renewd renew` calls it: with the daemon's file as it is now.
+    fn record(state: &StateDir, record: &RunRecord) -> bool {
+        record_run(state, &daemon_status(state), "web", record).unwrap()
+    }
+
+    #[test]
+    fn a_newer_failed_renew_wins_over_the_daemons_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = SystemTime::now();
+        let mut history = History::default();
+        history.succeeded(now - 2 * HOUR);
+        daemon_recorded(&s, history, "ok");
+        let state = StateDir::new(&s.state_dir);
+        assert!(record(&state, &run(now - HOUR, false)));
+
+        let row = web(&s, now);
+        assert_eq!(row.last_result.as_deref(), Some("failed"));
+        assert_eq!(row.consecutive_failures, 1);
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("issued, but the deploy or reload failed: exit 1"),
+            "the first line"
+        );
+        assert!(row.needs_attention);
+        assert_eq!(row.attention.as_deref(), Some("failing (1x)"));
+    }
+
+    #[test]
+    fn an_older_renew_result_loses_to_the_daemons_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = SystemTime::now();
+        let state = StateDir::new(&s.state_dir);
+        assert!(record(&state, &run(now - 2 * HOUR, false)));
+        let mut history = History::default();
+        history.succeeded(now - HOUR);
+        daemon_recorded(&s, history, "ok");
+
+        let row = web(&s, now);
+        assert_eq!(row.last_result.as_deref(), Some("ok"));
+        assert_eq!(row.consecutive_failures, 0);
+        assert_eq!(row.last_error, None);
+
+        // The daemon's newer failure also wins over renew's older success, and keeps its count.
+        assert!(record(&state, &run(now - 2 * HOUR, true)));
+        let mut history = History::default();
+        history.failed(failure(now - HOUR, "REFUSED"));
+        history.failed(failure(now - HOUR, "REFUSED"));
+        daemon_recorded(&s, history, "failed");
+        let row = web(&s, now);
+        assert_eq!(row.last_result.as_deref(), Some("failed"));
+        assert_eq!(row.consecutive_failures, 2);
+        assert_eq!(row.last_error.as_deref(), Some("REFUSED"));
+    }
+
+    #[test]
+    fn a_newer_successful_renew_clears_the_daemons_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = SystemTime::now();
+        let mut history = History::default();
+        history.failed(failure(now - 2 * HOUR, "REFUSED"));
+        daemon_recorded(&s, history, "failed");
+        let state = StateDir::new(&s.state_dir);
+        assert!(record(&state, &run(now - HOUR, true)));
+
+        let row = web(&s, now);
+        assert_eq!(row.last_result.as_deref(), Some("ok"));
+        assert_eq!(row.consecutive_failures, 0);
+        assert_eq!(row.last_error, None);
+    }
+
+    #[test]
+    fn renews_failures_count_on_from_what_status_showed_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = SystemTime::now();
+        let state = StateDir::new(&s.state_dir);
+        let mut history = History::default();
+        history.failed(failure(now - 4 * HOUR, "REFUSED"));
+        daemon_recorded(&s, history, "failed");
+        // The daemon failed once, then renew failed: two in a row.
+        assert!(record(&state, &run(now - 3 * HOUR, false)));
+        assert_eq!(web(&s, now).consecutive_failures, 2);
+        // A success in between: the next failure is the first again.
+        assert!(record(&state, &run(now - 2 * HOUR, true)));
+        assert_eq!(web(&s, now).consecutive_failures, 0);
+        assert!(record(&state, &run(now - HOUR, false)));
+        let row = web(&s, now);
+        assert_eq!(row.consecutive_failures, 1);
+        assert_eq!(row.attention.as_deref(), Some("failing (1x)"));
+        // A record of an earlier version (no count): one more than the daemon's.
+        let old = RunRecord {
+            consecutive_failures: None,
+            ..run(now - HOUR, false)
+        };
+        std::fs::write(
+            run_record_path(&state, "web"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(web(&s, now).consecutive_failures, 2);
+    }
+
+    #[test]
+    fn without_a_daemon_renews_result_is_shown_and_failures_count_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let now = SystemTime::now();
+        let state = StateDir::new(&s.state_dir);
+        assert_eq!(web(&s, now).last_result, None, "nothing recorded yet");
+        assert!(record(&state, &run(now - HOUR, false)));
+        let row = web(&s, now);
+        assert_eq!(row.last_result.as_deref(), Some("failed"));
+        assert_eq!(row.consecutive_failures, 1);
+        assert!(record(&state, &run(now - HOUR / 2, false)));
+        assert_eq!(web(&s, now).consecutive_failures, 2);
+    }
+
+    #[test]
+    fn record_run_waits_for_no_one_and_writes_nothing_while_the_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let state = StateDir::new(&s.state_dir);
+        let now = SystemTime::now();
+        let held = state.lock_cert("web").unwrap().expect("free");
+        assert!(!record(&state, &run(now, false)));
+        assert_eq!(read_run_record(&state, "web"), None);
+        drop(held);
+        assert!(record(&state, &run(now, false)));
+        let stored = read_run_record(&state, "web").expect("written");
+        assert_eq!((stored.ok, stored.error), (false, run(now, false).error));
+    }
 }

@@ -1084,6 +1084,50 @@ fn profile_challenge_and_persist_until() {
 }
 
 #[test]
+fn profile_and_challenge_under_defaults_apply_to_every_spec_that_does_not_say() {
+    let fx = Fx::new(&GLOBAL.replace(
+        "renew_before: 30d }",
+        "renew_before: 30d, profile: tlsserver, challenge: dns-persist-01 }",
+    ));
+    fx.spec("d", "domains: [d.example.org]\n");
+    fx.spec(
+        "own",
+        "domains: [o.example.org]\nprofile: shortlived\nchallenge: dns-01\n",
+    );
+    fx.spec(
+        "until",
+        "domains: [u.example.org]\npersist_until: 2099-12-31\n",
+    );
+    let s = fx.load().expect("loads").settings;
+    assert_eq!(s.certs["d"].profile.as_deref(), Some("tlsserver"));
+    assert_eq!(s.certs["d"].challenge, ChallengeKind::DnsPersist01);
+    assert_eq!(s.certs["own"].profile.as_deref(), Some("shortlived"));
+    assert_eq!(s.certs["own"].challenge, ChallengeKind::Dns01);
+    // `persist_until` in a spec is allowed by the challenge it inherits.
+    assert_eq!(s.certs["until"].challenge, ChallengeKind::DnsPersist01);
+    assert_eq!(s.certs["until"].persist_until, Some(4102444799));
+
+    let fx = Fx::new(&GLOBAL.replace(
+        "renew_before: 30d }",
+        "renew_before: 30d, challenge: http-01 }",
+    ));
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains("`defaults.challenge`") && s.contains("through DNS only"),
+        "{s}"
+    );
+    let fx = Fx::new(&GLOBAL.replace(
+        "renew_before: 30d }",
+        "renew_before: 30d, profile: \"short lived\" }",
+    ));
+    let (_, s) = fx.one_error();
+    assert!(
+        s.contains("`defaults.profile`") && s.contains("is not a profile name"),
+        "{s}"
+    );
+}
+
+#[test]
 fn key_reuse_and_ari_off() {
     let fx = Fx::new(&GLOBAL.replace(
         "    contact: [mailto:pki@example.ac.jp]\n",

@@ -289,10 +289,7 @@ fn daemon_logs_the_renewed_event_to_a_real_journald_with_its_fields() {
             deployed.display()
         ))],
     );
-    let mut cmd = topo.command(crate::support::renewd_bin());
-    cmd.arg("--config").arg(r.config()).arg("run");
-    journal.attach_as_service(&mut cmd, "renewd").unwrap();
-    let mut daemon = cmd.spawn().expect("renewd starts");
+    let mut daemon = r.spawn_daemon_under_journald(&journal);
 
     let renewed_id = format!("MESSAGE_ID={}", message_id::RENEWED);
     let entries = journal.wait_for(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::proc::poll_until;
 use crate::support::renewd::Renewd;
-use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions};
+use crate::support::topology::{challenge_zone, domain, Server, Topology, TopologyOptions};
 use crate::support::x509::cert_serial;
 use crate::support::SpecFixture;
 
@@ -22,6 +22,14 @@ fn versions(r: &Renewd, name: &str) -> usize {
     fs::read_dir(r.state().join("archive").join(name))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// How many certificates Pebble says it issued (its log has a line for each).
+fn pebble_issued(topo: &Topology) -> usize {
+    fs::read_to_string(topo.log_path(Server::Pebble))
+        .unwrap()
+        .matches("Issued certificate serial ")
+        .count()
 }
 
 fn no_txt_anywhere(topo: &Topology, owner: &str) {
@@ -60,6 +68,8 @@ fn dry_run_validates_every_name_and_writes_nothing() {
     let serial = cert_serial(&r.live("host1", "cert.pem"));
     let deployed_before = fs::read(&deployed).unwrap();
     let mtime = fs::metadata(&deployed).unwrap().modified().unwrap();
+    let issued_at_ca = || pebble_issued(&topo);
+    assert_eq!(issued_at_ca(), 1, "Pebble logged the first issuance");
 
     for _ in 0..2 {
         let run = r.run(&["renew", "--dry-run"]);
@@ -72,6 +82,11 @@ fn dry_run_validates_every_name_and_writes_nothing() {
         );
     }
     assert_eq!(cert_serial(&r.live("host1", "cert.pem")), serial);
+    assert_eq!(
+        issued_at_ca(),
+        1,
+        "the CA issued nothing for the dry runs (Pebble's log)"
+    );
     assert_eq!(versions(&r, "host1"), 1, "no new version archived");
     assert_eq!(fs::read(&deployed).unwrap(), deployed_before);
     assert_eq!(fs::metadata(&deployed).unwrap().modified().unwrap(), mtime);

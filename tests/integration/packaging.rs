@@ -341,6 +341,7 @@ const INSTALLED: &[&str] = &[
     "/etc/renewd/renewd.yaml",
     "/usr/share/man/man1/renewd.1.gz",
     "/usr/share/man/man1/renewd-dns-test.1.gz",
+    "/usr/share/man/man5/renewd.yaml.5.gz",
     "/usr/share/bash-completion/completions/renewd",
     "/usr/share/zsh/vendor-completions/_renewd",
     "/usr/share/fish/vendor_completions.d/renewd.fish",

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::support::a2c::{SecondCa, SecondCaOptions, A2C_ACCOUNT};
 use crate::support::proc::poll_until;
-use crate::support::renewd::{json_time, Renewd};
+use crate::support::renewd::{json_time, signal, wait_exit, Renewd};
 use crate::support::topology::{domain, persist_zone, Topology, TopologyOptions};
-use crate::support::x509::cert_valid_for;
+use crate::support::x509::{cert_serial, cert_valid_for};
 use crate::support::SpecFixture;
 
 const ISSUER: &str = "ca.example.test";
@@ -185,6 +185,102 @@ fn dns_persist_01_writes_the_record_once_and_later_renewals_make_no_update() {
         run.stdout
     );
     secondaries_serve(&topo, &owner, &all);
+}
+
+/// Issue 12.4, the daemon: a dns-persist-01 certificate whose record stands is renewed by `renewd run`
+/// (the CA's ARI window made open) without a single UPDATE on the primary (its SOA serial stays), and
+/// the renewed event in a real journald says how control was proven: `ACME_CHALLENGE=dns-persist-01`.
+/// Issue 12.3: the daemon's metrics file shows the real profile and challenge of the certificate.
+#[test]
+fn daemon_renews_with_dns_persist_01_without_an_update_and_logs_the_challenge_to_journald() {
+    use crate::support::journald::JournaldSandbox;
+    use renewd::logging::message_id;
+
+    let topo = persist_topology(1);
+    let mut ca = SecondCa::start(
+        &topo,
+        SecondCaOptions {
+            dns_persist_01: true,
+            caa_identities: vec![ISSUER.into()],
+            profiles: vec![("shortlived".into(), 1), ("classic".into(), 90)],
+            default_profile: Some("classic".into()),
+            ..Default::default()
+        },
+    );
+    let host = domain("host1");
+    let owner = persist_zone(&host);
+    let metrics = topo.dir().join("renewd.prom");
+    let metrics_line = format!(
+        "metrics_file: {}",
+        serde_json::to_string(metrics.to_str().unwrap()).unwrap()
+    );
+    let r = Renewd::with_global(
+        &topo,
+        "30s",
+        &[SpecFixture::new("host1", &[&host])
+            .line("challenge: dns-persist-01")
+            .line("profile: shortlived")],
+        &[&metrics_line],
+    );
+    ca.use_as_default(&r.config());
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(
+        run.line("host1").contains("1 record(s) written"),
+        "{}",
+        run.stdout
+    );
+    let ours = format!("{ISSUER}; accounturi={}", account_url(&r));
+    secondaries_serve(&topo, &owner, std::slice::from_ref(&ours));
+    let serial = master_serial(&topo, &owner);
+    let first = cert_serial(&r.live("host1", "cert.pem"));
+
+    // The CA's window for the live certificate has passed: the daemon renews at once.
+    ca.restart_with(SecondCaOptions {
+        renewal_threshold_pct: 0.0,
+        renewal_window: Some(Duration::from_secs(1)),
+        ..ca.options().clone()
+    });
+    let journal = JournaldSandbox::start();
+    let mut daemon = r.spawn_daemon_under_journald(&journal);
+    let renewed_id = format!("MESSAGE_ID={}", message_id::RENEWED);
+    let entries = journal.wait_for(
+        &["CERT_NAME=host1", &renewed_id],
+        |e| !e.is_empty(),
+        Duration::from_secs(60),
+    );
+    signal(daemon.id(), libc::SIGTERM);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon exits");
+    assert!(status.success(), "{status}");
+
+    let e = &entries[0];
+    assert_eq!(e.get("ACME_CHALLENGE").as_deref(), Some("dns-persist-01"));
+    assert!(
+        e.message().is_some_and(
+            |m| m.contains("control proven by dns-persist-01 (standing record, no DNS update)")
+        ),
+        "{:?}",
+        e.message()
+    );
+    let renewed = cert_serial(&r.live("host1", "cert.pem"));
+    assert_ne!(renewed, first, "the daemon renewed it");
+    assert_eq!(e.get("CERT_SERIAL"), Some(renewed.to_uppercase()));
+    assert_eq!(
+        master_serial(&topo, &owner),
+        serial,
+        "the daemon's renewal sent an UPDATE to the primary"
+    );
+    assert!(journal_is_empty(&r), "nothing journaled for cleanup");
+    secondaries_serve(&topo, &owner, std::slice::from_ref(&ours));
+    assert!(
+        cert_valid_for(&r.live("host1", "cert.pem"), 20 * 3600)
+            && !cert_valid_for(&r.live("host1", "cert.pem"), 25 * 3600),
+        "ordered with the 1-day profile"
+    );
+    let text = fs::read_to_string(&metrics).unwrap();
+    let info = "renewd_certificate_info{name=\"host1\",account=\"a2c\",profile=\"shortlived\",\
+                challenge=\"dns-persist-01\"} 1";
+    assert!(text.lines().any(|l| l == info), "no `{info}` in\n{text}");
 }
 
 /// A wildcard certificate's record says `policy=wildcard` (and `persistUntil` when set); once it

@@ -5,7 +5,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::support::proc::poll_until;
-use crate::support::renewd::{mode, wait_published, Renewd};
+use crate::support::renewd::{log_text, mode, stop_daemon, wait_published, Renewd};
 use crate::support::topology::{challenge_zone, domain, Topology, TopologyOptions, SHARED_ZONE};
 use crate::support::x509::{cert_sans, cert_serial, private_key_type, verify_chain};
 use crate::support::SpecFixture;
@@ -365,15 +365,27 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
         ..Default::default()
     });
     let (h1, h2) = (domain("host1"), domain("host2"));
+    let deployed = topo.dir().join("deployed");
+    fs::create_dir_all(&deployed).unwrap();
+    let (web_crt, web_key) = (deployed.join("web.crt"), deployed.join("web.key"));
     let r = Renewd::new(
         &topo,
         "30s",
         &[
-            SpecFixture::new("web", &[&h1]),
+            SpecFixture::new("web", &[&h1]).line(&format!(
+                "deploy: [ {{ fullchain: \"{}\", key: \"{}\" }} ]",
+                web_crt.display(),
+                web_key.display()
+            )),
             SpecFixture::new("mail", &[&h2]),
         ],
     );
     r.run(&["renew", "web"]).expect_code(0);
+    assert_eq!(
+        fs::read(&web_crt).unwrap(),
+        fs::read(r.live("web", "fullchain.pem")).unwrap(),
+        "deployed where status will say"
+    );
 
     let json = r.run(&["status", "--json"]);
     json.expect_code(1); // `mail` has no certificate yet
@@ -393,6 +405,13 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
         rows[1]["last_result"], "ok",
         "renew's result is recorded: {doc}"
     );
+    let path = |p: &std::path::Path| serde_json::json!(p.display().to_string());
+    assert_eq!(
+        rows[1]["paths"]["deployed"],
+        serde_json::json!([path(&web_crt), path(&web_key)]),
+        "{doc}"
+    );
+    assert_eq!(rows[0]["paths"]["deployed"], serde_json::json!([]), "{doc}");
 
     r.run(&["renew", "mail"]).expect_code(0);
     let text = r.run(&["status"]);
@@ -413,6 +432,21 @@ fn status_lists_certificates_by_time_left_and_exits_1_when_attention_is_needed()
                 r.state().join("live/web/fullchain.pem").display()
             )),
         "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!(
+            "; deployed to {}, {}\n",
+            web_crt.display(),
+            web_key.display()
+        )),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(
+        text.stdout.matches("deployed to").count(),
+        1,
+        "mail has no deploy target: {}",
         text.stdout
     );
     let warn = r.run(&["status", "--warn", "100d"]);
@@ -488,6 +522,112 @@ fn a_failed_deploy_from_renew_is_recorded_for_status() {
     status.expect_code(0);
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(doc["certificates"][0]["last_result"], "ok", "{doc}");
+}
+
+/// Issue 14.2 with the daemon running. The daemon issues `web` but its reload fails (status.json: failed;
+/// it retries the deploy only after its 5-minute backoff). Then cron-style `renewd renew --force web`:
+/// a good one makes `renewd status` (table and JSON) show ok and exit 0, a newer one whose reload fails
+/// shows that failure, counted from the good run (1x), and exits 1. The daemon's own file keeps its
+/// record (one writer), and the daemon runs throughout.
+#[test]
+fn renew_beside_the_running_daemon_shows_its_newer_result_in_status() {
+    let topo = topology(TopologyOptions {
+        n_hosts: 1,
+        ..Default::default()
+    });
+    // The reload fails while this file exists (nothing renewd watches).
+    let broken = topo.dir().join("reload-broken");
+    fs::write(&broken, "").unwrap();
+    let r = Renewd::new(
+        &topo,
+        "30s",
+        &[SpecFixture::new("web", &[&domain("host1")]).line(&format!(
+            "reload: [ {{ command: [/bin/sh, -c, \"test ! -e {}\"] }} ]",
+            broken.display()
+        ))],
+    );
+    let log = topo.dir().join("daemon.log");
+    let mut daemon = r.spawn_logged(&["run"], &log, &[]);
+    let daemon_failure = poll_until(Duration::from_secs(40), Duration::from_millis(50), || {
+        let web = r.status_json()["certificates"]["web"].clone();
+        (web["last_result"] == "failed").then_some(web)
+    })
+    .unwrap_or_else(|| panic!("the daemon recorded no failure\n{}", log_text(&log)));
+    assert!(r.live("web", "cert.pem").exists(), "{daemon_failure}");
+    let row = |text: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with("web "))
+            .unwrap_or_else(|| panic!("no row for web:\n{text}"))
+            .to_string()
+    };
+    let status_json = |code: i32| -> serde_json::Value {
+        let json = r.run(&["status", "--json"]);
+        json.expect_code(code);
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(doc["certificates"][0]["name"], "web", "{doc}");
+        doc["certificates"][0].clone()
+    };
+    r.run(&["status"]).expect_code(1);
+
+    // A good run from cron: newer than the daemon's failure.
+    fs::remove_file(&broken).unwrap();
+    r.run(&["renew", "--force", "web"]).expect_code(0);
+    let text = r.run(&["status"]);
+    text.expect_code(0);
+    assert!(
+        row(&text.stdout).trim_end().ends_with(" ok"),
+        "{}",
+        text.stdout
+    );
+    let web = status_json(0);
+    assert_eq!(
+        (&web["last_result"], &web["consecutive_failures"]),
+        (&serde_json::json!("ok"), &serde_json::json!(0)),
+        "{web}"
+    );
+
+    // A newer run whose reload fails: issued, shown as failed, one failure since the good run.
+    fs::write(&broken, "").unwrap();
+    let run = r.run(&["renew", "--force", "web"]);
+    run.expect_code(1);
+    assert!(
+        run.line("web")
+            .contains("issued and installed in live/, but the deploy or reload FAILED"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let serial = cert_serial(&r.live("web", "cert.pem"));
+    let text = r.run(&["status"]);
+    text.expect_code(1);
+    assert!(
+        row(&text.stdout).contains("failed (1x): issued, but the deploy or reload failed"),
+        "{}",
+        text.stdout
+    );
+    let web = status_json(1);
+    assert_eq!(web["last_result"], "failed", "{web}");
+    assert_eq!(web["consecutive_failures"], 1, "{web}");
+    assert_eq!(web["serial"], serial.to_uppercase(), "{web}");
+    assert!(
+        web["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("issued, but the deploy or reload failed")),
+        "{web}"
+    );
+
+    let own = r.status_json()["certificates"]["web"].clone();
+    assert_eq!(
+        (&own["last_result"], &own["history"]),
+        (&daemon_failure["last_result"], &daemon_failure["history"]),
+        "the daemon's own record is its own: {own}"
+    );
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon ran throughout\n{}",
+        log_text(&log)
+    );
+    stop_daemon(daemon, &log);
 }
 
 /// `renewd renew` run by hand while another renewd process renews the same certificate does not place

@@ -480,3 +480,136 @@ fn replaces_left_out_after_the_first_order(workers: u32) {
 fn ari_a_ca_that_ignores_replaces_costs_one_extra_new_order_per_account_with_parallel_renewals() {
     replaces_left_out_after_the_first_order(4);
 }
+
+/// Issue 14.3: asking for a renewal window needs no account. With the stored account gone (a fresh
+/// host, or a single-use EAB key already spent), `renewd renew` with nothing due asks the second CA for
+/// the window with a plain GET and registers nothing: no newAccount POST, no account file.
+#[test]
+fn renew_with_nothing_due_asks_for_the_window_without_registering_an_account() {
+    let topo = topology();
+    let ca = SecondCa::start(&topo, SecondCaOptions::default());
+    let r = ca.renewd("30s", &host1());
+    let id = issue(&r, &ca);
+    assert_eq!(ca.post_payloads("/acme/newaccount").len(), 1);
+    let account = r.state().join("accounts").join("a2c.json");
+    assert!(account.exists(), "issuing stored the account");
+    std::fs::remove_file(&account).unwrap();
+
+    let before = ca.requests().len();
+    let run = r.run(&["renew"]);
+    run.expect_code(0);
+    assert!(
+        run.line("host1").contains("not due") && run.line("host1").contains("renewal window"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let during: Vec<_> = ca.requests()[before..].to_vec();
+    let renewal_info = format!("/acme/renewal-info/{id}");
+    assert!(
+        during
+            .iter()
+            .any(|q| q.method == "GET" && q.path == renewal_info && q.status == 200),
+        "renewd asked for the window: {during:?}"
+    );
+    let posts: Vec<_> = during.iter().filter(|q| q.method == "POST").collect();
+    assert!(
+        posts.is_empty(),
+        "no POST at all, so no newAccount: {during:?}"
+    );
+    assert_eq!(
+        ca.post_payloads("/acme/newaccount").len(),
+        1,
+        "still the one registration of the issuance"
+    );
+    assert!(
+        !account.exists(),
+        "no account was registered: {}",
+        account.display()
+    );
+}
+
+/// Issue 14.4, seen from the CA: `renewd renew --dry-run` against the second CA orders, has every name
+/// validated, then POSTs `{"status": "deactivated"}` to each of the order's authorizations, and never
+/// finalizes: no finalize POST, no certificate download, no certificate in the CA's database.
+/// acme2certifier ignores deactivation (its answer, and its database, still say `valid`), and renewd
+/// says so instead of counting them as deactivated.
+#[test]
+fn dry_run_on_the_second_ca_asks_to_deactivate_every_authorization_and_finalizes_nothing() {
+    let topo = Topology::start(TopologyOptions {
+        n_hosts: 2,
+        ..Default::default()
+    });
+    let ca = SecondCa::start(&topo, SecondCaOptions::default());
+    let names = [domain("host1"), domain("host2")];
+    let r = ca.renewd("30s", &[SpecFixture::new("both", &[&names[0], &names[1]])]);
+    r.run(&["renew"]).expect_code(0);
+    let id = certificate_id(&r.live("both", "cert.pem"));
+    let issued = || {
+        ca.query("SELECT count(*) FROM certificate WHERE cert IS NOT NULL AND cert != ''")[0][0]
+            .clone()
+    };
+    assert_eq!(issued(), "1", "the CA's database has the first certificate");
+    let posts_before = ca.posts().len();
+
+    let run = r.run(&["renew", "--dry-run"]);
+    run.expect_code(0);
+    assert!(
+        run.line("both").contains(
+            "would renew: the CA validated all 2 name(s) (dns-01"
+        ) && run.line("both").contains(
+            "0 authorization(s) deactivated (2 left valid by the CA, which ignored the request)"
+        ),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr
+            .matches("the CA did not deactivate the authorization for")
+            .count(),
+        2,
+        "{}",
+        run.stderr
+    );
+
+    let posts: Vec<_> = ca.posts()[posts_before..].to_vec();
+    let to = |prefix: &str| -> Vec<&(String, serde_json::Value)> {
+        posts
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(to("/acme/neworders").len(), 1, "one order: {posts:?}");
+    assert!(
+        !to("/acme/chall/").is_empty(),
+        "the challenges were answered: {posts:?}"
+    );
+    let mut deactivated: Vec<&str> = to("/acme/authz/")
+        .into_iter()
+        .filter(|(_, payload)| payload["status"] == "deactivated")
+        .map(|(p, _)| p.trim_start_matches("/acme/authz/"))
+        .collect();
+    deactivated.sort_unstable();
+    deactivated.dedup();
+    assert_eq!(
+        deactivated.len(),
+        2,
+        "one deactivation request per authorization (one per name): {posts:?}"
+    );
+    // The CA's own record of those authorizations: still valid (it ignores deactivation).
+    for authz in &deactivated {
+        let status = ca.query(&format!(
+            "SELECT s.name FROM \"authorization\" a JOIN status s ON a.status_id = s.id \
+             WHERE a.name = '{authz}'"
+        ));
+        assert_eq!(status, vec![vec!["valid".to_string()]], "{authz}");
+    }
+    assert!(
+        posts.iter().all(|(p, _)| !p.ends_with("/finalize")),
+        "no finalize: {posts:?}"
+    );
+    assert!(to("/acme/cert").is_empty(), "no download: {posts:?}");
+    assert_eq!(issued(), "1", "the CA issued nothing");
+    assert_eq!(certificate_id(&r.live("both", "cert.pem")), id);
+}

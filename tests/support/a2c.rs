@@ -338,12 +338,40 @@ impl<'t> SecondCa<'t> {
 
     /// The decoded JWS payloads (`null` for POST-as-GET) of the POSTs to `path`, in order.
     pub fn post_payloads(&self, path: &str) -> Vec<serde_json::Value> {
+        self.posts()
+            .into_iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, payload)| payload)
+            .collect()
+    }
+
+    /// The rows of a read-only SQL query on its database (`acme_srv.db`), each column as text: what the CA
+    /// itself holds (e.g. an authorization's status after a deactivation request).
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        const SCRIPT: &str = "import json, sqlite3, sys\n\
+            con = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+            print(json.dumps([[str(c) for c in row] for row in con.execute(sys.argv[2])]))\n";
+        let out = std::process::Command::new(&self.python)
+            .args(["-c", SCRIPT])
+            .arg(self.dir.join("acme_srv.db"))
+            .arg(sql)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "query {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("rows as JSON")
+    }
+
+    /// Every POST so far: (path, decoded JWS payload or `null` for POST-as-GET), in order.
+    pub fn posts(&self) -> Vec<(String, serde_json::Value)> {
         fs::read_to_string(self.dir.join("posts.jsonl"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["path"] == path)
-            .map(|v| v["payload"].clone())
+            .filter_map(|mut v| Some((v["path"].as_str()?.to_string(), v["payload"].take())))
             .collect()
     }
 

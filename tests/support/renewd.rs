@@ -8,6 +8,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use super::fixtures::SpecFixture;
+use super::journald::JournaldSandbox;
 use super::proc::output_with_timeout;
 use super::renewd_bin;
 use super::topology::Topology;
@@ -131,6 +132,17 @@ impl<'t> Renewd<'t> {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.spawn().expect("renewd starts")
+    }
+
+    /// Start `renewd run` the way systemd runs the service with its output going to `journal`
+    /// (a real journald: [`JournaldSandbox::attach_as_service`], identifier `renewd`).
+    pub fn spawn_daemon_under_journald(&self, journal: &JournaldSandbox) -> Child {
+        let mut cmd = self.topo.command(renewd_bin());
+        cmd.arg("--config").arg(self.config()).arg("run");
+        journal
+            .attach_as_service(&mut cmd, "renewd")
+            .expect("a journal stream");
         cmd.spawn().expect("renewd starts")
     }
 
