@@ -660,24 +660,28 @@ impl<'t> Bench<'t> {
                 .join("fullchain.pem")
                 .exists()
         };
-        let (mut done, mut peak) = (0, 0);
+        let (mut done, mut peak, mut ticks) = (0, 0, 0);
         // Gives up when no certificate went live for 90 s (a CA that stopped answering: Pebble 2.4 can
         // deadlock under many concurrent orders).
         let mut progress = Instant::now();
         while progress.elapsed() < Duration::from_secs(90) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            // Not reaped yet, so its /proc entry is there.
+            peak = peak.max(common::proc_status_field(pid, "VmHWM:"));
+            ticks = common::cpu_ticks(pid);
             let now_done = (1..=DUE_N).filter(|&k| live(k)).count();
             if now_done > done {
                 (done, progress) = (now_done, Instant::now());
             }
-            peak = peak.max(common::proc_status_field(pid, "VmHWM:"));
-            if done == DUE_N || child.try_wait().unwrap().is_some() {
+            if done == DUE_N {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let wall = t0.elapsed().as_secs_f64();
-        let cpu_ms = common::cpu_ticks(pid) * 10;
-        peak = peak.max(common::proc_status_field(pid, "VmHWM:"));
+        let cpu_ms = ticks * 10;
         support::renewd::signal(pid, libc::SIGTERM);
         let _ = support::renewd::wait_exit(&mut child, Duration::from_secs(30));
         let _ = child.kill();
