@@ -9,12 +9,12 @@
 //! the UPDATEs the primary applied in the round (SOA serial increments of the zones). `--timings`: also the
 //! mean time per phase of a renewal in the round (`renewd renew --timings`).
 
+#[path = "deployment.rs"]
+mod deployment;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::Instant;
-
-use support::{domain, output_text, SpecFixture, Topology, TopologyOptions};
+use support::{domain, SpecFixture, Topology, TopologyOptions};
 
 fn main() {
     let (mut shared, mut timings, mut workers, mut numbers) =
@@ -55,54 +55,30 @@ fn main() {
     let dir = topo.dir().join("renewd");
     let config = topo.write_renewd_config(&dir, &specs);
     if let Some(w) = workers {
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            text.replace("workers: 4\n", &format!("workers: {w}\n")),
-        )
-        .unwrap();
+        deployment::set_workers(&config, w);
     }
-    let serials = || -> u64 {
-        topo.zones()
-            .iter()
-            .filter_map(|z| topo.soa_serial_at(topo.master_addr(), z))
-            .map(u64::from)
-            .sum()
-    };
     println!("n\tround\twall_s\tprop_mean_s\tprop_max_s\tmaxrss_kb\tupdates");
     for round in 1..=rounds {
-        let mut cmd = topo.command("/usr/bin/time");
-        cmd.arg("-f").arg("MAXRSS=%M").arg(support::renewd_bin());
-        cmd.arg("--config").arg(&config).arg("renew");
+        let mut args = vec!["renew"];
         if round > 1 {
-            cmd.arg("--force");
+            args.push("--force");
         }
         if timings {
-            cmd.arg("--timings");
+            args.push("--timings");
         }
-        let serial0 = serials();
-        let t0 = Instant::now();
-        let out = cmd.output().expect("renewd runs");
-        let wall = t0.elapsed().as_secs_f64();
-        let text = output_text(&out);
-        assert!(out.status.success(), "renew failed:\n{text}");
-        let props: Vec<f64> = text
-            .lines()
-            .filter_map(|l| l.split("DNS propagation ").nth(1))
-            // "DNS propagation 5.2s, dns-01)" (older releases: "DNS propagation 5.2s)")
-            .filter_map(|s| s.split('s').next()?.parse().ok())
-            .collect();
-        assert_eq!(props.len(), n, "one renewed line per certificate:\n{text}");
-        let mean = props.iter().sum::<f64>() / n as f64;
-        let max = props.iter().cloned().fold(0.0, f64::max);
-        let rss = text
-            .lines()
-            .find_map(|l| l.strip_prefix("MAXRSS="))
-            .unwrap_or("?");
-        let updates = serials() - serial0;
+        let serial0 = deployment::serial_sum(&topo);
+        let run = deployment::renewd_timed(&topo, &config, &args);
+        assert_eq!(
+            run.props.len(),
+            n,
+            "one renewed line per certificate:\n{}",
+            run.text
+        );
+        let updates = deployment::serial_sum(&topo) - serial0;
+        let (wall, mean, max, rss) = (run.wall_s, run.prop_mean(), run.prop_max(), run.maxrss_kb);
         println!("{n}\t{round}\t{wall:.2}\t{mean:.2}\t{max:.2}\t{rss}\t{updates}");
         if timings {
-            println!("\tmean per phase: {}", mean_phases(&text));
+            println!("\tmean per phase: {}", mean_phases(&run.text));
         }
         // BIND's notify-delay (5 s) holds back the NOTIFY of this round's deletions for up to 5 s, and
         // the next round's UPDATE for 5 s after that; real renewals are weeks apart, so measure the

@@ -19,14 +19,6 @@ use crate::support::{assert_success, output_text};
 /// certbot (Python start-up, account registration, one order with a 2 s propagation sleep).
 const CERTBOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// The `secret "..."` of a BIND key file.
-fn tsig_secret(key_file: &Path) -> String {
-    let text = fs::read_to_string(key_file).unwrap();
-    let start = text.find("secret \"").expect("secret in key file") + "secret \"".len();
-    let end = start + text[start..].find('"').unwrap();
-    text[start..end].to_string()
-}
-
 /// An executable script at `path` that appends `TAG $0 $RENEWED_LINEAGE` to `log`.
 fn logging_hook(path: &Path, tag: &str, log: &Path) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -72,7 +64,7 @@ fn import_certbot_from_a_moved_copy_keeps_its_certificate_and_hook_semantics() {
     fs::create_dir_all(&cb_config).unwrap();
 
     // The seed's rfc2136.ini (in certbot's directory, as on the seed), with the topology's TSIG key.
-    let secret = tsig_secret(&topo.tsig_key_file());
+    let secret = topo.tsig_secret();
     let ini = cb_config.join("rfc2136.ini");
     write_secret(
         &ini,
@@ -99,36 +91,22 @@ fn import_certbot_from_a_moved_copy_keeps_its_certificate_and_hook_semantics() {
 
     // certbot certonly --dns-rfc2136, as in the seed (60 s sleep shortened to 2 s).
     let certbot = |args: &[&str]| {
-        let mut c = topo.command("certbot");
-        c.env("REQUESTS_CA_BUNDLE", topo.tls_ca_pem_path())
-            .args(args)
-            .arg("--config-dir")
-            .arg(&cb_config)
-            .arg("--work-dir")
-            .arg(cb.join("work"))
-            .arg("--logs-dir")
-            .arg(cb.join("logs"));
+        let mut c = topo.certbot_command(&cb, args);
         let t = Instant::now();
         let out = output_with_timeout(&mut c, CERTBOT_TIMEOUT).expect("certbot runs");
         assert_success(&format!("certbot {}", args[0]), &out);
         eprintln!("--- certbot {}: {:.1?}", args[0], t.elapsed());
     };
-    certbot(&[
-        "certonly",
-        "-n",
-        "--agree-tos",
-        "-m",
-        "pki@example.test",
-        "--server",
-        &topo.acme_directory_url(),
-        "--eab-kid",
-        topo.eab_kid(),
-        // `=`: a base64url key may begin with `-`, which argparse would take for an option.
-        &format!("--eab-hmac-key={}", topo.eab_hmac_b64url()),
+    let account = topo.certbot_account_args();
+    let (ini_path, deploy_path) = (ini.display().to_string(), deploy_hook.display().to_string());
+    let (pre, post) = (lineage_cmd("pre-lineage"), lineage_cmd("post-lineage"));
+    let mut certonly = vec!["certonly"];
+    certonly.extend(account.iter().map(String::as_str));
+    certonly.extend([
         "--authenticator",
         "dns-rfc2136",
         "--dns-rfc2136-credentials",
-        &ini.display().to_string(),
+        &ini_path,
         "--dns-rfc2136-propagation-seconds",
         "2",
         "--key-type",
@@ -140,12 +118,13 @@ fn import_certbot_from_a_moved_copy_keeps_its_certificate_and_hook_semantics() {
         "--cert-name",
         &host,
         "--deploy-hook",
-        &deploy_hook.display().to_string(),
+        &deploy_path,
         "--pre-hook",
-        &lineage_cmd("pre-lineage"),
+        &pre,
         "--post-hook",
-        &lineage_cmd("post-lineage"),
+        &post,
     ]);
+    certbot(&certonly);
     take_lines(&log);
     // The reference: what certbot itself runs when it renews this lineage.
     certbot(&[

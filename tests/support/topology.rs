@@ -622,6 +622,46 @@ impl Topology {
         }
     }
 
+    /// The `secret "..."` of renewd's TSIG key (for clients configured with the secret itself: certbot's
+    /// ini, lego's environment).
+    pub fn tsig_secret(&self) -> String {
+        let text = fs::read_to_string(self.tsig_key_file()).expect("read the TSIG key");
+        let start = text.find("secret \"").expect("secret in key file") + "secret \"".len();
+        let end = start + text[start..].find('"').expect("secret ends");
+        text[start..end].to_string()
+    }
+
+    /// certbot inside the namespace, trusting Pebble's TLS CA (`REQUESTS_CA_BUNDLE`): `args`, then its
+    /// configuration, work and log directories `dir/config`, `dir/work`, `dir/logs`.
+    pub fn certbot_command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut c = self.command("certbot");
+        c.env("REQUESTS_CA_BUNDLE", self.tls_ca_pem_path())
+            .args(args)
+            .arg("--config-dir")
+            .arg(dir.join("config"))
+            .arg("--work-dir")
+            .arg(dir.join("work"))
+            .arg("--logs-dir")
+            .arg(dir.join("logs"));
+        c
+    }
+
+    /// certbot's options for an account at this Pebble (EAB), without prompts.
+    pub fn certbot_account_args(&self) -> Vec<String> {
+        vec![
+            "-n".into(),
+            "--agree-tos".into(),
+            "-m".into(),
+            "pki@example.test".into(),
+            "--server".into(),
+            self.acme_directory_url(),
+            "--eab-kid".into(),
+            self.eab_kid().into(),
+            // `=`: a base64url key may begin with `-`, which argparse would take for an option.
+            format!("--eab-hmac-key={}", self.eab_hmac_b64url()),
+        ]
+    }
+
     // ---------------------------------------------------------------- stopping and starting
 
     /// Stops dnsN (N = 1..=3) by PID (SIGTERM, then SIGKILL after 5 s).
